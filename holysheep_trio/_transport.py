@@ -1,0 +1,686 @@
+# Trio-native HTTP/1.1 transport for httpx2: h11 over trio sockets, keep-alive pool, no generators.
+"""``TrioTransport``: HTTP/1.1 for ``httpx2.AsyncClient`` on trio, without anyio or httpcore2.
+
+Why it exists: httpx2's default transport (httpcore2 on anyio) leaks an async generator whenever
+a streamed response is closed before the end of its body, and spends more CPU per received
+chunk (see benchmarks/bench_transport.py). This transport speaks HTTP/1.1 with h11 directly over
+trio sockets, returns each socket read as one body chunk, and contains no async generator and no
+background task. See ``docs/transport.md``.
+
+Usage::
+
+    async with httpx2.AsyncClient(transport=TrioTransport()) as client:
+        async with client.stream("GET", url) as response:
+            body = response.extensions["holysheep.body"]  # a TrioResponseStream
+            while chunk := await body.receive_some():
+                ...
+
+Scope: ``http`` and ``https`` (TLS with SNI, ALPN ``http/1.1`` and certificate verification on
+by default). No HTTP/2, no proxies: whoever needs them passes their own ``httpx2.AsyncClient``.
+
+Connection reuse rules:
+
+* A connection goes back to the pool only when its response body was read to the end, both h11
+  sides are ``DONE`` (no ``Connection: close``), and nothing cancelled or failed the exchange.
+* Before an idle connection is reused it is polled: readable means the server closed it (EOF) or
+  sent bytes nobody asked for; either way it is discarded (RFC 9112 §9.5: a server may close an
+  idle connection at any time).
+* Retry rule: if a request on a *reused* connection fails with "connection closed" (EOF or reset
+  while sending, or EOF before the first response byte), it is sent once more on a fresh
+  connection. The race this covers is a server closing an idle connection while we send on it
+  (RFC 9112 §9.3.1 allows retrying when the server can't have processed the request; a server
+  that sent no byte of a response and closed the connection has not answered it). A fresh
+  connection is never retried.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+import ssl
+import sys
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import attrs
+import h11
+import httpx2
+import trio
+
+__all__ = ["TransportStatistics", "TrioResponseStream", "TrioTransport"]
+
+# One read of up to this many bytes becomes one body chunk. Large, so that a burst of small SSE
+# events is handed up in one piece instead of one Python round trip per event.
+_RECEIVE_SIZE: Final = 65536
+# Upper bound on any await during clean-up (rule 6 of STYLE.md). Closing is synchronous here, so
+# this only bounds the single checkpoint in aclose().
+_CLOSE_TIMEOUT: Final = 1.0
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# os.read() works on socket fds on POSIX only; elsewhere every read goes through trio's stream.
+_RAW_READS: Final = sys.platform != "win32"
+_os_read = os.read
+
+_NEED_DATA: Final = h11.NEED_DATA
+_Data: Final = h11.Data
+_EndOfMessage: Final = h11.EndOfMessage
+
+_PoolKey = tuple[str, str, int]
+
+
+@attrs.frozen(kw_only=True)
+class TransportStatistics:
+    """A snapshot of a ``TrioTransport``'s connection pool.
+
+    Attributes:
+        open_connections: Connections that exist now (in use, idle, or being opened).
+        idle_connections: Open connections waiting in the pool for reuse.
+        connections_created: Connections successfully opened over the transport's lifetime.
+    """
+
+    open_connections: int
+    idle_connections: int
+    connections_created: int
+
+
+def _socket_is_readable(sock: trio.socket.SocketType) -> bool:
+    """Return whether an idle socket has anything to read (EOF, reset or unexpected bytes).
+
+    An idle HTTP/1.1 connection has nothing to say: any readable state means the server closed
+    it or broke the protocol, so the connection must not carry another request. Same rule as
+    httpcore's ``is_socket_readable``; ``poll`` because ``select`` fails on fds >= 1024.
+    """
+    fd = sock.fileno()
+    if fd < 0:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # pragma: no cover - Windows
+    return bool(readable)  # pragma: no cover - Windows
+
+
+class _Connection:
+    """One HTTP/1.1 connection: a trio stream, its raw socket and its h11 state machine."""
+
+    __slots__ = ("expires_at", "h11", "key", "read_ahead", "socket", "stream")
+
+    def __init__(
+        self, *, key: _PoolKey, stream: trio.abc.Stream, socket: trio.socket.SocketType
+    ) -> None:
+        self.key = key
+        self.stream = stream
+        self.socket = socket
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.expires_at = math.inf
+        self.read_ahead = False
+
+    async def receive(self) -> bytes:
+        """Return the next bytes from the server (``b""`` at EOF).
+
+        Raises:
+            trio.BrokenResourceError, trio.ClosedResourceError, OSError: The socket failed or
+                was closed.
+        """
+        if not _RAW_READS or self.stream.__class__ is not trio.SocketStream:
+            return await self.stream.receive_some(_RECEIVE_SIZE)  # type: ignore[return-value]
+        # Plain TCP fast path, measured in benchmarks/bench_transport.py: the same
+        # try-then-wait-readable dance as trio's socket.recv, minus its per-call context
+        # managers. The fd is looked up on every call because a closed fd number can be reused
+        # by an unrelated file (trio's close() sets fileno() to -1).
+        socket = self.socket
+        if self.read_ahead:
+            # The last read filled the buffer, so more is probably waiting: try before waiting.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            fd = socket.fileno()
+            if fd < 0:
+                raise trio.ClosedResourceError("the connection was closed")
+            try:
+                data = _os_read(fd, _RECEIVE_SIZE)
+            except BlockingIOError:
+                pass
+            else:
+                self.read_ahead = len(data) == _RECEIVE_SIZE
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+        # A short read means the sender is paced (one event per segment): the next read would
+        # almost always fail, so wait first (a checkpoint too) and skip the failing syscall.
+        while True:
+            if socket.fileno() < 0:
+                raise trio.ClosedResourceError("the connection was closed")
+            await trio.lowlevel.wait_readable(socket)
+            fd = socket.fileno()
+            if fd < 0:  # closed by another task after we were woken
+                raise trio.ClosedResourceError("the connection was closed")
+            try:
+                data = _os_read(fd, _RECEIVE_SIZE)
+            except BlockingIOError:  # pragma: no cover - a spurious wake-up
+                continue
+            self.read_ahead = len(data) == _RECEIVE_SIZE
+            return data
+
+    def close(self) -> None:
+        # Synchronous and abortive on purpose: it cannot block or be cancelled, so clean-up is
+        # bounded; HTTP/1.1 framing (not TLS close_notify) tells the server where messages end.
+        self.socket.close()
+
+    def is_reusable_now(self, now: float) -> bool:
+        return now < self.expires_at and not _socket_is_readable(self.socket)
+
+
+class _Waiter:
+    """A request queued for a pool slot; served in arrival order (fair)."""
+
+    __slots__ = ("connection", "event", "granted", "key")
+
+    def __init__(self, key: _PoolKey) -> None:
+        self.key = key
+        self.event = trio.Event()
+        self.granted = False  # a slot to open a new connection in
+        self.connection: _Connection | None = None  # or an idle connection handed over
+
+
+class _StaleConnectionError(Exception):
+    """The server closed a connection before any byte of a response (see the retry rule)."""
+
+    def __init__(self, during: str) -> None:
+        super().__init__(during)
+        self.during = during
+
+
+class TrioResponseStream(httpx2.AsyncByteStream):
+    """The body of one HTTP/1.1 response, read straight from the connection.
+
+    No async generator: ``__aiter__`` returns the stream itself, and ``receive_some()`` is the
+    generator-free fast path (``response.extensions["holysheep.body"]`` is this object). Each
+    socket read becomes one chunk; chunked and Content-Length framing is decoded by h11.
+
+    Closing (``aclose()``, idempotent) returns the connection to the pool only if the body was
+    read to the end and h11 allows reuse; otherwise the socket is closed at once. An unread body
+    is never drained. Reading to the end returns the connection by itself.
+    """
+
+    __slots__ = ("_closed_early", "_connection", "_read_timeout", "_request", "_transport")
+
+    def __init__(
+        self,
+        *,
+        transport: TrioTransport,
+        connection: _Connection,
+        request: httpx2.Request,
+        read_timeout: float | None,
+    ) -> None:
+        self._transport = transport
+        self._connection: _Connection | None = connection
+        self._request = request
+        self._read_timeout = read_timeout
+        self._closed_early = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data = await self.receive_some()
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+    async def receive_some(self) -> bytes:
+        """Return the next piece of the body, as it arrived from the socket.
+
+        Returns:
+            Non-empty bytes, or ``b""`` once the body has ended (and on every later call).
+
+        Raises:
+            httpx2.ReadTimeout: Nothing arrived within the request's read timeout.
+            httpx2.ReadError: The connection broke or the stream was closed before the end.
+            httpx2.RemoteProtocolError: The server broke HTTP/1.1 framing (e.g. closed the
+                connection in the middle of the body).
+        """
+        connection = self._connection
+        if connection is None:
+            if self._closed_early:
+                raise httpx2.ReadError("the response stream is closed", request=self._request)
+            return b""
+        h11_connection = connection.h11
+        chunks: list[bytes] = []
+        try:
+            while True:
+                event = h11_connection.next_event()
+                event_type = type(event)
+                if event_type is _Data:
+                    if event.data:  # type: ignore[union-attr]  # b"" would read as the end
+                        chunks.append(event.data)  # type: ignore[union-attr]
+                elif event_type is _NEED_DATA:
+                    if chunks:
+                        break
+                    h11_connection.receive_data(await self._receive(connection))
+                elif event_type is _EndOfMessage:
+                    self._connection = None
+                    self._transport._release(connection)
+                    break
+                else:  # pragma: no cover - h11 yields nothing else inside a body
+                    raise httpx2.RemoteProtocolError(
+                        f"unexpected HTTP/1.1 event {event_type.__name__}", request=self._request
+                    )
+        except BaseException as exc:
+            self._abort()
+            if isinstance(exc, h11.RemoteProtocolError):
+                raise httpx2.RemoteProtocolError(str(exc), request=self._request) from exc
+            raise
+        if len(chunks) == 1:
+            return bytes(chunks[0])
+        return b"".join(chunks)
+
+    async def _receive(self, connection: _Connection) -> bytes:
+        # A cancel scope costs about as much as a trio checkpoint (~5 µs): only when needed.
+        timeout = self._read_timeout
+        try:
+            if timeout is None:
+                return await connection.receive()
+            with trio.move_on_after(timeout) as scope:
+                return await connection.receive()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise httpx2.ReadError(_describe(exc), request=self._request) from exc
+        assert scope.cancelled_caught
+        raise httpx2.ReadTimeout("timed out reading the response body", request=self._request)
+
+    def _abort(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            self._connection = None
+            self._transport._discard(connection)
+            self._closed_early = True
+
+    async def aclose(self) -> None:
+        """Release the connection: back to the pool if the body ended, else close it at once.
+
+        Idempotent and bounded: it does no network I/O, only a shielded checkpoint.
+        """
+        connection = self._connection
+        if connection is not None:
+            # An empty body (204, Content-Length: 0) ends without any read: its end already
+            # sits in h11's buffer. Taking buffered events is not draining (no I/O), and it
+            # keeps such connections reusable; any unread body byte means close.
+            try:
+                event = connection.h11.next_event()
+            except h11.RemoteProtocolError:
+                event = None
+            if type(event) is _EndOfMessage:
+                self._connection = None
+                self._transport._release(connection)
+            else:
+                self._abort()
+        with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+            await trio.lowlevel.checkpoint()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    cause = exc.__cause__
+    if cause is not None and str(cause):
+        text = f"{text}: {cause}" if text else str(cause)
+    return text or type(exc).__name__
+
+
+def _timeout(timeouts: dict[str, Any], name: str) -> float | None:
+    value = timeouts.get(name)
+    return None if value is None else float(value)
+
+
+class TrioTransport(httpx2.AsyncBaseTransport):
+    """An ``httpx2`` transport speaking HTTP/1.1 with h11 over trio sockets.
+
+    Use it as ``httpx2.AsyncClient(transport=TrioTransport())`` inside ``trio.run``. It needs no
+    ``async with`` of its own (it starts no task); ``aclose()`` (also called by the client's)
+    closes every pooled connection.
+
+    Args:
+        verify: ``True`` (default) builds the same verifying TLS context as httpx2
+            (``httpx2.create_ssl_context()``); an ``ssl.SSLContext`` is used as given (its ALPN
+            protocols are set to ``http/1.1``). ``False`` disables verification — only on an
+            explicit request, never silently.
+        max_connections: Connections open at once, over all hosts. Requests beyond it wait,
+            first come first served, up to the request's ``pool`` timeout.
+        max_keepalive_connections: Idle connections kept for reuse; more are closed.
+        keepalive_expiry: Seconds an idle connection is kept (``trio.current_time`` clock).
+
+    Raises:
+        ValueError: A limit is out of range.
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: bool | ssl.SSLContext = True,
+        max_connections: int = 100,
+        max_keepalive_connections: int = 20,
+        keepalive_expiry: float = 5.0,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        if max_keepalive_connections < 0:
+            raise ValueError(
+                f"max_keepalive_connections must be >= 0, got {max_keepalive_connections}"
+            )
+        if keepalive_expiry < 0:
+            raise ValueError(f"keepalive_expiry must be >= 0, got {keepalive_expiry}")
+        self._verify = verify
+        self._ssl_context: ssl.SSLContext | None = None  # built on first https request
+        self._max_connections = max_connections
+        self._max_keepalive = max_keepalive_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._idle: dict[_PoolKey, list[_Connection]] = {}
+        self._idle_count = 0
+        self._slots_used = 0  # connections open or being opened
+        self._connections: set[_Connection] = set()
+        self._waiters: deque[_Waiter] = deque()
+        self._created = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        stats = self.statistics()
+        return (
+            f"<TrioTransport open={stats.open_connections} idle={stats.idle_connections}"
+            f" max_connections={self._max_connections}>"
+        )
+
+    def statistics(self) -> TransportStatistics:
+        """Return a snapshot of the pool (for tests and metrics)."""
+        return TransportStatistics(
+            open_connections=self._slots_used,
+            idle_connections=self._idle_count,
+            connections_created=self._created,
+        )
+
+    async def aclose(self) -> None:
+        """Close every connection, idle or in use. Idempotent.
+
+        Responses still being read then fail with ``httpx2.ReadError``.
+        """
+        self._closed = True
+        for connection in list(self._connections):
+            connection.close()
+        self._connections.clear()
+        self._idle.clear()
+        self._idle_count = 0
+        self._slots_used = 0
+        while self._waiters:
+            self._waiters.popleft().event.set()
+        with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+            await trio.lowlevel.checkpoint()
+
+    # --- the request ---------------------------------------------------------------------------
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send ``request`` and return the response with its body still unread.
+
+        Raises:
+            httpx2.UnsupportedProtocol: The URL scheme is not http or https.
+            httpx2.PoolTimeout, httpx2.ConnectTimeout, httpx2.WriteTimeout,
+                httpx2.ReadTimeout: The matching entry of ``request.extensions["timeout"]``.
+            httpx2.ConnectError, httpx2.WriteError, httpx2.ReadError,
+                httpx2.RemoteProtocolError, httpx2.LocalProtocolError: Network or protocol
+                failures, with ``request`` attached.
+            RuntimeError: The transport is closed.
+        """
+        if self._closed:
+            raise RuntimeError("this TrioTransport is closed")
+        url = request.url
+        scheme = url.scheme
+        default_port = _DEFAULT_PORTS.get(scheme)
+        if default_port is None:
+            raise httpx2.UnsupportedProtocol(
+                f"TrioTransport supports http and https, not {scheme!r}", request=request
+            )
+        key: _PoolKey = (scheme, url.host, url.port or default_port)
+        timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
+        body = await request.aread()
+
+        connection = await self._acquire(key, request, _timeout(timeouts, "pool"))
+        reused = connection is not None
+        while True:
+            if connection is None:
+                try:
+                    connection = await self._connect(key, request, _timeout(timeouts, "connect"))
+                except BaseException:
+                    self._release_slot()
+                    raise
+            try:
+                return await self._exchange(connection, request, body, timeouts)
+            except _StaleConnectionError as exc:
+                connection.close()
+                self._connections.discard(connection)
+                if reused:  # the retry rule: once, on a fresh connection in the same slot
+                    reused = False
+                    connection = None
+                    continue
+                self._release_slot()
+                if exc.during == "write":
+                    raise httpx2.WriteError(
+                        "the server closed the connection while the request was sent",
+                        request=request,
+                    ) from exc.__cause__
+                raise httpx2.RemoteProtocolError(
+                    "the server closed the connection without sending a response",
+                    request=request,
+                ) from exc.__cause__
+            except BaseException:
+                self._discard(connection)
+                raise
+
+    async def _exchange(
+        self,
+        connection: _Connection,
+        request: httpx2.Request,
+        body: bytes,
+        timeouts: dict[str, Any],
+    ) -> httpx2.Response:
+        h11_connection = connection.h11
+        try:
+            data = h11_connection.send(
+                h11.Request(
+                    method=request.method,
+                    target=request.url.raw_path,
+                    headers=request.headers.raw,
+                )
+            )
+            if body:
+                data += h11_connection.send(h11.Data(data=body))
+            data += h11_connection.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            raise httpx2.LocalProtocolError(str(exc), request=request) from exc
+
+        write_timeout = _timeout(timeouts, "write")
+        try:
+            with trio.move_on_after(math.inf if write_timeout is None else write_timeout) as scope:
+                await connection.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise _StaleConnectionError("write") from exc
+        if scope.cancelled_caught:
+            raise httpx2.WriteTimeout("timed out sending the request", request=request)
+
+        read_timeout = _timeout(timeouts, "read")
+        received_any = False
+        while True:
+            try:
+                event = h11_connection.next_event()
+            except h11.RemoteProtocolError as exc:
+                if not received_any:
+                    raise _StaleConnectionError("read") from exc
+                raise httpx2.RemoteProtocolError(str(exc), request=request) from exc
+            if event is _NEED_DATA:
+                try:
+                    with trio.move_on_after(
+                        math.inf if read_timeout is None else read_timeout
+                    ) as scope:
+                        chunk = await connection.receive()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    if not received_any:
+                        raise _StaleConnectionError("read") from exc
+                    raise httpx2.ReadError(_describe(exc), request=request) from exc
+                if scope.cancelled_caught:
+                    raise httpx2.ReadTimeout("timed out waiting for the response", request=request)
+                received_any = received_any or bool(chunk)
+                h11_connection.receive_data(chunk)
+            elif type(event) is h11.Response:
+                break
+            elif type(event) is h11.ConnectionClosed:  # pragma: no cover - h11 raises instead
+                raise _StaleConnectionError("read")
+            # h11.InformationalResponse (1xx, RFC 9110 §15.2) is skipped: the final one follows.
+
+        assert isinstance(event, h11.Response)
+        stream = TrioResponseStream(
+            transport=self, connection=connection, request=request, read_timeout=read_timeout
+        )
+        return httpx2.Response(
+            event.status_code,
+            headers=event.headers.raw_items(),
+            stream=stream,
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": event.reason,
+                "holysheep.body": stream,
+            },
+        )
+
+    async def _connect(
+        self, key: _PoolKey, request: httpx2.Request, connect_timeout: float | None
+    ) -> _Connection:
+        scheme, host, port = key
+        # Looked up at call time so that tests can stand in for the network.
+        open_tcp_stream = trio.open_tcp_stream
+        try:
+            with trio.move_on_after(
+                math.inf if connect_timeout is None else connect_timeout
+            ) as scope:
+                tcp = await open_tcp_stream(host, port)
+                stream: trio.abc.Stream = tcp
+                if scheme == "https":
+                    try:
+                        # https_compatible: many HTTPS servers close without close_notify
+                        # (RFC 9110 §4.2.2 lets HTTP framing, not TLS, mark message ends).
+                        stream = trio.SSLStream(
+                            tcp,
+                            self._get_ssl_context(),
+                            server_hostname=host,
+                            https_compatible=True,
+                        )
+                        await stream.do_handshake()
+                    except BaseException:
+                        tcp.socket.close()
+                        raise
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise httpx2.ConnectError(_describe(exc), request=request) from exc
+        if scope.cancelled_caught:
+            raise httpx2.ConnectTimeout(f"timed out connecting to {host}:{port}", request=request)
+        connection = _Connection(key=key, stream=stream, socket=tcp.socket)
+        self._connections.add(connection)
+        self._created += 1
+        return connection
+
+    def _get_ssl_context(self) -> ssl.SSLContext:
+        context = self._ssl_context
+        if context is None:
+            verify = self._verify
+            if isinstance(verify, ssl.SSLContext):
+                context = verify
+            else:
+                # Same default as httpx2 (system CA store, SSL_CERT_FILE/SSL_CERT_DIR honoured);
+                # verify=False is honoured only because the caller wrote it.
+                context = httpx2.create_ssl_context(verify=verify)
+            context.set_alpn_protocols(["http/1.1"])
+            self._ssl_context = context
+        return context
+
+    # --- the pool ------------------------------------------------------------------------------
+
+    async def _acquire(
+        self, key: _PoolKey, request: httpx2.Request, pool_timeout: float | None
+    ) -> _Connection | None:
+        """Return an idle connection for ``key``, or None with a slot reserved for a new one."""
+        now = trio.current_time()
+        idle = self._idle.get(key)
+        while idle:
+            connection = idle.pop()  # most recently used first: the least likely to be closed
+            self._idle_count -= 1
+            if connection.is_reusable_now(now):
+                return connection
+            self._discard(connection)
+        if not self._waiters:
+            if self._slots_used >= self._max_connections:
+                self._evict_one_idle()
+            if self._slots_used < self._max_connections:
+                self._slots_used += 1
+                return None
+        waiter = _Waiter(key)
+        self._waiters.append(waiter)
+        try:
+            with trio.move_on_after(math.inf if pool_timeout is None else pool_timeout):
+                await waiter.event.wait()
+        finally:
+            if not waiter.event.is_set():
+                self._waiters.remove(waiter)
+        if waiter.connection is not None:
+            return waiter.connection
+        if waiter.granted:
+            return None
+        if self._closed:
+            raise RuntimeError("this TrioTransport was closed while the request waited")
+        raise httpx2.PoolTimeout("timed out waiting for a free connection", request=request)
+
+    def _evict_one_idle(self) -> None:
+        """Close the idle connection that was used longest ago, to free its slot."""
+        oldest: list[_Connection] | None = None
+        for connections in self._idle.values():
+            if connections and (oldest is None or connections[0].expires_at < oldest[0].expires_at):
+                oldest = connections
+        if oldest is not None:
+            self._idle_count -= 1
+            self._discard(oldest.pop(0))
+
+    def _release_slot(self) -> None:
+        if self._closed:
+            return
+        if self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.granted = True
+            waiter.event.set()
+        else:
+            self._slots_used -= 1
+
+    def _discard(self, connection: _Connection) -> None:
+        """Close a connection and free its slot."""
+        connection.close()
+        if connection in self._connections:
+            self._connections.remove(connection)
+            self._release_slot()
+
+    def _release(self, connection: _Connection) -> None:
+        """Take back a connection whose response ended; keep it if h11 says it is reusable."""
+        h11_connection = connection.h11
+        if (
+            self._closed
+            or h11_connection.our_state is not h11.DONE
+            or h11_connection.their_state is not h11.DONE
+            # Bytes after the end of the response answer nothing we asked: not reusable.
+            or h11_connection.trailing_data != (b"", False)
+        ):
+            self._discard(connection)
+            return
+        h11_connection.start_next_cycle()
+        # Strictly first come, first served: the first waiter gets this connection if it is
+        # for the same origin, else the slot (this connection is closed to free it).
+        if self._waiters and self._waiters[0].key == connection.key:
+            waiter = self._waiters.popleft()
+            waiter.connection = connection
+            waiter.event.set()
+            return
+        if self._waiters or self._idle_count >= self._max_keepalive:
+            self._discard(connection)  # the slot goes to the first waiter, if any
+            return
+        connection.expires_at = trio.current_time() + self._keepalive_expiry
+        self._idle.setdefault(connection.key, []).append(connection)
+        self._idle_count += 1

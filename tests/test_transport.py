@@ -1,0 +1,789 @@
+# Tests of TrioTransport against small trio + h11 (or raw socket) servers on 127.0.0.1.
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import inspect
+import json
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import h11
+import httpx2
+import pytest
+import trio
+import trio.testing
+
+from holysheep_trio import _transport
+from holysheep_trio._transport import TransportStatistics, TrioResponseStream, TrioTransport
+
+Handler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+async def start_server(nursery: trio.Nursery, handler: Handler) -> str:
+    """Serve ``handler`` on 127.0.0.1 (a free port) in ``nursery``; return the base URL."""
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, host="127.0.0.1"), handler, 0)
+    port = listeners[0].socket.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@attrs.define
+class Peer:
+    """The server's view of one connection: an h11 state machine over a trio stream."""
+
+    stream: trio.abc.Stream
+    conn: h11.Connection = attrs.field(factory=lambda: h11.Connection(h11.SERVER))
+
+    async def read_request(self) -> tuple[h11.Request, bytes] | None:
+        """Return the next request and its body, or None if the client closed the connection."""
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self.conn.start_next_cycle()
+        request: h11.Request | None = None
+        body = b""
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await self.stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    return None
+                if not data and request is None:
+                    return None
+                self.conn.receive_data(bytes(data))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert request is not None
+                return request, body
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    async def send(self, *events: h11.Event) -> None:
+        await self.stream.send_all(b"".join(self.conn.send(event) or b"" for event in events))
+
+    async def respond(self, body: bytes, *, headers: list[tuple[str, str]] | None = None) -> None:
+        headers = [("Content-Length", str(len(body))), *(headers or [])]
+        await self.send(
+            h11.Response(status_code=200, headers=headers),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        )
+
+    async def wait_closed(self) -> bytes:
+        """Wait for the client to close the connection; return anything it sent first."""
+        received = b""
+        with contextlib.suppress(trio.BrokenResourceError):
+            while data := await self.stream.receive_some(65536):
+                received += data
+        return received
+
+
+async def echo_server(stream: trio.SocketStream) -> None:
+    """Answer every request on the connection with a JSON summary of it (keep-alive)."""
+    peer = Peer(stream)
+    while (got := await peer.read_request()) is not None:
+        request, body = got
+        summary = {
+            "method": request.method.decode(),
+            "target": request.target.decode(),
+            "body": body.decode(),
+            "headers": {k.decode(): v.decode() for k, v in request.headers},
+        }
+        await peer.respond(json.dumps(summary).encode(), headers=[("X-Reply", "yes")])
+
+
+def client_for(transport: TrioTransport, **kwargs: Any) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(transport=transport, **kwargs)
+
+
+def stats(transport: TrioTransport) -> tuple[int, int, int]:
+    s = transport.statistics()
+    return s.open_connections, s.idle_connections, s.connections_created
+
+
+# --- basic exchanges -----------------------------------------------------------------------------
+
+
+async def test_content_length_body_and_extensions(nursery: trio.Nursery) -> None:
+    url = await start_server(nursery, echo_server)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        response = await client.post(f"{url}/v1/chat?x=1", json={"model": "m"})
+        assert response.status_code == 200
+        assert response.headers["x-reply"] == "yes"
+        assert response.http_version == "HTTP/1.1"
+        assert response.reason_phrase == ""
+        assert isinstance(response.extensions["holysheep.body"], TrioResponseStream)
+        summary = response.json()
+        assert summary["method"] == "POST"
+        assert summary["target"] == "/v1/chat?x=1"
+        assert json.loads(summary["body"]) == {"model": "m"}
+        assert summary["headers"]["host"] == url.removeprefix("http://")
+        assert summary["headers"]["content-length"] == str(len(summary["body"]))
+        assert transport.statistics() == TransportStatistics(
+            open_connections=1, idle_connections=1, connections_created=1
+        )
+    assert stats(transport) == (0, 0, 1)
+
+
+async def test_keep_alive_reuses_one_connection(nursery: trio.Nursery) -> None:
+    accepted = 0
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        await echo_server(stream)
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        for _ in range(3):
+            async with client.stream("GET", url) as response:
+                await response.aread()
+        assert stats(transport) == (1, 1, 1)
+    assert accepted == 1
+
+
+async def test_streamed_request_body_is_sent(nursery: trio.Nursery) -> None:
+    url = await start_server(nursery, echo_server)
+
+    async def parts() -> Any:
+        yield b"ab"
+        yield b"cd"
+
+    async with client_for(TrioTransport()) as client:
+        response = await client.post(url, content=parts())
+    assert response.json()["body"] == "abcd"
+
+
+async def test_chunked_body_arrives_piece_by_piece(nursery: trio.Nursery) -> None:
+    pieces = [b"data: one\n\n", b"data: two\n\n", b"data: three\n\n"]
+    go_on = trio.Semaphore(0)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.send(h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")]))
+        for piece in pieces:
+            await peer.send(h11.Data(data=piece))
+            await go_on.acquire()  # the next piece only once the client has this one
+        await peer.send(h11.EndOfMessage())
+        await peer.read_request()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client, client.stream("GET", url) as response:
+        body = response.extensions["holysheep.body"]
+        received = []
+        while chunk := await body.receive_some():
+            assert type(chunk) is bytes
+            received.append(chunk)
+            go_on.release()
+        assert received == pieces
+        assert await body.receive_some() == b""
+        assert stats(transport) == (1, 1, 1)  # back in the pool at the end of the body
+
+
+async def test_aiter_raw_gives_the_same_chunks(nursery: trio.Nursery) -> None:
+    pieces = [b"a" * 10, b"b" * 20, b"c" * 30]
+    go_on = trio.Semaphore(0)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.send(h11.Response(status_code=200, headers=[("Content-Length", "60")]))
+        for piece in pieces:
+            await peer.send(h11.Data(data=piece))
+            await go_on.acquire()
+        await peer.send(h11.EndOfMessage())
+        await peer.wait_closed()
+
+    url = await start_server(nursery, handler)
+    async with client_for(TrioTransport()) as client, client.stream("GET", url) as response:
+        received = []
+        async with contextlib.aclosing(response.aiter_raw()) as raw:
+            async for chunk in raw:
+                received.append(chunk)
+                go_on.release()
+        assert received == pieces
+
+
+async def test_large_body_arrives_in_bounded_reads(nursery: trio.Nursery) -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB
+
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.respond(payload)
+        await peer.read_request()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport, timeout=None) as client:
+        async with client.stream("GET", url) as response:
+            body = response.extensions["holysheep.body"]
+            chunks = [chunk async for chunk in body]
+        assert b"".join(chunks) == payload
+        assert max(map(len, chunks)) <= 65536  # one socket read each, never the whole body
+        assert stats(transport) == (1, 1, 1)
+
+
+async def test_response_stream_iterates_without_generators(nursery: trio.Nursery) -> None:
+    url = await start_server(nursery, echo_server)
+    async with client_for(TrioTransport()) as client, client.stream("GET", url) as response:
+        body = response.extensions["holysheep.body"]
+        assert body.__aiter__() is body
+        chunks = [chunk async for chunk in body]
+        assert json.loads(b"".join(chunks))["method"] == "GET"
+        with pytest.raises(StopAsyncIteration):
+            await body.__anext__()
+
+
+async def test_informational_response_is_skipped(nursery: trio.Nursery) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.send(h11.InformationalResponse(status_code=103, headers=[("Link", "</a>")]))
+        await peer.respond(b"ok")
+        await peer.wait_closed()
+
+    url = await start_server(nursery, handler)
+    async with client_for(TrioTransport()) as client:
+        response = await client.get(url)
+    assert (response.status_code, response.content) == (200, b"ok")
+
+
+async def test_unread_empty_body_still_returns_the_connection(nursery: trio.Nursery) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        while await peer.read_request():
+            await peer.send(h11.Response(status_code=204, headers=[]), h11.EndOfMessage())
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        for _ in range(2):
+            async with client.stream("GET", url) as response:
+                assert response.status_code == 204  # and close without reading the body
+        assert stats(transport) == (1, 1, 1)
+
+
+# --- connection reuse rules ----------------------------------------------------------------------
+
+
+async def test_connection_close_response_is_not_reused(nursery: trio.Nursery) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.respond(b"bye", headers=[("Connection", "close")])
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        assert (await client.get(url)).content == b"bye"
+        assert (await client.get(url)).content == b"bye"
+        assert stats(transport) == (0, 0, 2)
+
+
+async def test_bytes_after_the_response_make_the_connection_unusable(
+    nursery: trio.Nursery,
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA")
+        await peer.wait_closed()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        assert (await client.get(url)).content == b"ok"
+        assert stats(transport) == (0, 0, 1)
+
+
+async def test_idle_connection_closed_by_server_is_replaced(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[bool] = []
+    real_check = _transport._socket_is_readable
+
+    def spy(sock: Any) -> bool:
+        checks.append(real_check(sock))
+        return checks[-1]
+
+    monkeypatch.setattr(_transport, "_socket_is_readable", spy)
+    closed = trio.Event()
+
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.respond(b"once")  # keep-alive as far as the client knows...
+        await stream.aclose()  # ...but the server closes the idle connection
+        closed.set()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        assert (await client.get(url)).content == b"once"
+        assert stats(transport) == (1, 1, 1)
+        await closed.wait()
+        assert (await client.get(url)).content == b"once"
+        assert stats(transport) == (1, 1, 2)
+    assert checks == [True]  # found dead before use, not by the retry rule
+
+
+async def test_request_on_dead_reused_connection_is_retried_once(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blind the idle check so the request really is sent into a connection the server closed.
+    monkeypatch.setattr(_transport, "_socket_is_readable", lambda sock: False)
+    closed = trio.Event()
+    bodies: list[bytes] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        got = await peer.read_request()
+        assert got is not None
+        bodies.append(got[1])
+        await peer.respond(b"fine")
+        await stream.aclose()
+        closed.set()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        await client.post(url, content=b"first")
+        await closed.wait()
+        assert (await client.post(url, json={"n": 2})).content == b"fine"
+    assert bodies == [b"first", b'{"n":2}']  # the retried request carried its body again
+    assert stats(transport) == (0, 0, 2)
+
+
+async def test_fresh_connection_closed_without_response_is_not_retried(
+    nursery: trio.Nursery,
+) -> None:
+    accepted = 0
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        await Peer(stream).read_request()  # then close without a word
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        with pytest.raises(httpx2.RemoteProtocolError, match="without sending a response") as info:
+            await client.get(url)
+        assert info.value.request.url == url
+    assert accepted == 1
+    assert stats(transport) == (0, 0, 1)
+
+
+async def test_idle_connection_expires_on_the_trio_clock(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = await start_server(nursery, echo_server)
+    transport = TrioTransport(keepalive_expiry=10.0)
+    async with client_for(transport) as client:
+        await client.get(url)
+        await trio.sleep(9.0)
+        await client.get(url)
+        assert stats(transport) == (1, 1, 1)
+        await trio.sleep(11.0)
+        await client.get(url)
+        assert stats(transport) == (1, 1, 2)
+
+
+async def test_max_keepalive_connections_closes_the_extras(nursery: trio.Nursery) -> None:
+    url = await start_server(nursery, echo_server)
+    transport = TrioTransport(max_keepalive_connections=1)
+    async with client_for(transport) as client:
+        async with client.stream("GET", url) as first, client.stream("GET", url) as second:
+            await first.aread()
+            await second.aread()
+        assert stats(transport) == (1, 1, 2)
+
+
+async def test_max_connections_makes_requests_wait_then_pool_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    url = await start_server(nursery, echo_server)
+    transport = TrioTransport(max_connections=1)
+    async with client_for(transport, timeout=httpx2.Timeout(5.0, pool=3.0)) as client:
+        async with client.stream("GET", url) as first:
+            start = trio.current_time()
+            with pytest.raises(httpx2.PoolTimeout):
+                await client.get(url)
+            assert trio.current_time() - start == pytest.approx(3.0)
+            await first.aread()
+
+        order: list[str] = []
+
+        async def get(name: str) -> None:
+            await client.get(url)
+            order.append(name)
+
+        async with client.stream("GET", url) as held, trio.open_nursery() as waiters:
+            for name in ("a", "b", "c"):
+                waiters.start_soon(get, name)
+                await trio.sleep(0.1)  # queue them in a known order
+            await held.aread()  # the end of the body hands the connection to "a"
+        assert order == ["a", "b", "c"]
+        assert stats(transport) == (1, 1, 1)
+
+
+async def test_waiters_for_other_origins_are_served_in_order(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    url_a = await start_server(nursery, echo_server)
+    url_b = await start_server(nursery, echo_server)
+    transport = TrioTransport(max_connections=1)
+    order: list[str] = []
+    async with client_for(transport) as client:
+
+        async def get(name: str, url: str) -> None:
+            await client.get(url)
+            order.append(name)
+
+        async with client.stream("GET", url_a) as held, trio.open_nursery() as waiters:
+            for name, url in (("b1", url_b), ("a1", url_a), ("b2", url_b)):
+                waiters.start_soon(get, name, url)
+                await trio.sleep(0.1)
+            await held.aread()
+        assert order == ["b1", "a1", "b2"]
+        assert stats(transport) == (1, 1, 4)  # each hand-over to another origin reconnects
+
+
+async def test_full_pool_evicts_an_idle_connection_of_another_origin(
+    nursery: trio.Nursery,
+) -> None:
+    url_a = await start_server(nursery, echo_server)
+    url_b = await start_server(nursery, echo_server)
+    transport = TrioTransport(max_connections=1)
+    async with client_for(transport) as client:
+        await client.get(url_a)
+        await client.get(url_b)
+        assert stats(transport) == (1, 1, 2)
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+
+async def test_server_closing_mid_body_raises(nursery: trio.Nursery) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.send(h11.Response(status_code=200, headers=[("Content-Length", "100")]))
+        await stream.send_all(b"0123456789")
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client, client.stream("GET", url) as response:
+        with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)) as info:
+            await response.aread()
+        assert info.value.request.url == url
+    assert stats(transport) == (0, 0, 1)
+
+
+async def test_server_closing_mid_chunked_body_raises(nursery: trio.Nursery) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.send(h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")]))
+        await stream.send_all(b"5\r\nhello\r\n")
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client, client.stream("GET", url) as response:
+        body = response.extensions["holysheep.body"]
+        assert await body.receive_some() == b"hello"
+        with pytest.raises(httpx2.RemoteProtocolError):
+            await body.receive_some()
+        with pytest.raises(httpx2.ReadError, match="closed"):
+            await body.receive_some()
+    assert stats(transport) == (0, 0, 1)
+
+
+async def test_garbage_status_line_is_a_protocol_error(nursery: trio.Nursery) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await Peer(stream).read_request()
+        await stream.send_all(b"SMTP READY PLEASE\r\n\r\n")
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        with pytest.raises(httpx2.RemoteProtocolError):
+            await client.get(url)
+    assert stats(transport) == (0, 0, 1)
+
+
+async def test_connect_refused_is_a_connect_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed at once: nobody listens there
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        with pytest.raises(httpx2.ConnectError) as info:
+            await client.get(f"http://127.0.0.1:{port}/")
+        assert info.value.request.url.port == port
+    assert stats(transport) == (0, 0, 0)
+
+
+async def test_connect_timeout(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def never_connects(host: str, port: int) -> trio.SocketStream:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(trio, "open_tcp_stream", never_connects)
+    transport = TrioTransport()
+    async with client_for(transport, timeout=httpx2.Timeout(30.0, connect=2.0)) as client:
+        with pytest.raises(httpx2.ConnectTimeout):
+            await client.get("http://127.0.0.1:9/")
+    assert trio.current_time() == pytest.approx(2.0)
+    assert stats(transport) == (0, 0, 0)
+
+
+async def test_read_timeout_waiting_for_the_response(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await Peer(stream).read_request()
+        await trio.sleep_forever()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport, timeout=httpx2.Timeout(30.0, read=4.0)) as client:
+        start = trio.current_time()
+        with pytest.raises(httpx2.ReadTimeout):
+            await client.get(url)
+        assert trio.current_time() - start == pytest.approx(4.0)
+    assert stats(transport) == (0, 0, 1)
+
+
+async def test_read_timeout_applies_to_each_body_read(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.send(h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")]))
+        for _ in range(3):
+            await trio.sleep(3.0)  # each gap is below the read timeout...
+            await peer.send(h11.Data(data=b"tick"))
+        await trio.sleep_forever()  # ...until this one
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport, timeout=httpx2.Timeout(30.0, read=4.0)) as client:
+        async with client.stream("GET", url) as response:
+            body = response.extensions["holysheep.body"]
+            for _ in range(3):
+                assert await body.receive_some() == b"tick"
+            with pytest.raises(httpx2.ReadTimeout):
+                await body.receive_some()
+        assert trio.current_time() == pytest.approx(13.0)
+    assert stats(transport) == (0, 0, 1)
+
+
+async def test_write_timeout(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()  # never reads: the kernel buffers fill up
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport, timeout=httpx2.Timeout(30.0, write=1.0)) as client:
+        with pytest.raises(httpx2.WriteTimeout):
+            await client.post(url, content=b"x" * 50_000_000)
+    assert stats(transport) == (0, 0, 1)
+
+
+async def test_unsupported_scheme() -> None:
+    request = httpx2.Request("GET", "ftp://127.0.0.1/")
+    with pytest.raises(httpx2.UnsupportedProtocol):
+        await TrioTransport().handle_async_request(request)
+
+
+def test_module_has_no_async_generators() -> None:
+    # The point of this transport: nothing that trio could report as an unfinalized generator.
+    functions = [
+        member
+        for _, cls in inspect.getmembers(_transport, inspect.isclass)
+        if cls.__module__ == _transport.__name__
+        for _, member in inspect.getmembers(cls, inspect.isfunction)
+    ]
+    functions += [f for _, f in inspect.getmembers(_transport, inspect.isfunction)]
+    assert len(functions) > 20
+    assert not [f.__qualname__ for f in functions if inspect.isasyncgenfunction(f)]
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError, match="max_connections"):
+        TrioTransport(max_connections=0)
+    with pytest.raises(ValueError, match="max_keepalive_connections"):
+        TrioTransport(max_keepalive_connections=-1)
+    with pytest.raises(ValueError, match="keepalive_expiry"):
+        TrioTransport(keepalive_expiry=-1.0)
+
+
+# --- early close and cancellation ----------------------------------------------------------------
+
+
+def endless_stream_handler(server_saw_close: trio.Event) -> Handler:
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.send(h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")]))
+        try:
+            while True:
+                await peer.send(h11.Data(data=b"data: token\n\n"))
+                await trio.sleep(0.01)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            server_saw_close.set()
+
+    return handler
+
+
+@pytest.mark.parametrize("how", ["receive_some", "aiter_raw"])
+async def test_early_close_closes_the_socket(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, how: str
+) -> None:
+    server_saw_close = trio.Event()
+    url = await start_server(nursery, endless_stream_handler(server_saw_close))
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        async with client.stream("GET", url) as response:
+            if how == "receive_some":
+                assert await response.extensions["holysheep.body"].receive_some()
+            else:
+                async with contextlib.aclosing(response.aiter_raw()) as raw:
+                    async for _chunk in raw:
+                        break
+        assert stats(transport) == (0, 0, 1)
+        with trio.fail_after(60):
+            await server_saw_close.wait()
+        await response.aclose()  # idempotent
+    gc.collect()  # an unclosed socket or generator would warn now, and warnings are errors
+
+
+async def test_cancel_mid_body_closes_the_connection(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server_saw_close = trio.Event()
+    url = await start_server(nursery, endless_stream_handler(server_saw_close))
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        with trio.move_on_after(1.0) as scope:
+            async with client.stream("GET", url) as response:
+                body = response.extensions["holysheep.body"]
+                while await body.receive_some():
+                    pass
+        assert scope.cancelled_caught
+        assert stats(transport) == (0, 0, 1)
+        with trio.fail_after(60):
+            await server_saw_close.wait()
+
+
+async def test_cancel_while_waiting_for_the_response_closes_the_connection(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    saw_eof = trio.Event()
+
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.wait_closed()
+        saw_eof.set()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        with trio.move_on_after(1.0):
+            await client.get(url)
+        assert stats(transport) == (0, 0, 1)
+        with trio.fail_after(60):
+            await saw_eof.wait()
+
+
+async def test_transport_aclose_closes_idle_and_busy_connections(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server_saw_close = trio.Event()
+    streaming_url = await start_server(nursery, endless_stream_handler(server_saw_close))
+    url = await start_server(nursery, echo_server)
+    transport = TrioTransport()
+    client = client_for(transport)
+    response = await client.send(client.build_request("GET", streaming_url), stream=True)
+    await client.get(url)  # a second connection, left idle
+    assert stats(transport) == (2, 1, 2)
+    await transport.aclose()
+    await transport.aclose()
+    assert stats(transport) == (0, 0, 2)
+    with pytest.raises(httpx2.ReadError):
+        await response.aread()
+    with trio.fail_after(60):
+        await server_saw_close.wait()
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.get(url)
+    await response.aclose()
+    await client.aclose()
+
+
+# --- https ---------------------------------------------------------------------------------------
+
+trustme = pytest.importorskip("trustme")
+
+
+async def start_tls_server(nursery: trio.Nursery, handler: Handler, ca: Any) -> str:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+
+    async def tls_handler(stream: trio.SocketStream) -> None:
+        tls = trio.SSLStream(stream, server_context, server_side=True)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError:
+            return  # the client refused our certificate
+        await handler(tls)  # type: ignore[arg-type]
+
+    url = await start_server(nursery, tls_handler)
+    return url.replace("http://127.0.0.1", "https://localhost")
+
+
+async def test_https_with_a_trusted_ca(nursery: trio.Nursery) -> None:
+    ca = trustme.CA()
+    url = await start_tls_server(nursery, echo_server, ca)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    transport = TrioTransport(verify=client_context)
+    async with client_for(transport) as client:
+        for _ in range(2):
+            response = await client.get(f"{url}/secure")
+            assert response.json()["target"] == "/secure"
+        assert stats(transport) == (1, 1, 1)
+    assert client_context.check_hostname
+
+
+async def test_https_verification_is_off_only_when_asked(nursery: trio.Nursery) -> None:
+    url = await start_tls_server(nursery, echo_server, trustme.CA())
+    async with client_for(TrioTransport(verify=False)) as client:
+        assert (await client.get(url)).status_code == 200
+
+
+async def test_https_rejects_an_untrusted_certificate_by_default(nursery: trio.Nursery) -> None:
+    url = await start_tls_server(nursery, echo_server, trustme.CA())
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.get(url)
+    assert stats(transport) == (0, 0, 0)
