@@ -1,0 +1,781 @@
+# The simulator's HTTP/1.1 server: trio sockets + h11, routing, auth, pacing and scripted faults.
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import random
+import secrets
+import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from http import HTTPStatus
+from typing import Literal
+
+import attrs
+import h11
+import trio
+
+from ._faults import NO_FAULTS, FaultPlan, FaultSpecError, parse_faults
+from ._profiles import PROFILES, ModelProfile, Profile
+from ._stats import SimulatorStats
+from ._wire import (
+    DONE,
+    MALFORMED,
+    PING,
+    ChatRequest,
+    ChunkEncoder,
+    RequestError,
+    TokenSource,
+    completion_body,
+    error_body,
+    error_event,
+    reply_text,
+)
+
+if sys.version_info >= (3, 11):
+    from builtins import BaseExceptionGroup
+else:  # pragma: no cover - trio depends on this backport below 3.11
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+_log = logging.getLogger("holysheep_trio.simulator")
+
+#: Largest request body accepted; larger ones get a 413 (issue: bound request sizes).
+MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Largest request head (request line + headers); h11 answers larger ones with a 431.
+MAX_HEADER_BYTES = 64 * 1024
+_READ_SIZE = 64 * 1024
+# Fast path: content chunks coalesced into one socket write (about 100-200 bytes each).
+_BATCH_CHUNKS = 512
+# While answering, the peer watcher buffers at most this much early input for the next request.
+_MAX_EARLY_INPUT = 64 * 1024
+_FAULT_HEADER = "x-simulator-fault"
+_LINGER_SECONDS = 2.0
+
+Endpoint = Literal["chat", "models"]
+
+
+class _Counters:
+    """The mutable counters behind :class:`SimulatorStats` (private, one per simulator)."""
+
+    def __init__(self, models: Mapping[str, ModelProfile]) -> None:
+        self.models = list(models)
+        self.active = dict.fromkeys(self.models, 0)
+        self.open_connections = 0
+        self.internal_errors = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests = dict.fromkeys(self.models, 0)
+        self.max_concurrent = dict(self.active)
+        self.prompt_tokens = dict.fromkeys(self.models, 0)
+        self.completion_tokens = dict.fromkeys(self.models, 0)
+        self.faults_served: dict[str, int] = {}
+        self.connections_accepted = 0
+        self.total_requests = 0
+
+    def snapshot(self) -> SimulatorStats:
+        return SimulatorStats(
+            requests=self.requests,
+            max_concurrent=self.max_concurrent,
+            active=self.active,
+            open_connections=self.open_connections,
+            connections_accepted=self.connections_accepted,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            faults_served=self.faults_served,
+            total_requests=self.total_requests,
+            internal_errors=self.internal_errors,
+        )
+
+
+class Simulator:
+    """A running simulator; get one from :func:`open_simulator`.
+
+    Attributes:
+        host: The address it listens on.
+        port: The port it listens on (the real one when 0 was asked for).
+        profile: The :class:`Profile` it serves.
+        seed: The seed of its latency draws.
+    """
+
+    def __init__(self, *, api_key: str, profile: Profile, host: str, port: int, seed: int) -> None:
+        self._api_key = api_key.encode()
+        self.profile = profile
+        self.host = host
+        self.port = port
+        self.seed = seed
+        self._counters = _Counters(profile.models)
+        self._queues: dict[tuple[Endpoint, str | None], deque[FaultPlan]] = {}
+        # One latency RNG per model: draws for one model do not depend on traffic to another.
+        self._latency = {name: random.Random(f"{seed}:{name}") for name in profile.models}
+
+    @property
+    def api_key(self) -> str:
+        """The key clients must send as ``Authorization: Bearer <key>`` (never in the repr)."""
+        return self._api_key.decode()
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, e.g. ``http://127.0.0.1:8080/v1``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    def __repr__(self) -> str:
+        return f"<Simulator {self.base_url} profile={self.profile.name!r}>"
+
+    def stats(self) -> SimulatorStats:
+        """A snapshot of the counters.
+
+        Returns:
+            The snapshot; later traffic does not change it.
+        """
+        return self._counters.snapshot()
+
+    def reset_stats(self) -> None:
+        """Zero the counters; live gauges (``active``, ``open_connections``) keep their values."""
+        self._counters.reset()
+
+    def inject_faults(
+        self, *specs: str, model: str | None = None, endpoint: Endpoint = "chat"
+    ) -> None:
+        """Queue faults for the next requests, one spec per request, in FIFO order.
+
+        Each spec has the syntax of the ``X-Simulator-Fault`` header (``""`` means "no fault":
+        it lets a request through while later ones fail). A chat request for ``model`` takes
+        from that model's queue first, then from the global queue (``model=None``). A fault in
+        the request's header wins over a queued one of the same name.
+
+        Args:
+            *specs: The faults, e.g. ``inject_faults("status=503", "status=503")`` makes the
+                next two attempts fail and the third succeed.
+            model: Only requests for this model take these faults.
+            endpoint: ``"chat"`` (``POST /v1/chat/completions``) or ``"models"``
+                (``GET /v1/models``, where only ``status``, ``slow_headers``, ``drip`` and
+                ``disconnect_after`` apply); ``model`` must be ``None`` for ``"models"``.
+
+        Raises:
+            FaultSpecError: A spec is invalid (nothing is queued then).
+            ValueError: ``model`` is not configured, or given with ``endpoint="models"``.
+        """
+        if endpoint not in ("chat", "models"):
+            raise ValueError(f"endpoint must be 'chat' or 'models', got {endpoint!r}")
+        if model is not None and (endpoint == "models" or model not in self.profile.models):
+            raise ValueError(f"cannot queue faults for model {model!r} on endpoint {endpoint!r}")
+        plans = [parse_faults(spec) for spec in specs]
+        self._queues.setdefault((endpoint, model), deque()).extend(plans)
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault."""
+        self._queues.clear()
+
+    def _take_fault(self, endpoint: Endpoint, model: str | None) -> FaultPlan:
+        for key in ((endpoint, model), (endpoint, None)):
+            queue = self._queues.get(key)
+            if queue:
+                return queue.popleft()
+        return NO_FAULTS
+
+    def _authorized(self, headers: Mapping[str, str]) -> bool:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self._api_key
+        )
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        counters = self._counters
+        counters.open_connections += 1
+        counters.connections_accepted += 1
+        connection = _Connection(self, stream)
+        try:
+            await connection.run()
+            if connection.linger:
+                await _lingering_close(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+            pass  # the client went away or spoke broken HTTP: its problem, not the server's
+        except Exception:
+            # One misbehaving connection must never take the server down (issue: quality bar).
+            counters.internal_errors += 1
+            _log.exception("simulator connection handler failed")
+        finally:
+            await trio.aclose_forcefully(stream)
+            counters.open_connections -= 1
+
+
+async def _lingering_close(stream: trio.SocketStream) -> None:
+    """Half-close, then drain what the client still sends, bounded in time and bytes.
+
+    Closing a socket with unread input makes the kernel send RST, which can discard the error
+    response before the client reads it (RFC 9112, section 9.6, "tear-down").
+    """
+    await stream.send_eof()
+    drained = 0
+    with trio.move_on_after(_LINGER_SECONDS):
+        while drained < MAX_BODY_BYTES + MAX_HEADER_BYTES:
+            data = await stream.receive_some(_READ_SIZE)
+            if not data:
+                break
+            drained += len(data)
+
+
+@attrs.frozen(kw_only=True)
+class _Request:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class _Connection:
+    """One client connection: a keep-alive loop of requests and responses."""
+
+    def __init__(self, sim: Simulator, stream: trio.SocketStream) -> None:
+        self._sim = sim
+        self._stream = stream
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._drip = False
+        self._close = False
+        self._request_id = ""
+        self._active_model: str | None = None
+        # Set after an error answer that ends the connection while the client may still be
+        # sending: closing at once would reset the connection and could destroy the answer.
+        self.linger = False
+
+    async def run(self) -> None:
+        while not self._close:
+            request = await self._read_request()
+            if request is None:
+                return
+            self._sim._counters.total_requests += 1
+            self._request_id = f"req_{secrets.token_hex(12)}"
+            self._drip = False
+            await self._answer_watching_peer(request)
+            if self._close or self._h11.our_state is not h11.DONE:
+                return
+            if self._h11.their_state is not h11.DONE:
+                return
+            self._h11.start_next_cycle()
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            event = self._h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            self._h11.receive_data(await self._stream.receive_some(_READ_SIZE))
+
+    async def _read_request(self) -> _Request | None:
+        try:
+            event = await self._next_event()
+            if not isinstance(event, h11.Request):
+                return None  # ConnectionClosed (or PAUSED, which keep-alive never reaches)
+            headers = {
+                name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers
+            }
+            declared = headers.get("content-length")
+            if declared is not None and int(declared) > MAX_BODY_BYTES:
+                await self._send_error(413, close=True)
+                return None
+            if self._h11.they_are_waiting_for_100_continue:
+                # curl sends `Expect: 100-continue` for large bodies (RFC 9110, section 10.1.1).
+                await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+            body = bytearray()
+            while True:
+                part = await self._next_event()
+                if isinstance(part, h11.Data):
+                    body += part.data
+                    if len(body) > MAX_BODY_BYTES:
+                        await self._send_error(413, close=True)
+                        return None
+                elif isinstance(part, h11.EndOfMessage):
+                    break
+                else:
+                    return None
+        except h11.RemoteProtocolError as exc:
+            if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await self._send_error(exc.error_status_hint, str(exc), close=True)
+            return None
+        target = event.target.decode("latin-1")
+        return _Request(
+            method=event.method.decode("latin-1"),
+            path=target.partition("?")[0],
+            headers=headers,
+            body=bytes(body),
+        )
+
+    async def _answer_watching_peer(self, request: _Request) -> None:
+        """Answer while watching the socket, so a client that leaves stops its answer at once."""
+        async with trio.open_nursery() as nursery:
+
+            async def answer() -> None:
+                try:
+                    await self._answer(request)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._close = True
+                finally:
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(answer)
+            nursery.start_soon(self._watch_peer, nursery.cancel_scope)
+
+    async def _watch_peer(self, answer_scope: trio.CancelScope) -> None:
+        early = 0
+        try:
+            while early <= _MAX_EARLY_INPUT:
+                data = await self._stream.receive_some(_READ_SIZE)
+                if not data:
+                    break
+                # Bytes of a next request are kept for the next keep-alive cycle.
+                self._h11.receive_data(data)
+                early += len(data)
+            else:
+                return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        self._close = True
+        answer_scope.cancel()
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    async def _send(self, event: h11.Event) -> None:
+        data = self._h11.send(event)
+        if not data:
+            return
+        if self._drip and not isinstance(event, h11.Response):
+            for index in range(len(data)):
+                await self._stream.send_all(data[index : index + 1])
+        else:
+            await self._stream.send_all(data)
+
+    async def _start_response(
+        self,
+        status: int,
+        content_type: str,
+        *,
+        length: int | None = None,
+        extra: list[tuple[str, str]] | None = None,
+        close: bool = False,
+    ) -> None:
+        headers = [
+            ("content-type", content_type),
+            ("x-request-id", self._request_id or f"req_{secrets.token_hex(12)}"),
+            ("server", "holysheep-trio-simulator"),
+        ]
+        if length is not None:
+            headers.append(("content-length", str(length)))
+        else:
+            headers.append(("cache-control", "no-cache"))
+        if close:
+            headers.append(("connection", "close"))
+            self._close = True
+        headers.extend(extra or [])
+        await self._send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+
+    async def _send_json(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        extra: list[tuple[str, str]] | None = None,
+        close: bool = False,
+    ) -> None:
+        await self._start_response(
+            status, "application/json", length=len(body), extra=extra, close=close
+        )
+        await self._send(h11.Data(data=body))
+        await self._send(h11.EndOfMessage())
+
+    async def _send_error(
+        self,
+        status: int,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+        close: bool = False,
+    ) -> None:
+        body = error_body(status, message, param=param, code=code)
+        self.linger = close
+        await self._send_json(status, body, extra=extra, close=close)
+
+    # ---- routing ---------------------------------------------------------------------------
+
+    async def _answer(self, request: _Request) -> None:
+        routes: dict[str, tuple[str, Callable[[_Request], Awaitable[None]]]] = {
+            "/v1/chat/completions": ("POST", self._chat),
+            "/v1/models": ("GET", self._models),
+            "/simulator/stats": ("GET", self._stats),
+            # Also under /v1, so a client whose base URL ends in /v1 reaches it too.
+            "/v1/simulator/stats": ("GET", self._stats),
+        }
+        route = routes.get(request.path.rstrip("/") or "/")
+        if route is None:
+            await self._send_error(
+                404, f"Unknown request URL: {request.method} {request.path}.", code="unknown_url"
+            )
+            return
+        method, handler = route
+        if request.method != method:
+            await self._send_error(405, extra=[("allow", method)])
+            return
+        if not self._sim._authorized(request.headers):
+            await self._send_error(
+                401,
+                "Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.",
+                extra=[("www-authenticate", "Bearer")],
+            )
+            return
+        await handler(request)
+
+    def _header_faults(self, request: _Request) -> FaultPlan:
+        return parse_faults(request.headers.get(_FAULT_HEADER, ""))
+
+    def _served(self, *names: str) -> None:
+        served = self._sim._counters.faults_served
+        for name in names:
+            served[name] = served.get(name, 0) + 1
+
+    async def _status_fault(self, plan: FaultPlan) -> bool:
+        """Apply ``slow_headers`` and ``status``; True when the request is answered."""
+        if plan.slow_headers is not None:
+            self._served("slow_headers")
+            await trio.sleep(plan.slow_headers)
+        if plan.status is None:
+            return False
+        self._served("status")
+        extra = []
+        if plan.retry_after is not None:
+            extra.append(("retry-after", plan.retry_after))
+        if plan.retry_after_ms is not None:
+            extra.append(("retry-after-ms", plan.retry_after_ms))
+        if plan.should_retry is not None:
+            extra.append(("x-should-retry", "true" if plan.should_retry else "false"))
+        self._release_active()
+        await self._send_error(plan.status, extra=extra)
+        return True
+
+    async def _models(self, request: _Request) -> None:
+        try:
+            header_plan = self._header_faults(request)
+        except FaultSpecError as exc:
+            await self._send_error(400, str(exc), code="invalid_simulator_fault")
+            return
+        # Only a valid request takes a queued fault, so a typo in a header cannot eat one.
+        plan = self._sim._take_fault("models", None).merged_with(header_plan)
+        self._drip = plan.drip
+        if plan.drip:
+            self._served("drip")
+        if await self._status_fault(plan):
+            return
+        body = _json_bytes(
+            {
+                "object": "list",
+                "data": [
+                    {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
+                    for m in self._sim.profile.models.values()
+                ],
+            }
+        )
+        if plan.disconnect_after is not None:
+            self._served("disconnect_after")
+            self._close = True
+            return
+        await self._send_json(200, body)
+
+    async def _stats(self, request: _Request) -> None:
+        await self._send_json(200, _json_bytes(self._sim.stats().to_json()))
+
+    async def _chat(self, request: _Request) -> None:
+        sim = self._sim
+        try:
+            header_plan = self._header_faults(request)
+            chat = ChatRequest.from_body(request.body)
+        except FaultSpecError as exc:
+            await self._send_error(400, str(exc), code="invalid_simulator_fault")
+            return
+        except RequestError as exc:
+            await self._send_error(exc.status, exc.message, param=exc.param, code=exc.code)
+            return
+        model = sim.profile.models.get(chat.model)
+        if model is None:
+            await self._send_error(
+                404,
+                f"The model `{chat.model}` does not exist or you do not have access to it.",
+                param="model",
+            )
+            return
+        if chat.max_tokens is not None and chat.max_tokens > model.max_output_tokens:
+            await self._send_error(
+                400,
+                f"max_tokens is too large: {chat.max_tokens}. This model supports at most "
+                f"{model.max_output_tokens} completion tokens.",
+                param="max_tokens",
+                code="invalid_value",
+            )
+            return
+        plan = sim._take_fault("chat", model.name).merged_with(header_plan)
+        counters = sim._counters
+        counters.requests[model.name] += 1
+        counters.active[model.name] += 1
+        self._active_model = model.name
+        counters.max_concurrent[model.name] = max(
+            counters.max_concurrent[model.name], counters.active[model.name]
+        )
+        try:
+            self._drip = plan.drip
+            if plan.drip:
+                self._served("drip")
+            if await self._status_fault(plan):
+                return
+            counters.prompt_tokens[model.name] += chat.prompt_tokens
+            if chat.stream:
+                await self._stream_reply(chat, model, plan)
+            else:
+                await self._whole_reply(chat, model, plan)
+        finally:
+            self._release_active()
+
+    def _release_active(self) -> None:
+        """Stop counting this request as active, before its last bytes go out.
+
+        A client that has read a whole response then never sees it still active in the stats.
+        """
+        if self._active_model is not None:
+            self._sim._counters.active[self._active_model] -= 1
+            self._active_model = None
+
+    # ---- replies ---------------------------------------------------------------------------
+
+    def _ttft(self, model: ModelProfile) -> float:
+        mu, sigma = model.ttft_lognormal()
+        return self._sim._latency[model.name].lognormvariate(mu, sigma)
+
+    def _token_interval(self, model: ModelProfile) -> float:
+        # About tokens_per_second, with +-15 % jitter so inter-chunk gaps look measured.
+        jitter = self._sim._latency[model.name].uniform(0.85, 1.15)
+        return jitter / model.tokens_per_second
+
+    async def _whole_reply(self, chat: ChatRequest, model: ModelProfile, plan: FaultPlan) -> None:
+        text, tokens, finish_reason = reply_text(chat, model)
+        if self._sim.profile.delays:
+            await trio.sleep(self._ttft(model) + tokens / model.tokens_per_second)
+        if plan.stall_after is not None:
+            self._served("stall_after")
+            await trio.sleep(plan.stall_seconds)
+        body = completion_body(
+            completion_id=_completion_id(),
+            created=int(time.time()),
+            model=model.name,
+            text=text,
+            finish_reason=finish_reason,
+            prompt_tokens=chat.prompt_tokens,
+            completion_tokens=tokens,
+        )
+        await self._start_response(200, "application/json", length=len(body))
+        if plan.disconnect_after is not None:
+            # A whole reply has no chunks to count: drop the connection half-way through the body.
+            self._served("disconnect_after")
+            await self._send(h11.Data(data=body[: len(body) // 2]))
+            self._close = True
+            return
+        self._sim._counters.completion_tokens[model.name] += tokens
+        self._release_active()
+        await self._send(h11.Data(data=body))
+        await self._send(h11.EndOfMessage())
+
+    async def _stream_reply(self, chat: ChatRequest, model: ModelProfile, plan: FaultPlan) -> None:
+        profile = self._sim.profile
+        delays = profile.delays
+        fast = profile.pre_encoded and not delays
+        encoder = ChunkEncoder(
+            completion_id=_completion_id(),
+            created=int(time.time()),
+            model=model.name,
+            include_usage=chat.include_usage,
+        )
+        source = TokenSource(chat, model)
+        total = source.length
+        # Fault counts beyond the reply fire after its last content chunk.
+        points = sorted(
+            {
+                min(count, total)
+                for count in (
+                    plan.disconnect_after,
+                    plan.stall_after,
+                    plan.keepalive_after,
+                    plan.malformed_after,
+                    plan.error_event_after,
+                )
+                if count is not None
+            }
+        )
+        billed = self._sim._counters.completion_tokens
+        await self._start_response(200, "text/event-stream; charset=utf-8")
+        if delays:
+            await trio.sleep(self._ttft(model))
+        opening = encoder.role()
+        if plan.oversized_event is not None:
+            self._served("oversized_event")
+            opening += encoder.oversized(plan.oversized_event)
+        await self._send(h11.Data(data=opening))
+        sent = 0
+        while True:
+            if sent in points and not await self._faults_at(sent, total, plan):
+                return
+            if sent >= total:
+                break
+            if delays:
+                if sent:
+                    await trio.sleep(self._token_interval(model))
+                batch = 1
+            else:
+                stop = next((point for point in points if point > sent), total)
+                batch = min(_BATCH_CHUNKS, stop - sent)
+            if fast:
+                payload = encoder.contents_pre_encoded(source.take_encoded(batch))
+            else:
+                payload = b"".join([encoder.content(token) for token in source.take_text(batch)])
+            await self._send(h11.Data(data=payload))
+            sent += batch
+            billed[model.name] += batch
+        self._release_active()
+        closing = encoder.final(source.finish_reason)
+        if chat.include_usage:
+            closing += encoder.usage(chat.prompt_tokens, total)
+        await self._send(h11.Data(data=closing + DONE))
+        await self._send(h11.EndOfMessage())
+
+    async def _faults_at(self, sent: int, total: int, plan: FaultPlan) -> bool:
+        """Apply the stream faults due after ``sent`` content chunks; False ends the stream.
+
+        Order at one count: stall, malformed event, error event (ends the stream cleanly),
+        keep-alive pings (until the client leaves), disconnect.
+        """
+        due = {
+            name
+            for name, count in (
+                ("stall_after", plan.stall_after),
+                ("malformed_after", plan.malformed_after),
+                ("error_event_after", plan.error_event_after),
+                ("keepalive_after", plan.keepalive_after),
+                ("disconnect_after", plan.disconnect_after),
+            )
+            # Counts beyond the reply fire after its last content chunk.
+            if count is not None and min(count, total) == sent
+        }
+        if "stall_after" in due:
+            self._served("stall_after")
+            await trio.sleep(plan.stall_seconds)
+        if "malformed_after" in due:
+            self._served("malformed_after")
+            await self._send(h11.Data(data=MALFORMED))
+        if "error_event_after" in due:
+            self._served("error_event_after")
+            self._release_active()
+            await self._send(h11.Data(data=error_event(plan.error_event_status)))
+            await self._send(h11.EndOfMessage())
+            return False
+        if "keepalive_after" in due:
+            self._served("keepalive_after")
+            while True:
+                await trio.sleep(plan.keepalive_every)
+                await self._send(h11.Data(data=PING))
+        if "disconnect_after" in due:
+            self._served("disconnect_after")
+            self._close = True
+            return False
+        return True
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Overloaded" if status == 529 else b""
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{secrets.token_hex(12)}"
+
+
+def _json_bytes(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _resolve_profile(profile: str | Profile) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    try:
+        return PROFILES[profile]
+    except KeyError:
+        raise ValueError(
+            f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)} or pass a Profile"
+        ) from None
+
+
+def _sole_exception(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@asynccontextmanager
+async def open_simulator(
+    *,
+    api_key: str = "sk-simulator",
+    profile: str | Profile = "realistic",
+    host: str = "127.0.0.1",
+    port: int = 0,
+    seed: int = 0,
+) -> AsyncIterator[Simulator]:
+    """Run an OpenAI-compatible simulator on a real socket for the duration of the block.
+
+    Must be used with ``async with``; it owns a nursery with the listener and one task per
+    connection. Leaving the block closes the listener and every connection.
+
+    Args:
+        api_key: The key clients must send as ``Authorization: Bearer <key>``.
+        profile: ``"realistic"``, ``"fast"`` or a :class:`Profile`.
+        host: The address to listen on (loopback by default).
+        port: The port; 0 picks a free one (read it from ``sim.port`` / ``sim.base_url``).
+        seed: Seed of the latency draws, so runs are reproducible.
+
+    Yields:
+        The :class:`Simulator` handle.
+
+    Raises:
+        ValueError: Unknown profile name.
+        OSError: The address cannot be bound.
+    """
+    resolved = _resolve_profile(profile)
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    sockname = listeners[0].socket.getsockname()
+    sim = Simulator(api_key=api_key, profile=resolved, host=host, port=sockname[1], seed=seed)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(
+                    trio.serve_listeners, sim._serve_connection, listeners, handler_nursery=nursery
+                )
+            )
+            try:
+                yield sim
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseException as exc:
+        # A public API raises one exception, not a group, when one thing failed (STYLE.md).
+        sole = _sole_exception(exc)
+        if sole is exc:
+            raise
+        cause, context = sole.__cause__, sole.__context__
+        suppress = sole.__suppress_context__
+        try:
+            raise sole
+        finally:
+            sole.__cause__, sole.__context__ = cause, context
+            sole.__suppress_context__ = suppress

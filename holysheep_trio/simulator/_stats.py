@@ -1,0 +1,79 @@
+# The simulator's statistics snapshot, shared by sim.stats() and GET /simulator/stats.
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+
+def _frozen_counts(value: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType(dict(value))
+
+
+def _counts() -> Any:
+    return attrs.field(factory=dict, converter=_frozen_counts)
+
+
+@attrs.frozen(kw_only=True)
+class SimulatorStats:
+    """A snapshot of what the simulator has served (``sim.stats()``).
+
+    Attributes:
+        requests: Chat-completion requests per model (valid ones that named a configured model,
+            including those answered with a fault).
+        max_concurrent: Per model, the most chat requests ever active at the same time.
+        active: Per model, chat requests being answered right now.
+        open_connections: TCP connections open right now.
+        connections_accepted: TCP connections accepted since start (or the last reset).
+        prompt_tokens: Prompt tokens billed per model (once a reply starts).
+        completion_tokens: Completion tokens billed per model (each content token sent).
+        faults_served: How often each fault was applied, by fault name (``"status"``, ``"drip"``).
+        total_requests: Every HTTP request parsed, any path and outcome (including stats reads).
+        internal_errors: Handler crashes (bugs of the simulator); tests expect 0.
+    """
+
+    requests: Mapping[str, int] = _counts()
+    max_concurrent: Mapping[str, int] = _counts()
+    active: Mapping[str, int] = _counts()
+    open_connections: int = 0
+    connections_accepted: int = 0
+    prompt_tokens: Mapping[str, int] = _counts()
+    completion_tokens: Mapping[str, int] = _counts()
+    faults_served: Mapping[str, int] = _counts()
+    total_requests: int = 0
+    internal_errors: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The snapshot as plain JSON-ready data (what ``GET /simulator/stats`` returns)."""
+        return {
+            field.name: dict(value) if isinstance(value, Mapping) else value
+            for field, value in ((f, getattr(self, f.name)) for f in attrs.fields(SimulatorStats))
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SimulatorStats:
+        """Rebuild a snapshot from :meth:`to_json` data (e.g. a ``/simulator/stats`` body).
+
+        Args:
+            data: The decoded JSON object.
+
+        Returns:
+            The snapshot.
+
+        Raises:
+            ValueError: A field is missing or has the wrong type.
+        """
+        values: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            value = data.get(field.name)
+            if field.type in ("int", int):
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError(f"stats field {field.name!r} must be an integer")
+            elif not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, int) for k, v in value.items()
+            ):
+                raise ValueError(f"stats field {field.name!r} must map names to integers")
+            values[field.name] = value
+        return cls(**values)
