@@ -15,10 +15,70 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
-    pass  # the client issue adds: from .client import open_client, ...
+    from .client import ChatStream as ChatStream
+    from .client import Client as Client
+    from .client import open_client as open_client
+    from .errors import APIConnectionError as APIConnectionError
+    from .errors import APIError as APIError
+    from .errors import APIStatusError as APIStatusError
+    from .errors import APIStreamError as APIStreamError
+    from .errors import APITimeoutError as APITimeoutError
+    from .errors import AuthenticationError as AuthenticationError
+    from .errors import BadRequestError as BadRequestError
+    from .errors import ClientClosedError as ClientClosedError
+    from .errors import ConfigurationError as ConfigurationError
+    from .errors import HolySheepError as HolySheepError
+    from .errors import NotFoundError as NotFoundError
+    from .errors import OverloadedError as OverloadedError
+    from .errors import PermissionDeniedError as PermissionDeniedError
+    from .errors import RateLimitError as RateLimitError
+    from .errors import ServerError as ServerError
+    from .errors import StreamInterruptedError as StreamInterruptedError
+    from .errors import StreamProtocolError as StreamProtocolError
+    from .models import ChatChunk as ChatChunk
+    from .models import Choice as Choice
+    from .models import Completion as Completion
+    from .models import Delta as Delta
+    from .models import Message as Message
+    from .models import ToolCall as ToolCall
+    from .models import ToolCallDelta as ToolCallDelta
+    from .models import Usage as Usage
+    from .retry import RetryPolicy as RetryPolicy
+    from .timeouts import Timeouts as Timeouts
 
 # public name -> module that defines it
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "ChatStream": ".client",
+    "Client": ".client",
+    "open_client": ".client",
+    "APIConnectionError": ".errors",
+    "APIError": ".errors",
+    "APIStatusError": ".errors",
+    "APIStreamError": ".errors",
+    "APITimeoutError": ".errors",
+    "AuthenticationError": ".errors",
+    "BadRequestError": ".errors",
+    "ClientClosedError": ".errors",
+    "ConfigurationError": ".errors",
+    "HolySheepError": ".errors",
+    "NotFoundError": ".errors",
+    "OverloadedError": ".errors",
+    "PermissionDeniedError": ".errors",
+    "RateLimitError": ".errors",
+    "ServerError": ".errors",
+    "StreamInterruptedError": ".errors",
+    "StreamProtocolError": ".errors",
+    "ChatChunk": ".models",
+    "Choice": ".models",
+    "Completion": ".models",
+    "Delta": ".models",
+    "Message": ".models",
+    "ToolCall": ".models",
+    "ToolCallDelta": ".models",
+    "Usage": ".models",
+    "RetryPolicy": ".retry",
+    "Timeouts": ".timeouts",
+}
 
 __all__ = sorted(["__version__", *_LAZY])
 

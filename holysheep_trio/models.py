@@ -1,0 +1,395 @@
+# Immutable value types of the chat API: messages in, chunks and completions out.
+"""Value types (attrs, frozen) that cross the public API.
+
+Chunks are built from decoded JSON with named constructors (:meth:`ChatChunk.from_json`, ...)
+that check the shape and raise :class:`~holysheep_trio.StreamProtocolError` on anything
+unexpected, never a bare ``KeyError`` or ``TypeError``. Unknown extra fields are ignored, as
+OpenAI-compatible servers add their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from .errors import StreamProtocolError
+
+__all__ = [
+    "ChatChunk",
+    "Choice",
+    "Completion",
+    "Delta",
+    "Message",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+]
+
+
+def _bad(what: str, payload: object) -> StreamProtocolError:
+    return StreamProtocolError(f"unexpected chunk shape: {what}", data=repr(payload))
+
+
+def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise _bad(f"{key!r} is not a string", payload)
+
+
+def _int(payload: Mapping[str, Any], key: str, default: int = 0) -> int:
+    value = payload.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _bad(f"{key!r} is not an integer", payload)
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """One chat message of a request.
+
+    Attributes:
+        role: ``"system"``, ``"developer"``, ``"user"``, ``"assistant"`` or ``"tool"``.
+        content: The text, or a list of content parts (passed through as given), or None for
+            an assistant message that only has tool calls.
+        name: Optional participant name.
+        tool_call_id: For ``role="tool"``: the id of the call this message answers.
+        tool_calls: For ``role="assistant"``: the calls the model made earlier.
+    """
+
+    role: str
+    content: str | list[Any] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The OpenAI wire form of the message (a new dict)."""
+        body: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name is not None:
+            body["name"] = self.name
+        if self.tool_call_id is not None:
+            body["tool_call_id"] = self.tool_call_id
+        if self.tool_calls:
+            body["tool_calls"] = [call.to_json() for call in self.tool_calls]
+        return body
+
+
+@attrs.frozen(kw_only=True)
+class Usage:
+    """Token counts the server billed for one request."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_json(cls, payload: object) -> Usage:
+        """Build from the ``usage`` object of a chunk.
+
+        Raises:
+            StreamProtocolError: ``payload`` is not a usage object.
+        """
+        if not isinstance(payload, Mapping):
+            raise _bad("usage is not an object", payload)
+        prompt = _int(payload, "prompt_tokens")
+        completion = _int(payload, "completion_tokens")
+        total = _int(payload, "total_tokens", prompt + completion)
+        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+@attrs.frozen(kw_only=True)
+class ToolCallDelta:
+    """A fragment of a tool call inside a streamed delta, merged by ``index``."""
+
+    index: int
+    id: str | None = None
+    type: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    @classmethod
+    def from_json(cls, payload: object) -> ToolCallDelta:
+        """Build from one entry of ``delta.tool_calls``.
+
+        Raises:
+            StreamProtocolError: the entry has the wrong shape.
+        """
+        if not isinstance(payload, Mapping):
+            raise _bad("tool call delta is not an object", payload)
+        function = payload.get("function") or {}
+        if not isinstance(function, Mapping):
+            raise _bad("tool call function is not an object", payload)
+        return cls(
+            index=_int(payload, "index"),
+            id=_opt_str(payload, "id"),
+            type=_opt_str(payload, "type"),
+            name=_opt_str(function, "name"),
+            arguments=_opt_str(function, "arguments") or "",
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ToolCall:
+    """A complete tool call, accumulated from its deltas.
+
+    Attributes:
+        id: The call id the tool's answer must quote.
+        type: Always ``"function"`` today.
+        name: The function name.
+        arguments: The arguments as the model wrote them (a JSON text; not validated).
+    """
+
+    id: str
+    type: str = "function"
+    name: str
+    arguments: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The OpenAI wire form, for sending the call back in an assistant message."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@attrs.frozen(kw_only=True)
+class Delta:
+    """What one chunk adds to one choice."""
+
+    role: str | None = None
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+
+    @classmethod
+    def from_json(cls, payload: object) -> Delta:
+        """Build from a ``delta`` object.
+
+        Raises:
+            StreamProtocolError: the delta has the wrong shape.
+        """
+        if not isinstance(payload, Mapping):
+            raise _bad("delta is not an object", payload)
+        raw_calls = payload.get("tool_calls")
+        calls: tuple[ToolCallDelta, ...] = ()
+        if raw_calls:
+            if not isinstance(raw_calls, list):
+                raise _bad("delta.tool_calls is not a list", payload)
+            calls = tuple(ToolCallDelta.from_json(item) for item in raw_calls)
+        return cls(
+            role=_opt_str(payload, "role"),
+            content=_opt_str(payload, "content"),
+            refusal=_opt_str(payload, "refusal"),
+            tool_calls=calls,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Choice:
+    """One choice of a chunk: its index, its delta and, on the last chunk, why it stopped."""
+
+    index: int = 0
+    delta: Delta = attrs.field(factory=Delta)
+    finish_reason: str | None = None
+
+    @classmethod
+    def from_json(cls, payload: object) -> Choice:
+        """Build from one entry of ``choices``.
+
+        Raises:
+            StreamProtocolError: the entry has the wrong shape.
+        """
+        if not isinstance(payload, Mapping):
+            raise _bad("choice is not an object", payload)
+        delta = payload.get("delta")
+        return cls(
+            index=_int(payload, "index"),
+            delta=Delta() if delta is None else Delta.from_json(delta),
+            finish_reason=_opt_str(payload, "finish_reason"),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ChatChunk:
+    """One ``chat.completion.chunk`` of a stream.
+
+    Attributes:
+        id: The completion id (the same on every chunk of a stream).
+        model: The model that produced the chunk.
+        created: Unix time the completion was created.
+        choices: The choices this chunk updates (empty on the final usage chunk).
+        usage: Token counts, on the final chunk when usage was requested.
+        system_fingerprint: The backend configuration fingerprint, if sent.
+    """
+
+    id: str = ""
+    model: str = ""
+    created: int = 0
+    choices: tuple[Choice, ...] = ()
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The content delta of choice 0, or ``""`` when this chunk has none."""
+        for choice in self.choices:
+            if choice.index == 0:
+                return choice.delta.content or ""
+        return ""
+
+    @property
+    def has_output(self) -> bool:
+        """Whether the chunk carries model output: content, a refusal or a tool-call delta."""
+        for choice in self.choices:
+            delta = choice.delta
+            if delta.content or delta.tool_calls or delta.refusal:
+                return True
+        return False
+
+    @classmethod
+    def from_json(cls, payload: object) -> ChatChunk:
+        """Build from a decoded ``chat.completion.chunk`` object.
+
+        Raises:
+            StreamProtocolError: the object has the wrong shape.
+        """
+        if type(payload) is dict:
+            fast = _fast_chunk(payload)
+            if fast is not None:
+                return fast
+        if not isinstance(payload, Mapping):
+            raise _bad("chunk is not an object", payload)
+        raw_choices = payload.get("choices") or ()
+        if not isinstance(raw_choices, list | tuple):
+            raise _bad("choices is not a list", payload)
+        usage = payload.get("usage")
+        return cls(
+            id=_opt_str(payload, "id") or "",
+            model=_opt_str(payload, "model") or "",
+            created=_int(payload, "created"),
+            choices=tuple(Choice.from_json(item) for item in raw_choices),
+            usage=None if usage is None else Usage.from_json(usage),
+            system_fingerprint=_opt_str(payload, "system_fingerprint"),
+        )
+
+
+# Decoding chunks is the client's hot path: one chunk per token. The careful constructors above
+# cost about 25 us per chunk, half of the client's whole per-chunk budget on a fast stream
+# (measured with cProfile against the simulator's `fast` profile). This fast path handles the
+# shape OpenAI sends for text deltas with plain type checks and fills the frozen slots directly,
+# as `sse.py` does for its events (attrs' generated __init__ calls object.__setattr__ per field).
+# Anything unusual -- tool calls, usage, a wrong type -- returns None and takes the careful path,
+# which also produces the error. tests/test_models.py checks both paths build equal values.
+_new: Final = object.__new__
+_set_delta_role: Final = Delta.__dict__["role"].__set__
+_set_delta_content: Final = Delta.__dict__["content"].__set__
+_set_delta_refusal: Final = Delta.__dict__["refusal"].__set__
+_set_delta_tool_calls: Final = Delta.__dict__["tool_calls"].__set__
+_set_choice_index: Final = Choice.__dict__["index"].__set__
+_set_choice_delta: Final = Choice.__dict__["delta"].__set__
+_set_choice_finish: Final = Choice.__dict__["finish_reason"].__set__
+_set_chunk_id: Final = ChatChunk.__dict__["id"].__set__
+_set_chunk_model: Final = ChatChunk.__dict__["model"].__set__
+_set_chunk_created: Final = ChatChunk.__dict__["created"].__set__
+_set_chunk_choices: Final = ChatChunk.__dict__["choices"].__set__
+_set_chunk_usage: Final = ChatChunk.__dict__["usage"].__set__
+_set_chunk_fingerprint: Final = ChatChunk.__dict__["system_fingerprint"].__set__
+_EMPTY: Final[tuple[Any, ...]] = ()
+
+
+def _fast_chunk(payload: dict[str, Any]) -> ChatChunk | None:
+    chunk_id = payload.get("id", "")
+    model = payload.get("model", "")
+    created = payload.get("created", 0)
+    fingerprint = payload.get("system_fingerprint")
+    raw_choices = payload.get("choices")
+    if (
+        type(chunk_id) is not str
+        or type(model) is not str
+        or type(created) is not int
+        or (fingerprint is not None and type(fingerprint) is not str)
+        or payload.get("usage") is not None
+        or type(raw_choices) is not list
+    ):
+        return None
+    choices = []
+    for raw in raw_choices:
+        if type(raw) is not dict:
+            return None
+        raw_delta = raw.get("delta")
+        index = raw.get("index", 0)
+        finish = raw.get("finish_reason")
+        if (
+            type(raw_delta) is not dict
+            or type(index) is not int
+            or (finish is not None and type(finish) is not str)
+            or raw_delta.get("tool_calls")
+        ):
+            return None
+        content = raw_delta.get("content")
+        role = raw_delta.get("role")
+        refusal = raw_delta.get("refusal")
+        if (
+            (content is not None and type(content) is not str)
+            or (role is not None and type(role) is not str)
+            or (refusal is not None and type(refusal) is not str)
+        ):
+            return None
+        delta = _new(Delta)
+        _set_delta_role(delta, role)
+        _set_delta_content(delta, content)
+        _set_delta_refusal(delta, refusal)
+        _set_delta_tool_calls(delta, _EMPTY)
+        choice = _new(Choice)
+        _set_choice_index(choice, index)
+        _set_choice_delta(choice, delta)
+        _set_choice_finish(choice, finish)
+        choices.append(choice)
+    chunk: ChatChunk = _new(ChatChunk)
+    _set_chunk_id(chunk, chunk_id)
+    _set_chunk_model(chunk, model)
+    _set_chunk_created(chunk, created)
+    _set_chunk_choices(chunk, tuple(choices))
+    _set_chunk_usage(chunk, None)
+    _set_chunk_fingerprint(chunk, fingerprint)
+    return chunk
+
+
+@attrs.frozen(kw_only=True)
+class Completion:
+    """The result of one chat request (streamed or not), accumulated from its chunks.
+
+    Attributes:
+        id: The completion id sent by the server.
+        model: The model that answered (as the server reports it).
+        text: The whole content of choice 0.
+        refusal: The refusal text of choice 0, if the model refused.
+        finish_reason: Why generation stopped (``"stop"``, ``"length"``, ``"tool_calls"``, ...)
+            or None when the stream did not finish.
+        usage: Billed tokens, when the server sent them.
+        tool_calls: Complete tool calls of choice 0, in index order.
+        ttft: Seconds from the start of the request (after admission, including retries) to
+            the first content or tool-call delta; None if there was none.
+        duration: Seconds from the start of the request to the end of the stream (or to the
+            failure, for a partial completion).
+        attempts: How many HTTP attempts the request took (1 without retries).
+        request_id: The server's ``x-request-id`` of the attempt that produced this output.
+    """
+
+    id: str = ""
+    model: str = ""
+    text: str = ""
+    refusal: str | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    ttft: float | None = None
+    duration: float = 0.0
+    attempts: int = 1
+    request_id: str | None = None

@@ -1,0 +1,664 @@
+# Integration tests of the client against the simulator over loopback: every fault, every exit.
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx2
+import pytest
+import trio
+from trio.testing import MockClock
+
+import holysheep_trio as hs
+from holysheep_trio.simulator import Simulator, open_simulator
+
+KEY = "sk-test-0123456789-secret"
+MESSAGES = [{"role": "user", "content": "Tell me about trio."}]
+
+
+@pytest.fixture
+async def sim(autojump_clock: MockClock) -> AsyncIterator[Simulator]:
+    async with open_simulator(api_key=KEY, profile="fast") as simulator:
+        yield simulator
+
+
+async def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll in virtual time until ``condition()``: the server notices closed sockets async."""
+    for _ in range(200):
+        if condition():
+            return
+        await trio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def no_open_connections(sim: Simulator) -> None:
+    await wait_for(lambda: sim.stats().open_connections == 0, "open_connections == 0")
+
+
+def client_for(sim: Simulator, **kwargs: Any) -> Any:
+    return hs.open_client(api_key=KEY, base_url=sim.base_url, **kwargs)
+
+
+async def reference_text(sim: Simulator, max_tokens: int) -> str:
+    async with client_for(sim) as client:
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=max_tokens)
+    return completion.text
+
+
+# ---- the happy path and connection reuse ------------------------------------------------
+
+
+async def test_stream_yields_chunks_and_a_completion(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    async with client_for(sim) as client:
+        texts = []
+        async with client.stream_chat(model="gpt-4.1", messages=MESSAGES, max_tokens=12) as stream:
+            async for chunk in stream:
+                assert isinstance(chunk, hs.ChatChunk)
+                texts.append(chunk.text)
+        completion = stream.completion
+    assert completion.text == "".join(texts)
+    assert completion.text
+    assert completion.finish_reason == "length"
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 12
+    assert completion.attempts == 1
+    assert completion.model == "gpt-4.1"
+    assert completion.request_id is not None
+    assert completion.request_id.startswith("req_")
+    assert completion.ttft is not None
+    assert 0 <= completion.ttft <= completion.duration
+    assert sim.stats().completion_tokens["gpt-4.1"] == 12
+    await no_open_connections(sim)
+
+
+async def test_two_sequential_streams_share_one_connection(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    async with client_for(sim) as client:
+        for _ in range(2):
+            async with client.stream_chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5) as s:
+                async for _chunk in s:
+                    pass
+            assert s.completion.finish_reason == "length"
+        assert sim.stats().connections_accepted == 1
+        assert sim.stats().open_connections == 1  # kept alive in the pool
+    await no_open_connections(sim)
+
+
+async def test_chat_takes_message_values(autojump_clock: MockClock, sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        completion = await client.chat(
+            model="deepseek-v3.2",
+            messages=[hs.Message(role="system", content="Be brief."), *MESSAGES],
+            max_tokens=3,
+            temperature=0.2,
+        )
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 3
+    assert sim.stats().requests["deepseek-v3.2"] == 1
+
+
+async def test_realistic_profile_ttft(autojump_clock: MockClock) -> None:
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:  # noqa: SIM117 - sim is needed by the next line
+        async with client_for(sim) as client:
+            completion = await client.chat(
+                model="gemini-2.5-flash", messages=MESSAGES, max_tokens=9
+            )
+    assert completion.ttft is not None
+    assert 0.01 < completion.ttft < 5
+    assert completion.duration >= completion.ttft + 8 / 60  # ~45 tok/s for the other 8 tokens
+
+
+# ---- ownership: every exit path closes the response ---------------------------------------
+
+
+async def test_break_closes_the_connection(autojump_clock: MockClock, sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        async with client.stream_chat(model="gpt-4.1", messages=MESSAGES, max_tokens=50) as s:
+            async for _chunk in s:
+                break
+        await no_open_connections(sim)
+        assert s.completion.finish_reason is None
+        # the client still works afterwards, on a fresh connection
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=2)
+        assert completion.finish_reason == "length"
+    await no_open_connections(sim)
+
+
+async def test_exception_in_the_block_closes_the_connection(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    async with client_for(sim) as client:
+
+        async def fail_inside() -> None:
+            async with client.stream_chat(model="gpt-4.1", messages=MESSAGES, max_tokens=50) as s:
+                async for _chunk in s:
+                    raise KeyError("user code failed")
+
+        with pytest.raises(KeyError):
+            await fail_inside()
+        await no_open_connections(sim)
+
+
+async def test_callers_cancel_scope_closes_the_connection(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    async with client_for(sim) as client:
+        with trio.move_on_after(5) as scope:
+            async with client.stream_chat(
+                model="gpt-4.1",
+                messages=MESSAGES,
+                max_tokens=50,
+                extra_headers={"X-Simulator-Fault": "stall_after=2;seconds=30"},
+            ) as s:
+                async for _chunk in s:
+                    pass
+        assert scope.cancelled_caught
+        assert trio.current_time() == pytest.approx(5, abs=0.5)
+        await no_open_connections(sim)
+
+
+async def test_callers_fail_after_raises_too_slow(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    async with client_for(sim) as client:
+        with pytest.raises(trio.TooSlowError):
+            with trio.fail_after(3):
+                await client.chat(
+                    model="gpt-4.1",
+                    messages=MESSAGES,
+                    max_tokens=10,
+                    extra_headers={"X-Simulator-Fault": "slow_headers=20"},
+                )
+        await no_open_connections(sim)
+
+
+async def test_aclose_cancels_open_streams(autojump_clock: MockClock, sim: Simulator) -> None:
+    errors: list[BaseException] = []
+    async with client_for(sim) as client:
+
+        async def consume() -> None:
+            try:
+                async with client.stream_chat(
+                    model="gpt-4.1",
+                    messages=MESSAGES,
+                    max_tokens=50,
+                    extra_headers={"X-Simulator-Fault": "stall_after=3;seconds=1000"},
+                ) as stream:
+                    async for _chunk in stream:
+                        pass
+            except hs.ClientClosedError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            nursery.start_soon(consume)
+            await wait_for(lambda: sim.stats().active["gpt-4.1"] == 2, "two active streams")
+            await client.aclose()
+        assert client.closed
+        with pytest.raises(hs.ClientClosedError):
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=2)
+    assert len(errors) == 2
+    assert all(error.model == "gpt-4.1" for error in errors)
+    assert trio.current_time() < 100
+    await no_open_connections(sim)
+
+
+async def test_leaving_open_client_cancels_streams_of_other_tasks(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    errors: list[BaseException] = []
+
+    async def consume(client: hs.Client, task_status: Any) -> None:
+        try:
+            async with client.stream_chat(
+                model="gpt-4.1",
+                messages=MESSAGES,
+                max_tokens=50,
+                extra_headers={"X-Simulator-Fault": "stall_after=3;seconds=1000"},
+            ) as stream:
+                task_status.started()
+                async for _chunk in stream:
+                    pass
+        except hs.ClientClosedError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery, client_for(sim) as client:
+        await nursery.start(consume, client)
+    assert len(errors) == 1
+    await no_open_connections(sim)
+
+
+# ---- retries, Retry-After, fallback -------------------------------------------------------
+
+
+async def test_two_503_then_success(autojump_clock: MockClock, sim: Simulator) -> None:
+    sim.inject_faults("status=503", "status=503")
+    expected = await reference_text(sim, 6)
+    sim.inject_faults("status=503", "status=503")
+    start = trio.current_time()
+    async with client_for(sim) as client:
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=6)
+    assert completion.attempts == 3
+    assert completion.text == expected
+    # backoff 0.5 then 1.0, minus up to 25 % jitter each
+    assert 0.375 + 0.75 <= trio.current_time() - start <= 0.5 + 1.0 + 0.1
+    assert sim.stats().faults_served["status"] == 4
+
+
+async def test_retries_spent_raises_the_last_error(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    sim.inject_faults("status=500", "status=502", "status=529")
+    async with client_for(sim) as client:
+        with pytest.raises(hs.OverloadedError) as info:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=6)
+    assert info.value.status == 529
+    assert info.value.attempt == 3
+    assert info.value.kind == "server"
+    assert info.value.request_id is not None
+
+
+async def test_429_retry_after_is_honoured(autojump_clock: MockClock, sim: Simulator) -> None:
+    sim.inject_faults("status=429;retry_after=2")
+    start = trio.current_time()
+    async with client_for(sim) as client:
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=3)
+    assert completion.attempts == 2
+    assert 2.0 <= trio.current_time() - start < 2.1
+
+
+async def test_429_retry_after_ms_wins(autojump_clock: MockClock, sim: Simulator) -> None:
+    sim.inject_faults("status=429;retry_after=9;retry_after_ms=500")
+    start = trio.current_time()
+    async with client_for(sim) as client:
+        await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=3)
+    assert 0.5 <= trio.current_time() - start < 0.6
+
+
+async def test_429_error_when_retries_spent(autojump_clock: MockClock, sim: Simulator) -> None:
+    sim.inject_faults(*["status=429;retry_after=1"] * 3)
+    async with client_for(sim) as client:
+        with pytest.raises(hs.RateLimitError) as info:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=3)
+    assert info.value.retry_after == 1.0
+    assert info.value.kind == "rate_limit"
+    assert info.value.attempt == 3
+
+
+async def test_should_retry_false_is_obeyed(autojump_clock: MockClock, sim: Simulator) -> None:
+    sim.inject_faults("status=503;should_retry=false")
+    async with client_for(sim) as client:
+        with pytest.raises(hs.OverloadedError) as info:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=3)
+    assert info.value.attempt == 1
+    assert info.value.should_retry is False
+
+
+async def test_retry_never_sleeps_past_the_total_deadline(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    sim.inject_faults("status=429;retry_after=50")
+    async with client_for(sim, timeouts=hs.Timeouts(total=10)) as client:
+        with pytest.raises(hs.RateLimitError):
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=3)
+    assert trio.current_time() < 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "cls", "kind"),
+    [
+        ("status=400", hs.BadRequestError, "invalid_request"),
+        ("status=401", hs.AuthenticationError, "authentication"),
+        ("status=403", hs.PermissionDeniedError, "authentication"),
+        ("status=404", hs.NotFoundError, "invalid_request"),
+    ],
+)
+async def test_client_errors_are_not_retried(
+    autojump_clock: MockClock, sim: Simulator, fault: str, cls: type[hs.APIStatusError], kind: str
+) -> None:
+    sim.inject_faults(fault)
+    async with client_for(sim) as client:
+        with pytest.raises(cls) as info:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=3)
+    assert info.value.kind == kind
+    assert info.value.attempt == 1
+    assert info.value.body
+    assert sim.stats().total_requests == 1
+
+
+async def test_wrong_key_and_unknown_model(autojump_clock: MockClock, sim: Simulator) -> None:
+    async with hs.open_client(api_key="sk-wrong", base_url=sim.base_url) as client:
+        with pytest.raises(hs.AuthenticationError) as auth:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=3)
+    assert auth.value.error_type == "invalid_request_error"
+    async with client_for(sim) as client:
+        with pytest.raises(hs.NotFoundError):
+            await client.chat(model="no-such-model", messages=MESSAGES, max_tokens=3)
+        with pytest.raises(hs.BadRequestError, match="valid faults"):
+            await client.chat(
+                model="gpt-4.1",
+                messages=MESSAGES,
+                max_tokens=3,
+                extra_headers={"X-Simulator-Fault": "explode"},
+            )
+
+
+async def test_fallback_after_5xx(autojump_clock: MockClock) -> None:
+    async with (
+        open_simulator(api_key=KEY, profile="fast") as primary,
+        open_simulator(api_key=KEY, profile="fast") as backup,
+    ):
+        primary.inject_faults("status=502", "status=502", "status=502")
+        async with hs.open_client(
+            api_key=KEY, base_url=primary.base_url, fallback_urls=[backup.base_url]
+        ) as client:
+            completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=4)
+        assert completion.attempts == 4
+        assert primary.stats().total_requests == 3
+        assert backup.stats().total_requests == 1
+
+
+async def test_fallback_after_connection_refused(autojump_clock: MockClock, sim: Simulator) -> None:
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there now: connections are refused
+    async with hs.open_client(
+        api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1", fallback_urls=[sim.base_url]
+    ) as client:
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=4)
+    assert completion.attempts == 4
+    assert completion.finish_reason == "length"
+
+
+async def test_connection_refused_without_fallback(autojump_clock: MockClock) -> None:
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    async with hs.open_client(
+        api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1", retry=hs.RetryPolicy(max_retries=0)
+    ) as client:
+        with pytest.raises(hs.APIConnectionError) as info:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=4)
+    assert type(info.value) is hs.APIConnectionError
+    assert info.value.kind == "network"
+
+
+# ---- faults after output began: StreamInterruptedError ------------------------------------
+
+
+async def _interrupted(
+    sim: Simulator, fault: str, timeouts: hs.Timeouts | None = None
+) -> tuple[hs.StreamInterruptedError, list[str]]:
+    texts: list[str] = []
+    async with client_for(sim, timeouts=timeouts) as client:
+
+        async def consume() -> None:
+            async with client.stream_chat(
+                model="gpt-4.1",
+                messages=MESSAGES,
+                max_tokens=20,
+                extra_headers={"X-Simulator-Fault": fault},
+            ) as stream:
+                async for chunk in stream:
+                    texts.append(chunk.text)
+
+        with pytest.raises(hs.StreamInterruptedError) as info:
+            await consume()
+    await no_open_connections(sim)
+    return info.value, texts
+
+
+async def test_disconnect_mid_stream(autojump_clock: MockClock, sim: Simulator) -> None:
+    error, texts = await _interrupted(sim, "disconnect_after=3")
+    assert isinstance(error.__cause__, hs.APIConnectionError)
+    assert error.kind == "network"
+    assert error.partial.text == "".join(texts)
+    assert len([t for t in texts if t]) == 3
+    assert error.partial.finish_reason is None
+    assert error.attempt == 1
+    assert error.request_id is not None
+
+
+async def test_malformed_chunk_mid_stream(autojump_clock: MockClock, sim: Simulator) -> None:
+    error, texts = await _interrupted(sim, "malformed_after=2")
+    assert isinstance(error.__cause__, hs.StreamProtocolError)
+    assert error.kind == "parse"
+    assert error.__cause__.data
+    assert error.partial.text == "".join(texts)
+
+
+async def test_error_event_mid_stream(autojump_clock: MockClock, sim: Simulator) -> None:
+    error, _ = await _interrupted(sim, "error_event_after=2;status=429")
+    cause = error.__cause__
+    assert isinstance(cause, hs.APIStreamError)
+    assert cause.status == 429
+    assert error.kind == "rate_limit"
+
+
+async def test_stall_mid_stream_fires_idle(autojump_clock: MockClock, sim: Simulator) -> None:
+    start = trio.current_time()
+    error, _ = await _interrupted(sim, "stall_after=2;seconds=100", hs.Timeouts(idle=5))
+    cause = error.__cause__
+    assert isinstance(cause, hs.APITimeoutError)
+    assert cause.deadline == "idle"
+    assert error.kind == "timeout"
+    assert 5 <= trio.current_time() - start < 6
+
+
+async def test_keepalives_are_not_progress(autojump_clock: MockClock, sim: Simulator) -> None:
+    start = trio.current_time()
+    error, _ = await _interrupted(sim, "keepalive_after=2;every=1", hs.Timeouts(idle=5))
+    cause = error.__cause__
+    assert isinstance(cause, hs.APITimeoutError)
+    assert cause.deadline == "idle"
+    assert 5 <= trio.current_time() - start < 6
+
+
+async def test_total_deadline_mid_stream(autojump_clock: MockClock, sim: Simulator) -> None:
+    start = trio.current_time()
+    error, _ = await _interrupted(sim, "stall_after=2;seconds=100", hs.Timeouts(total=3))
+    cause = error.__cause__
+    assert isinstance(cause, hs.APITimeoutError)
+    assert cause.deadline == "total"
+    assert 3 <= trio.current_time() - start < 3.5
+
+
+async def test_short_stall_is_fine(autojump_clock: MockClock, sim: Simulator) -> None:
+    expected = await reference_text(sim, 6)
+    async with client_for(sim, timeouts=hs.Timeouts(idle=5)) as client:
+        completion = await client.chat(
+            model="gpt-4.1",
+            messages=MESSAGES,
+            max_tokens=6,
+            extra_headers={"X-Simulator-Fault": "stall_after=2;seconds=4"},
+        )
+    assert completion.text == expected
+
+
+# ---- faults before the first token: retried invisibly or raised as they are --------------
+
+
+async def test_disconnect_before_first_token_is_retried(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    sim.inject_faults("disconnect_after=0")
+    async with client_for(sim) as client:
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5)
+    assert completion.attempts == 2
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 5
+
+
+async def test_error_event_before_first_token_is_retried(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    sim.inject_faults("error_event_after=0;status=503")
+    async with client_for(sim) as client:
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5)
+    assert completion.attempts == 2
+
+
+async def test_first_token_timeout_is_retried(autojump_clock: MockClock, sim: Simulator) -> None:
+    sim.inject_faults("slow_headers=30")
+    start = trio.current_time()
+    async with client_for(sim, timeouts=hs.Timeouts(first_token=4)) as client:
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5)
+    assert completion.attempts == 2
+    assert 4 <= trio.current_time() - start < 6
+    assert completion.ttft is not None
+    assert completion.ttft >= 4  # the caller waited through the failed attempt
+
+
+async def test_keepalives_before_first_token_fire_first_token(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    sim.inject_faults(*["keepalive_after=0;every=1"] * 3)
+    async with client_for(sim, timeouts=hs.Timeouts(first_token=3, idle=30)) as client:
+        with pytest.raises(hs.APITimeoutError) as info:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5)
+    assert info.value.deadline == "first_token"
+    assert info.value.attempt == 3
+    await no_open_connections(sim)
+
+
+async def test_malformed_before_first_token_is_raised(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    sim.inject_faults("malformed_after=0")
+    async with client_for(sim) as client:
+        with pytest.raises(hs.StreamProtocolError) as info:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5)
+    assert info.value.attempt == 1
+    assert info.value.kind == "parse"
+
+
+async def test_oversized_event_is_a_protocol_error(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    sim.inject_faults("oversized_event")
+    async with client_for(sim) as client:
+        with pytest.raises(hs.StreamProtocolError):
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5)
+    await no_open_connections(sim)
+
+
+async def test_drip_gives_the_same_text(autojump_clock: MockClock, sim: Simulator) -> None:
+    expected = await reference_text(sim, 8)
+    async with client_for(sim) as client:
+        completion = await client.chat(
+            model="gpt-4.1",
+            messages=MESSAGES,
+            max_tokens=8,
+            extra_headers={"X-Simulator-Fault": "drip"},
+        )
+    assert completion.text == expected
+    assert completion.finish_reason == "length"
+
+
+# ---- httpx2's default transport (a user's http_client) is clean too ----------------------
+
+
+@pytest.mark.parametrize(
+    "fault", ["", "malformed_after=2", "error_event_after=2", "disconnect_after=2", "break"]
+)
+async def test_users_http_client_with_default_transport(
+    autojump_clock: MockClock, sim: Simulator, fault: str
+) -> None:
+    async with httpx2.AsyncClient() as http_client:
+        async with hs.open_client(
+            api_key=KEY, base_url=sim.base_url, http_client=http_client
+        ) as client:
+            headers = {"X-Simulator-Fault": fault} if fault and fault != "break" else {}
+            try:
+                async with client.stream_chat(
+                    model="gpt-4.1", messages=MESSAGES, max_tokens=10, extra_headers=headers
+                ) as stream:
+                    async for _chunk in stream:
+                        if fault == "break":
+                            break
+            except hs.StreamInterruptedError:
+                assert fault not in ("", "break")
+            else:
+                assert fault in ("", "break")
+        assert not http_client.is_closed  # never close a client we did not create
+    await no_open_connections(sim)
+
+
+async def test_users_http_client_cancelled_mid_stream(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    async with (
+        httpx2.AsyncClient() as http_client,
+        hs.open_client(api_key=KEY, base_url=sim.base_url, http_client=http_client) as client,
+    ):
+        with trio.move_on_after(2) as scope:
+            await client.chat(
+                model="gpt-4.1",
+                messages=MESSAGES,
+                max_tokens=10,
+                extra_headers={"X-Simulator-Fault": "stall_after=2;seconds=50"},
+            )
+        assert scope.cancelled_caught
+    await no_open_connections(sim)
+
+
+# ---- the key never leaks ------------------------------------------------------------------
+
+
+async def test_key_appears_in_no_error_text_or_log(
+    autojump_clock: MockClock, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    failures: list[BaseException] = []
+    faults = [
+        "status=401",
+        "status=429;retry_after=0",
+        "status=500",
+        "disconnect_after=2",
+        "malformed_after=2",
+        "error_event_after=2",
+        "oversized_event",
+    ]
+    async with client_for(sim, retry=hs.RetryPolicy(max_retries=1)) as client:
+        for fault in faults:
+            with pytest.raises(hs.HolySheepError) as info:
+                await client.chat(
+                    model="gpt-4.1",
+                    messages=MESSAGES,
+                    max_tokens=5,
+                    extra_headers={"X-Simulator-Fault": fault},
+                )
+            failures.append(info.value)
+        with pytest.raises(hs.APITimeoutError) as timeout:
+            await client.chat(
+                model="gpt-4.1",
+                messages=MESSAGES,
+                max_tokens=5,
+                timeouts=hs.Timeouts(first_token=1),
+                extra_headers={"X-Simulator-Fault": "slow_headers=5"},
+            )
+        failures.append(timeout.value)
+        assert KEY not in repr(client)
+    for failure in failures:
+        text = "".join(traceback.format_exception(failure))
+        assert KEY not in text
+        assert KEY not in str(failure)
+        assert KEY not in repr(failure)
+        if isinstance(failure, hs.StreamInterruptedError):
+            assert KEY not in repr(failure.partial)
+    assert KEY not in caplog.text
+    assert {type(f) for f in failures} >= {
+        hs.AuthenticationError,
+        hs.RateLimitError,
+        hs.ServerError,
+        hs.StreamInterruptedError,
+        hs.StreamProtocolError,
+        hs.APITimeoutError,
+    }
