@@ -23,7 +23,11 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest --cov --cov-report= -p no:cacheprovider
 	$(BIN)/python -m coverage report --include='holysheep_trio/sse.py' --fail-under=100 --show-missing
 
-test: lint typecheck pytest
+docs: $(STAMP)
+	rm -rf docs/_build
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+test: lint typecheck pytest docs
 
 demo: $(STAMP)
 	@echo "make demo: the CLI and the simulator-backed demo arrive with the simulator and CLI issues."
