@@ -1,0 +1,1067 @@
+# The pool: global and per-model concurrency, RPM/TPM token buckets, adaptive limits, metrics.
+"""Admission control for chat requests: how many run at once, how fast they start, what it cost.
+
+Every request passes through one admission step, :meth:`Pool.admit`, an async context manager
+held for the stream's whole lifetime by the task that owns the response::
+
+    async with pool.admit(model, estimated_tokens=cost) as admission:
+        ...  # send the request, read the stream
+        admission.report_success(prompt_tokens=..., completion_tokens=..., ttft=..., duration=...)
+
+(or ``report_failure(kind=..., status=..., retry_after=...)`` for each failed attempt, or
+``report_attempt(...)`` with the client's view of an attempt).
+
+Admission takes, in this order:
+
+1. one slot of the model's :class:`trio.CapacityLimiter` (its size is the model's *effective*
+   limit, which the adaptive controller moves between 1 and the configured limit);
+2. for a model with a :class:`RateLimit`, the model's gate, a fair (FIFO) :class:`trio.Lock`,
+   behind which the request waits for any ``Retry-After`` pause and for both token buckets
+   (requests/min, tokens/min) to allow it (a model without one only waits out the pause);
+3. one slot of the global limiter, after which the buckets are checked again and debited.
+
+Debiting the buckets only once the global slot is held means a bucket's tokens are spent at the
+moment the request is actually sent, so the server never sees a burst larger than the bucket
+allows; waiting for the buckets *before* taking a global slot means a rate-limited model does not
+sit on global slots other models could use.
+
+The pure pieces — :class:`TokenBucket`, :class:`RollingWindow`, :class:`RateMeter` and
+:class:`AdaptiveLimit` — take the time as an argument and are unit-tested without trio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import trio
+
+__all__ = [
+    "DEFAULT_PER_MODEL",
+    "OVERLOAD_STATUSES",
+    "AdaptiveLimit",
+    "Admission",
+    "Limits",
+    "ModelStatistics",
+    "Percentiles",
+    "Pool",
+    "PoolStatistics",
+    "RateLimit",
+    "RateMeter",
+    "RollingWindow",
+    "TokenBucket",
+    "estimate_tokens",
+]
+
+#: The seed's per-model connection limits (the tutorial's ``maxConnectionsPerModel``).
+DEFAULT_PER_MODEL: Mapping[str, int] = MappingProxyType(
+    {"gpt-4.1": 5, "claude-sonnet-4.5": 3, "gemini-2.5-flash": 8, "deepseek-v3.2": 10}
+)
+
+#: HTTP statuses that mean "too much load from you": 429 Too Many Requests (RFC 6585 §4),
+#: 503 Service Unavailable (RFC 9110 §15.6.4) and 529, which Anthropic-style relays use for
+#: "overloaded". They shrink the model's effective limit.
+OVERLOAD_STATUSES: frozenset[int] = frozenset({429, 503, 529})
+
+#: Error kinds that mean the same when the server reports overload in-band (no HTTP status).
+OVERLOAD_KINDS: frozenset[str] = frozenset({"rate_limit", "overloaded"})
+
+#: Multiplicative decrease of the effective limit on an overload signal.
+DECREASE_FACTOR = 0.5
+#: Seconds without an overload signal after which the learned ceiling rises by one slot.
+CEILING_RELAX_SECONDS = 30.0
+#: The longest Retry-After pause honoured; a larger value is clamped (a typo on the server
+#: must not freeze a model for a day).
+MAX_RETRY_AFTER = 600.0
+#: Completion tokens reserved when a request sets no ``max_tokens``.
+DEFAULT_COMPLETION_ESTIMATE = 1024
+# Float slack when comparing bucket levels after sleeping exactly the computed delay.
+_EPSILON = 1e-9
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+
+
+def _optional_positive_int(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if value is not None:
+        _positive_int(instance, attribute, value)
+
+
+def _frozen_mapping(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a mapping, got {type(value).__name__}")
+    return MappingProxyType(dict(value))
+
+
+def _validate_per_model(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    assert isinstance(value, Mapping)
+    for model, limit in value.items():
+        if not isinstance(model, str):
+            raise TypeError(f"{attribute.name} keys must be model names (str), got {model!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"{attribute.name}[{model!r}] must be an int >= 1, got {limit!r}")
+
+
+def _validate_rate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    assert isinstance(value, Mapping)
+    for model, rate in value.items():
+        if not isinstance(model, str):
+            raise TypeError(f"rate keys must be model names (str), got {model!r}")
+        if not isinstance(rate, RateLimit):
+            raise TypeError(f"rate[{model!r}] must be a RateLimit, got {rate!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RateLimit:
+    """Requests per minute and tokens per minute allowed for one model.
+
+    Each is a token bucket holding one minute's allowance and refilled continuously: a fresh
+    pool may start ``rpm`` requests at once, then ``rpm / 60`` per second. Over any window of
+    ``T`` seconds at most ``rpm * (1 + T / 60)`` requests start.
+
+    Attributes:
+        rpm: Requests per minute, or ``None`` for no request limit.
+        tpm: Tokens (prompt + completion) per minute, or ``None`` for no token limit.
+    """
+
+    rpm: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    tpm: int | None = attrs.field(default=None, validator=_optional_positive_int)
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """How many requests may run at once, globally and per model, and how fast they may start.
+
+    Attributes:
+        max_concurrent: Requests in flight across all models.
+        per_model: Requests in flight per model; defaults to the seed's table.
+        default_per_model: The limit of any model missing from ``per_model``.
+        rate: Optional :class:`RateLimit` per model.
+        adaptive: Shrink a model's limit on 429/503/529 and grow it back on success.
+    """
+
+    max_concurrent: int = attrs.field(default=10, validator=_positive_int)
+    per_model: Mapping[str, int] = attrs.field(
+        default=DEFAULT_PER_MODEL,
+        converter=_frozen_mapping,
+        validator=_validate_per_model,
+        hash=False,
+    )
+    default_per_model: int = attrs.field(default=4, validator=_positive_int)
+    rate: Mapping[str, RateLimit] = attrs.field(
+        factory=dict, converter=_frozen_mapping, validator=_validate_rate, hash=False
+    )
+    adaptive: bool = True
+
+    def limit_for(self, model: str) -> int:
+        """The configured concurrency limit of ``model`` (``default_per_model`` if unknown)."""
+        return self.per_model.get(model, self.default_per_model)
+
+    def rate_for(self, model: str) -> RateLimit | None:
+        """The rate limit of ``model``, or ``None``."""
+        return self.rate.get(model)
+
+
+# --------------------------------------------------------------------------- pure pieces
+
+
+class TokenBucket:
+    """A token bucket with the time passed in: ``capacity`` tokens, refilled at ``per_second``.
+
+    The level may go negative: a request larger than the whole bucket is admitted once the
+    bucket is full (so it can never wait forever) and leaves the bucket in debt, and a usage
+    correction may charge more than was reserved. Debt is paid back by the refill.
+
+    Args:
+        capacity: The most tokens the bucket holds (the burst).
+        per_second: Refill rate.
+        now: The current time; the bucket starts full.
+    """
+
+    __slots__ = ("_level", "_updated", "capacity", "per_second")
+
+    def __init__(self, *, capacity: float, per_second: float, now: float) -> None:
+        if not (capacity > 0 and per_second > 0):
+            raise ValueError("capacity and per_second must be > 0")
+        self.capacity = float(capacity)
+        self.per_second = float(per_second)
+        self._level = self.capacity
+        self._updated = now
+
+    def level(self, now: float) -> float:
+        """Tokens available at ``now`` (negative while in debt)."""
+        if now > self._updated:
+            self._level = min(self.capacity, self._level + (now - self._updated) * self.per_second)
+            self._updated = now
+        return self._level
+
+    def delay(self, amount: float, now: float) -> float:
+        """Seconds from ``now`` until ``amount`` tokens (at most ``capacity``) are available."""
+        needed = min(float(amount), self.capacity)
+        missing = needed - self.level(now)
+        return 0.0 if missing <= _EPSILON else missing / self.per_second
+
+    def take(self, amount: float, now: float) -> None:
+        """Debit ``amount`` tokens (call when :meth:`delay` is 0; the level may go negative)."""
+        self.level(now)
+        self._level -= amount
+
+    def give_back(self, amount: float, now: float) -> None:
+        """Credit ``amount`` tokens (negative charges more); never above ``capacity``."""
+        self.level(now)
+        self._level = min(self.capacity, self._level + amount)
+
+
+class RollingWindow:
+    """The last ``max_samples`` values seen within ``max_age`` seconds, for percentiles.
+
+    Memory is bounded by ``max_samples`` whatever the traffic; percentiles are computed on
+    demand by sorting a copy (``O(n log n)`` per snapshot, nothing per sample).
+
+    Args:
+        max_samples: Ring size.
+        max_age: Samples older than this (seconds) are ignored and dropped.
+    """
+
+    __slots__ = ("_samples", "max_age")
+
+    def __init__(self, *, max_samples: int = 1024, max_age: float = 300.0) -> None:
+        if max_samples < 1 or not max_age > 0:
+            raise ValueError("max_samples must be >= 1 and max_age > 0")
+        self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self.max_age = max_age
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def add(self, value: float, now: float) -> None:
+        """Record ``value`` observed at ``now`` (times must not go backwards)."""
+        self._samples.append((now, value))
+
+    def values(self, now: float) -> list[float]:
+        """The values still in the window at ``now``, oldest first."""
+        horizon = now - self.max_age
+        while self._samples and self._samples[0][0] < horizon:
+            self._samples.popleft()
+        return [value for _, value in self._samples]
+
+    def percentiles(self, now: float) -> Percentiles:
+        """p50/p95/p99 by the nearest-rank method over the window at ``now``."""
+        values = sorted(self.values(now))
+        if not values:
+            return Percentiles(count=0)
+
+        def rank(p: float) -> float:
+            # Nearest rank: the smallest value with at least p % of the samples at or below it.
+            return values[max(0, math.ceil(p * len(values)) - 1)]
+
+        return Percentiles(count=len(values), p50=rank(0.50), p95=rank(0.95), p99=rank(0.99))
+
+
+class RateMeter:
+    """A sum per ``resolution``-second bucket over the last ``window`` seconds: amount/second.
+
+    Args:
+        window: Seconds covered.
+        resolution: Bucket width in seconds; memory is ``window / resolution`` buckets.
+        now: When measuring starts (a young meter divides by its age, not the whole window).
+    """
+
+    __slots__ = ("_buckets", "_started", "resolution", "window")
+
+    def __init__(self, *, window: float = 60.0, resolution: float = 1.0, now: float) -> None:
+        if not (window > 0 and resolution > 0 and resolution <= window):
+            raise ValueError("need 0 < resolution <= window")
+        self.window = window
+        self.resolution = resolution
+        self._started = now
+        self._buckets: deque[tuple[int, float]] = deque()
+
+    def _expire(self, now: float) -> None:
+        oldest = math.floor((now - self.window) / self.resolution)
+        while self._buckets and self._buckets[0][0] <= oldest:
+            self._buckets.popleft()
+
+    def add(self, amount: float, now: float) -> None:
+        """Count ``amount`` at ``now`` (times must not go backwards)."""
+        slot = math.floor(now / self.resolution)
+        if self._buckets and self._buckets[-1][0] == slot:
+            self._buckets[-1] = (slot, self._buckets[-1][1] + amount)
+        else:
+            self._buckets.append((slot, amount))
+        self._expire(now)
+
+    def rate(self, now: float) -> float:
+        """The amount per second over the window ending at ``now``."""
+        self._expire(now)
+        span = min(self.window, now - self._started)
+        if span <= 0:
+            return 0.0
+        return sum(amount for _, amount in self._buckets) / span
+
+
+class AdaptiveLimit:
+    """AIMD concurrency control for one model, with the time passed in.
+
+    - **Multiplicative decrease**: an overload signal (429/503/529) from a request admitted
+      since the last decrease multiplies the limit by :data:`DECREASE_FACTOR` (0.5), never
+      below 1. Signals from requests admitted *before* the last decrease are the same burst
+      seen late and do not shrink it again (as TCP reacts to congestion at most once per
+      window of data, RFC 3168 §6.1.2).
+    - **Additive increase**: each success adds ``1 / limit``, so the limit grows by about one
+      slot per ``limit`` successes (one "round trip" of the pool), up to the ceiling.
+    - **Learned ceiling**: an overload reported while ``n > 1`` requests of the model are in
+      flight (itself included) suggests the server holds fewer than ``n``; the ceiling becomes
+      the smallest such ``n - 1`` seen, so the limit stops probing above the capacity it found
+      and 429s stop. The count is taken when the failure is reported, not at admission:
+      requests admitted together may reach the server in any order. After
+      :data:`CEILING_RELAX_SECONDS` without an overload the ceiling rises by one (towards the
+      configured limit), to notice when the server's capacity comes back.
+
+    Args:
+        configured: The configured limit (the maximum).
+        now: The current time.
+    """
+
+    __slots__ = ("_credit", "_relax_at", "ceiling", "configured", "epoch", "limit")
+
+    def __init__(self, *, configured: int, now: float) -> None:
+        self.configured = configured
+        self.limit = configured
+        self.ceiling = configured
+        #: Bumped on every decrease; admissions remember it to recognise stale signals.
+        self.epoch = 0
+        self._credit = 0.0
+        self._relax_at = now + CEILING_RELAX_SECONDS
+
+    def on_overload(self, *, admitted_epoch: int, in_flight: int, now: float) -> None:
+        """An overload from a request admitted at ``admitted_epoch``, ``in_flight`` now."""
+        if in_flight > 1:
+            self.ceiling = max(1, min(self.ceiling, in_flight - 1))
+        self._relax_at = now + CEILING_RELAX_SECONDS
+        if admitted_epoch == self.epoch:
+            self.limit = max(1, math.floor(self.limit * DECREASE_FACTOR))
+            self.epoch += 1
+            self._credit = 0.0
+        self.limit = min(self.limit, self.ceiling)
+
+    def on_success(self, now: float) -> None:
+        """A success: grow by ``1 / limit``; relax the ceiling if it has been quiet."""
+        if now >= self._relax_at:
+            steps = 1 + int((now - self._relax_at) // CEILING_RELAX_SECONDS)
+            self.ceiling = min(self.configured, self.ceiling + steps)
+            self._relax_at = now + CEILING_RELAX_SECONDS
+        if self.limit >= self.ceiling:
+            self.limit = self.ceiling
+            return
+        self._credit += 1.0 / self.limit
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            self.limit += 1
+
+
+def estimate_tokens(messages: Iterable[Any], *, max_tokens: int | None = None) -> int:
+    """A cheap upper-ish estimate of a request's tokens: prompt characters / 4, plus completion.
+
+    The 4-characters-per-token rule of thumb is OpenAI's for English text; each message adds 4
+    tokens of framing. The estimate only sizes the TPM reservation, which is corrected by the
+    real usage when the stream ends.
+
+    Args:
+        messages: Chat messages, as mappings (``{"role": ..., "content": ...}``) or objects with a
+            ``content`` attribute; content may be a string or a list of parts with ``text``.
+        max_tokens: The completion limit; ``None`` reserves
+            :data:`DEFAULT_COMPLETION_ESTIMATE`.
+
+    Returns:
+        The estimated total tokens (at least 1).
+    """
+    characters = 0
+    count = 0
+    for message in messages:
+        count += 1
+        content = (
+            message.get("content")
+            if isinstance(message, Mapping)
+            else getattr(message, "content", None)
+        )
+        if isinstance(content, str):
+            characters += len(content)
+        elif isinstance(content, Iterable):
+            for part in content:
+                text = part.get("text") if isinstance(part, Mapping) else getattr(part, "text", "")
+                if isinstance(text, str):
+                    characters += len(text)
+    completion = DEFAULT_COMPLETION_ESTIMATE if max_tokens is None else max(0, max_tokens)
+    return max(1, math.ceil(characters / 4) + 4 * count + completion)
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+@attrs.frozen(kw_only=True)
+class Percentiles:
+    """p50/p95/p99 (seconds) over a rolling window; ``None`` when the window is empty.
+
+    Attributes:
+        count: Samples in the window.
+        p50: Median.
+        p95: 95th percentile.
+        p99: 99th percentile.
+    """
+
+    count: int
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ModelStatistics:
+    """One model's share of a :class:`PoolStatistics` snapshot.
+
+    Attributes:
+        model: The model name.
+        active: Requests admitted and not yet finished.
+        waiting: Requests waiting for admission.
+        limit: The configured concurrency limit.
+        effective_limit: The adaptive limit in force (equals ``limit`` when not adaptive).
+        paused_for: Seconds until admissions resume after a ``Retry-After`` (0 if not paused).
+    """
+
+    model: str
+    active: int
+    waiting: int
+    limit: int
+    effective_limit: int
+    paused_for: float
+
+
+@attrs.frozen(kw_only=True)
+class PoolStatistics:
+    """A frozen snapshot of a :class:`Pool` (``pool.statistics()``).
+
+    Attributes:
+        total: Requests admitted since the pool was created.
+        succeeded: Requests reported as successful.
+        failed: Failed requests by error kind (``"rate_limit"``, ``"cancelled"``, ...).
+        active: Requests in flight now.
+        waiting: Requests waiting for admission now.
+        max_concurrent: The global limit.
+        utilization: ``active / max_concurrent``.
+        models: Per-model statistics, for every model seen so far.
+        latency: Duration of successful requests, rolling window.
+        time_to_first_token: Time to first token of every request that reported one.
+        prompt_tokens: Prompt tokens reported, all requests.
+        completion_tokens: Completion tokens reported, all requests (hedging losers included).
+        tokens_per_second: Completion tokens per second over the last minute.
+    """
+
+    total: int
+    succeeded: int
+    failed: Mapping[str, int] = attrs.field(converter=_frozen_mapping, hash=False)
+    active: int
+    waiting: int
+    max_concurrent: int
+    utilization: float
+    models: Mapping[str, ModelStatistics] = attrs.field(converter=_frozen_mapping, hash=False)
+    latency: Percentiles
+    time_to_first_token: Percentiles
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_per_second: float
+
+    @property
+    def failed_total(self) -> int:
+        """All failed requests, whatever the kind."""
+        return sum(self.failed.values())
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class _ModelState:
+    """Mutable per-model internals of a :class:`Pool`."""
+
+    __slots__ = (
+        "active",
+        "adaptive",
+        "configured",
+        "gate",
+        "limiter",
+        "paused_until",
+        "requests",
+        "tokens",
+        "waiting",
+    )
+
+    def __init__(self, *, configured: int, rate: RateLimit | None, now: float) -> None:
+        self.configured = configured
+        self.limiter = trio.CapacityLimiter(configured)
+        self.gate = trio.Lock()  # trio.Lock is fair: waiters get it in FIFO order
+        self.adaptive = AdaptiveLimit(configured=configured, now=now)
+        self.paused_until = -math.inf
+        self.active = 0
+        self.waiting = 0
+        self.requests: TokenBucket | None = None
+        self.tokens: TokenBucket | None = None
+        if rate is not None and rate.rpm is not None:
+            self.requests = TokenBucket(capacity=rate.rpm, per_second=rate.rpm / 60, now=now)
+        if rate is not None and rate.tpm is not None:
+            self.tokens = TokenBucket(capacity=rate.tpm, per_second=rate.tpm / 60, now=now)
+
+    def delay(self, estimated_tokens: int, now: float) -> float:
+        """Seconds until the pause is over and both buckets allow one more request."""
+        delay = max(0.0, self.paused_until - now)
+        if self.requests is not None:
+            delay = max(delay, self.requests.delay(1, now))
+        if self.tokens is not None:
+            delay = max(delay, self.tokens.delay(estimated_tokens, now))
+        return delay
+
+
+class Admission:
+    """The ticket of one admitted request (yielded by :meth:`Pool.admit`).
+
+    Report what happened before leaving the ``async with`` block: :meth:`report_failure` once
+    per failed attempt (a client that retries a 429 inside the same admission reports it, then
+    goes on), and :meth:`report_success` at most once, last. Leaving the block without any
+    report counts as a failure of kind ``"cancelled"`` (on :class:`trio.Cancelled`) or
+    ``"unreported"``. :meth:`report_attempt` maps a client attempt outcome onto these.
+
+    The TPM reservation is settled once, when the block is left: corrected to the usage
+    reported if the request succeeded or its last attempt was refused with an HTTP status
+    (the server generated nothing); otherwise (network failure, timeout, cancellation) kept,
+    since the server may have counted it, and only increased if the usage reported exceeds it.
+
+    Attributes:
+        model: The model the slots belong to.
+        estimated_tokens: Tokens reserved in the model's TPM bucket.
+        admitted_at: ``trio.current_time()`` when admitted.
+        waited: Seconds spent waiting for admission.
+        in_flight: Requests of this model in flight when admitted, this one included.
+    """
+
+    __slots__ = (
+        "_epoch",
+        "_exited",
+        "_failures",
+        "_last_refused",
+        "_pool",
+        "_state",
+        "_succeeded",
+        "_used",
+        "admitted_at",
+        "estimated_tokens",
+        "in_flight",
+        "model",
+        "waited",
+    )
+
+    def __init__(self, pool: Pool, state: _ModelState, model: str, estimated_tokens: int) -> None:
+        self._pool = pool
+        self._state = state
+        self._exited = False
+        self._succeeded = False
+        self._failures = 0
+        self._last_refused = False
+        self._used = 0
+        self._epoch = 0
+        self.model = model
+        self.estimated_tokens = estimated_tokens
+        self.admitted_at = math.nan
+        self.waited = 0.0
+        self.in_flight = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Admission model={self.model!r} estimated_tokens={self.estimated_tokens}"
+            f" succeeded={self._succeeded} failures={self._failures}>"
+        )
+
+    @property
+    def reported(self) -> bool:
+        """Whether any outcome has been reported."""
+        return self._succeeded or self._failures > 0
+
+    def _check_open(self) -> None:
+        if self._exited:
+            raise RuntimeError("report the outcome before leaving the admit() block")
+        if self._succeeded:
+            raise RuntimeError("this admission already reported its success")
+
+    def report_success(
+        self,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        ttft: float | None,
+        duration: float,
+    ) -> None:
+        """Report a completed stream (the request's last report).
+
+        Feeds the metrics and, when adaptive, grows the model's limit.
+
+        Args:
+            prompt_tokens: Prompt tokens used (from the stream's ``usage``).
+            completion_tokens: Completion tokens used.
+            ttft: Seconds from sending to the first token, if one came.
+            duration: Seconds from sending to the end of the stream.
+
+        Raises:
+            RuntimeError: If a success was already reported, or the block was left.
+        """
+        self._check_open()
+        self._succeeded = True
+        self._pool._record_success(
+            self,
+            ttft=ttft,
+            duration=duration,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+    def report_failure(
+        self,
+        *,
+        kind: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        ttft: float | None = None,
+        duration: float | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        """Report a failed or cancelled attempt, with whatever usage it had so far.
+
+        On an overload (``status`` in :data:`OVERLOAD_STATUSES`, or ``kind`` ``"rate_limit"``
+        / ``"overloaded"``) the model's effective limit shrinks (when adaptive) and
+        ``retry_after`` seconds pause new admissions of the model.
+
+        Args:
+            kind: Error kind, e.g. ``"rate_limit"``, ``"server"``, ``"timeout"``,
+                ``"network"``, ``"cancelled"`` (a hedging loser, an abandoned stream).
+            status: The HTTP status, if the server refused the request with one.
+            retry_after: Seconds from the server's ``Retry-After``, if any.
+            ttft: Time to first token, if a token came.
+            duration: Seconds from sending to the failure.
+            prompt_tokens: Prompt tokens used so far, if known.
+            completion_tokens: Completion tokens received so far.
+
+        Raises:
+            RuntimeError: If a success was already reported, or the block was left.
+        """
+        self._check_open()
+        self._failures += 1
+        self._last_refused = status is not None
+        self._pool._record_failure(
+            self,
+            kind=kind,
+            status=status,
+            retry_after=retry_after,
+            ttft=ttft,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+    def report_attempt(
+        self,
+        *,
+        error: BaseException | None,
+        completed: bool,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        ttft: float | None = None,
+        duration: float = 0.0,
+    ) -> None:
+        """Report one attempt as the client sees it; the client's ``_report`` seam calls this.
+
+        ``error=None`` with ``completed=True`` is a success. ``error=None`` with
+        ``completed=False`` (the stream was left early: a ``break``, a hedging loser) or a
+        :class:`trio.Cancelled` error is a failure of kind ``"cancelled"``. Otherwise the
+        error's ``kind``, ``status`` and ``retry_after`` attributes (as on ``HolySheepError``
+        subclasses) are used, the kind falling back to the exception's class name.
+
+        Args:
+            error: The attempt's error, or ``None``.
+            completed: Whether the stream was read to its end.
+            prompt_tokens: Prompt tokens used, if known.
+            completion_tokens: Completion tokens used (or received so far).
+            ttft: Time to first token, if a token came.
+            duration: Seconds from sending to the end of the attempt.
+
+        Raises:
+            RuntimeError: If a success was already reported, or the block was left.
+        """
+        if error is None and completed:
+            self.report_success(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                ttft=ttft,
+                duration=duration,
+            )
+            return
+        if error is None or isinstance(error, trio.Cancelled):
+            kind = "cancelled"
+            status = retry_after = None
+        else:
+            found_kind = getattr(error, "kind", None)
+            kind = found_kind if isinstance(found_kind, str) else type(error).__name__
+            found_status = getattr(error, "status", None)
+            status = found_status if isinstance(found_status, int) else None
+            found_retry = getattr(error, "retry_after", None)
+            retry_after = float(found_retry) if isinstance(found_retry, int | float) else None
+        self.report_failure(
+            kind=kind,
+            status=status,
+            retry_after=retry_after,
+            ttft=ttft,
+            duration=duration,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
+
+class Pool:
+    """Concurrency limits, rate limits, adaptive limits and metrics for chat requests.
+
+    One pool per client. The pool owns no tasks: every wait happens in the task that calls
+    :meth:`admit`, so the caller's cancel scopes and deadlines apply.
+
+    Args:
+        limits: The limits; defaults to ``Limits()``.
+        window_samples: Samples kept for latency/TTFT percentiles.
+        window_seconds: Maximum age of those samples.
+    """
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        window_samples: int = 1024,
+        window_seconds: float = 300.0,
+    ) -> None:
+        self._limits = Limits() if limits is None else limits
+        self._global = trio.CapacityLimiter(self._limits.max_concurrent)
+        self._models: dict[str, _ModelState] = {}
+        self._latency = RollingWindow(max_samples=window_samples, max_age=window_seconds)
+        self._ttft = RollingWindow(max_samples=window_samples, max_age=window_seconds)
+        self._throughput: RateMeter | None = None
+        self._total = 0
+        self._succeeded = 0
+        self._failed: dict[str, int] = {}
+        self._active = 0
+        self._waiting = 0
+        self._prompt_tokens = 0
+        self._completion_tokens = 0
+
+    def __repr__(self) -> str:
+        return f"<Pool active={self._active} waiting={self._waiting} limits={self._limits!r}>"
+
+    @property
+    def limits(self) -> Limits:
+        """The configured limits."""
+        return self._limits
+
+    def _state(self, model: str, now: float) -> _ModelState:
+        state = self._models.get(model)
+        if state is None:
+            state = _ModelState(
+                configured=self._limits.limit_for(model),
+                rate=self._limits.rate_for(model),
+                now=now,
+            )
+            self._models[model] = state
+        return state
+
+    def effective_limit(self, model: str) -> int:
+        """The concurrency limit in force for ``model`` now (adaptive, else configured)."""
+        state = self._models.get(model)
+        if state is None:
+            return self._limits.limit_for(model)
+        return int(state.limiter.total_tokens)
+
+    @asynccontextmanager
+    async def admit(self, model: str, *, estimated_tokens: int = 0) -> AsyncIterator[Admission]:
+        """Wait for admission of one request of ``model``; hold it for the block's lifetime.
+
+        Use as ``async with pool.admit(model, estimated_tokens=n) as admission:``. Waits (FIFO)
+        for a slot of the model, for its ``Retry-After`` pause and token buckets, then for a
+        global slot. Leaving the block by any path — end, exception, cancellation — returns
+        both slots before the block's exit returns.
+
+        Args:
+            model: The model name; an unknown model gets ``limits.default_per_model``.
+            estimated_tokens: Tokens to reserve in the model's TPM bucket (prompt estimate plus
+                ``max_tokens``; see :func:`estimate_tokens`). A request larger than the whole
+                bucket is admitted when the bucket is full and leaves it in debt.
+
+        Yields:
+            The :class:`Admission` ticket on which to report the outcome.
+
+        Raises:
+            TypeError: If ``model`` is not a string or ``estimated_tokens`` not an int.
+            ValueError: If ``estimated_tokens`` is negative.
+        """
+        if not isinstance(model, str):
+            raise TypeError(f"model must be a str, got {type(model).__name__}")
+        if isinstance(estimated_tokens, bool) or not isinstance(estimated_tokens, int):
+            raise TypeError("estimated_tokens must be an int")
+        if estimated_tokens < 0:
+            raise ValueError("estimated_tokens must be >= 0")
+        started = trio.current_time()
+        state = self._state(model, started)
+        admission = Admission(self, state, model, estimated_tokens)
+        waited = await self._acquire(state, admission)
+        # From here on both slots are held and must be returned on every path.
+        now = trio.current_time()
+        self._total += 1
+        self._active += 1
+        state.active += 1
+        admission.admitted_at = now
+        admission.waited = now - started
+        admission.in_flight = state.active
+        admission._epoch = state.adaptive.epoch
+        try:
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            try:
+                yield admission
+            except BaseException as exc:
+                self._settle(admission, exc)
+                raise
+            else:
+                self._settle(admission, None)
+        finally:
+            admission._exited = True
+            self._active -= 1
+            state.active -= 1
+            self._global.release_on_behalf_of(admission)
+            state.limiter.release_on_behalf_of(admission)
+
+    async def _acquire(self, state: _ModelState, admission: Admission) -> bool:
+        """Take the model slot, pass the gate, take the global slot (see the module docs).
+
+        Like trio's own primitives, admission is a checkpoint whether or not it waits: this
+        checks for cancellation first and takes whatever is free without blocking; the caller
+        yields once (shielded) when nothing had to wait. This fast path saves two scheduler
+        round trips per request (benchmarks/bench_pool.py); ``test_admission_is_a_checkpoint``
+        pins its behaviour.
+
+        Returns:
+            Whether it waited (yielded to the scheduler). On any exception no slot is held.
+        """
+        self._waiting += 1
+        state.waiting += 1
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            waited = False
+            try:
+                state.limiter.acquire_on_behalf_of_nowait(admission)
+            except trio.WouldBlock:
+                await state.limiter.acquire_on_behalf_of(admission)
+                waited = True
+            try:
+                if state.requests is None and state.tokens is None:
+                    waited = await self._pass_pause(state, admission) or waited
+                else:
+                    waited = await self._pass_gate(state, admission) or waited
+            except BaseException:
+                state.limiter.release_on_behalf_of(admission)
+                raise
+            return waited
+        finally:
+            self._waiting -= 1
+            state.waiting -= 1
+
+    async def _pass_pause(self, state: _ModelState, admission: Admission) -> bool:
+        """No rate limit: wait out any Retry-After pause, take a global slot; whether it waited.
+
+        No gate here: without buckets there is nothing to hand out in order but the global
+        slots, and the global limiter is already FIFO.
+        """
+        waited = False
+        while True:
+            while state.paused_until > trio.current_time():
+                await trio.sleep_until(state.paused_until)
+                waited = True
+            try:
+                self._global.acquire_on_behalf_of_nowait(admission)
+            except trio.WouldBlock:
+                await self._global.acquire_on_behalf_of(admission)
+                waited = True
+            # A Retry-After may have landed while we waited for the slot.
+            if state.paused_until <= trio.current_time():
+                return waited
+            self._global.release_on_behalf_of(admission)
+
+    async def _pass_gate(self, state: _ModelState, admission: Admission) -> bool:
+        """Rate-limited model: in FIFO order, wait for pause and buckets, take a global slot.
+
+        Returns:
+            Whether it waited (yielded to the scheduler).
+        """
+        waited = False
+        try:
+            state.gate.acquire_nowait()
+        except trio.WouldBlock:
+            await state.gate.acquire()
+            waited = True
+        try:
+            while True:
+                delay = state.delay(admission.estimated_tokens, trio.current_time())
+                if delay > 0:
+                    await trio.sleep(delay)
+                    waited = True
+                    continue
+                try:
+                    self._global.acquire_on_behalf_of_nowait(admission)
+                except trio.WouldBlock:
+                    await self._global.acquire_on_behalf_of(admission)
+                    waited = True
+                # Waiting for the global slot took time: a correction or a Retry-After may
+                # have landed meanwhile; debit only if the gate is still open.
+                now = trio.current_time()
+                if state.delay(admission.estimated_tokens, now) <= 0:
+                    if state.requests is not None:
+                        state.requests.take(1, now)
+                    if state.tokens is not None:
+                        state.tokens.take(admission.estimated_tokens, now)
+                    return waited
+                self._global.release_on_behalf_of(admission)
+        finally:
+            state.gate.release()
+
+    def _settle(self, admission: Admission, exc: BaseException | None) -> None:
+        """On leaving the block: count a silent exit, settle the TPM reservation."""
+        if not admission.reported:
+            kind = "cancelled" if isinstance(exc, trio.Cancelled) else "unreported"
+            admission._failures += 1
+            self._record_failure(
+                admission,
+                kind=kind,
+                status=None,
+                retry_after=None,
+                ttft=None,
+                prompt_tokens=0,
+                completion_tokens=0,
+            )
+        bucket = admission._state.tokens
+        if bucket is not None:
+            correction = admission.estimated_tokens - admission._used
+            if not (admission._succeeded or admission._last_refused):
+                # The server may have counted it: keep the reservation, charge any excess.
+                correction = min(0, correction)
+            if correction:
+                bucket.give_back(correction, trio.current_time())
+
+    def _count_usage(
+        self, admission: Admission, prompt_tokens: int, completion_tokens: int, now: float
+    ) -> None:
+        prompt_tokens = max(0, int(prompt_tokens))
+        completion_tokens = max(0, int(completion_tokens))
+        admission._used += prompt_tokens + completion_tokens
+        self._prompt_tokens += prompt_tokens
+        self._completion_tokens += completion_tokens
+        if self._throughput is None:
+            self._throughput = RateMeter(now=admission.admitted_at)
+        self._throughput.add(completion_tokens, now)
+
+    def _record_success(
+        self,
+        admission: Admission,
+        *,
+        ttft: float | None,
+        duration: float,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> None:
+        now = trio.current_time()
+        state = admission._state
+        self._count_usage(admission, prompt_tokens, completion_tokens, now)
+        self._succeeded += 1
+        if ttft is not None and math.isfinite(ttft) and ttft >= 0:
+            self._ttft.add(ttft, now)
+        if math.isfinite(duration) and duration >= 0:
+            self._latency.add(duration, now)
+        if self._limits.adaptive:
+            state.adaptive.on_success(now)
+            self._apply_limit(state)
+
+    def _record_failure(
+        self,
+        admission: Admission,
+        *,
+        kind: str,
+        status: int | None,
+        retry_after: float | None,
+        ttft: float | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> None:
+        now = trio.current_time()
+        state = admission._state
+        self._count_usage(admission, prompt_tokens, completion_tokens, now)
+        self._failed[kind] = self._failed.get(kind, 0) + 1
+        if ttft is not None and math.isfinite(ttft) and ttft >= 0:
+            self._ttft.add(ttft, now)
+        if not (status in OVERLOAD_STATUSES or kind in OVERLOAD_KINDS):
+            return
+        if self._limits.adaptive:
+            state.adaptive.on_overload(
+                admitted_epoch=admission._epoch, in_flight=state.active, now=now
+            )
+            self._apply_limit(state)
+        if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
+            state.paused_until = max(state.paused_until, now + min(retry_after, MAX_RETRY_AFTER))
+
+    @staticmethod
+    def _apply_limit(state: _ModelState) -> None:
+        # trio allows shrinking below the borrowed count: holders keep their slots and new
+        # acquisitions wait until enough are returned.
+        if state.limiter.total_tokens != state.adaptive.limit:
+            state.limiter.total_tokens = state.adaptive.limit
+
+    def statistics(self) -> PoolStatistics:
+        """A frozen snapshot of the counters, per-model state and rolling metrics.
+
+        Must be called inside ``trio.run`` (the rolling windows age by ``trio.current_time()``).
+        """
+        now = trio.current_time()
+        models = {
+            model: ModelStatistics(
+                model=model,
+                active=state.active,
+                waiting=state.waiting,
+                limit=state.configured,
+                effective_limit=int(state.limiter.total_tokens),
+                paused_for=max(0.0, state.paused_until - now),
+            )
+            for model, state in self._models.items()
+        }
+        return PoolStatistics(
+            total=self._total,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            active=self._active,
+            waiting=self._waiting,
+            max_concurrent=self._limits.max_concurrent,
+            utilization=self._active / self._limits.max_concurrent,
+            models=models,
+            latency=self._latency.percentiles(now),
+            time_to_first_token=self._ttft.percentiles(now),
+            prompt_tokens=self._prompt_tokens,
+            completion_tokens=self._completion_tokens,
+            tokens_per_second=0.0 if self._throughput is None else self._throughput.rate(now),
+        )

@@ -1,0 +1,699 @@
+# Tests of the batch and hedging engine: fakes under virtual time, then the real client.
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+import holysheep_trio as hs
+from holysheep_trio.batch import BatchResult, ChatRequest, open_batch, race, run_batch
+from holysheep_trio.pool import Limits, Pool
+from holysheep_trio.simulator import Simulator, open_simulator
+
+
+class FakeError(Exception):
+    """Stands in for HolySheepError: an expected, per-request failure."""
+
+
+# --------------------------------------------------------------------------- ChatRequest
+
+
+def test_chat_request_from_mapping_round_trips() -> None:
+    kwargs = {
+        "model": "gpt-4.1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 50,
+        "temperature": 0.2,
+    }
+    request = ChatRequest.from_mapping(kwargs)
+    assert request.model == "gpt-4.1"
+    assert request.messages == ({"role": "user", "content": "hi"},)
+    assert request.max_tokens == 50
+    assert request.params == {"temperature": 0.2}
+    assert request.to_kwargs() == kwargs
+    assert ChatRequest.coerce(request) is request
+    assert ChatRequest.coerce(kwargs) == request
+    assert request.estimated_tokens() == 1 + 4 + 50
+    assert hash(request) == hash(ChatRequest.from_mapping(kwargs))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        request.model = "x"  # type: ignore[misc]
+
+
+def test_chat_request_without_max_tokens_omits_it() -> None:
+    request = ChatRequest(model="m", messages=[{"role": "user", "content": "x"}])
+    assert "max_tokens" not in request.to_kwargs()
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        ({"messages": []}, ValueError, "model"),
+        ({"model": "m"}, ValueError, "messages"),
+        ({}, ValueError, "model and messages"),
+        ({"model": "", "messages": []}, TypeError, "model"),
+        ({"model": 3, "messages": []}, TypeError, "model"),
+        ({"model": "m", "messages": "hello"}, TypeError, "messages"),
+        ({"model": "m", "messages": [], "max_tokens": 0}, ValueError, "max_tokens"),
+        ({"model": "m", "messages": [], "max_tokens": "9"}, ValueError, "max_tokens"),
+        (["model", "m"], TypeError, "mapping"),
+    ],
+)
+def test_chat_request_rejects_bad_input(value: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        ChatRequest.coerce(value)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class Recorder:
+    """A fake run_one: sleeps per request, fails on some, tracks concurrency and cancellation."""
+
+    def __init__(self, *, fail: Callable[[int], bool] = lambda i: False) -> None:
+        self.fail = fail
+        self.active = 0
+        self.peak = 0
+        self.started: list[int] = []
+        self.cancelled: list[int] = []
+
+    async def __call__(self, request: int) -> str:
+        self.started.append(request)
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            # Later requests finish sooner, so completion order differs from input order.
+            await trio.sleep(1 + (request * 7) % 5)
+        except trio.Cancelled:
+            self.cancelled.append(request)
+            raise
+        finally:
+            self.active -= 1
+        if self.fail(request):
+            raise FakeError(f"request {request} failed")
+        return f"done {request}"
+
+
+async def test_run_batch_keeps_input_order_and_settles_all(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    run_one = Recorder(fail=lambda i: i % 4 == 1)
+    results = await run_batch(run_one, range(40), max_in_flight=6, catch=FakeError)
+    assert [r.index for r in results] == list(range(40))
+    assert [r.request for r in results] == list(range(40))
+    for r in results:
+        if r.index % 4 == 1:
+            assert not r.ok
+            assert r.completion is None
+            assert isinstance(r.error, FakeError)
+            assert str(r.error) == f"request {r.index} failed"
+        else:
+            assert r.ok
+            assert r.error is None
+            assert r.completion == f"done {r.index}"
+    assert run_one.peak == 6
+    assert run_one.cancelled == []  # one failure never cancels the others
+
+
+async def test_run_batch_of_nothing() -> None:
+    assert await run_batch(Recorder(), [], max_in_flight=3) == []
+
+
+@pytest.mark.parametrize(
+    ("max_in_flight", "max_pending"), [(0, None), (1, -1), (True, None), (2, 1.5)]
+)
+async def test_open_batch_rejects_bad_bounds(max_in_flight: Any, max_pending: Any) -> None:
+    with pytest.raises(ValueError, match="max_"):
+        open_batch(Recorder(), range(3), max_in_flight=max_in_flight, max_pending=max_pending)
+
+
+async def test_open_batch_yields_as_they_finish(autojump_clock: trio.testing.MockClock) -> None:
+    received: list[tuple[int, float]] = []
+    async with open_batch(Recorder(), range(5), max_in_flight=5) as results:
+        async for result in results:
+            received.append((result.index, trio.current_time()))
+    # Durations 1 + (7 i mod 5): i=0 -> 1 s, 1 -> 3 s, 2 -> 5 s, 3 -> 2 s, 4 -> 4 s.
+    assert received == [(0, 1.0), (3, 2.0), (1, 3.0), (4, 4.0), (2, 5.0)]
+
+
+async def test_lazy_input_is_pulled_with_backpressure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pulled = 0
+    consumed = 0
+    worst = 0
+    closed = False
+
+    async def requests() -> AsyncIterator[int]:
+        nonlocal pulled, closed
+        try:
+            for i in range(1_000_000):
+                pulled += 1
+                yield i
+        finally:
+            closed = True
+
+    async def run_one(request: int) -> int:
+        await trio.sleep(0.01)
+        return request
+
+    async with open_batch(run_one, requests(), max_in_flight=4, max_pending=3) as results:
+        async for _ in results:
+            consumed += 1
+            worst = max(worst, pulled - consumed)
+            await trio.sleep(1)  # a slow consumer
+            if consumed == 50:
+                break
+    # Pulled but not yet received: at most max_in_flight + max_pending (+1 being delivered).
+    assert worst <= 4 + 3 + 1
+    assert pulled <= 50 + 4 + 3 + 1
+    assert closed  # the caller's async generator was closed, not left to the GC
+
+
+async def test_async_iterable_input_runs_to_the_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def requests() -> AsyncIterator[int]:
+        for i in range(25):
+            await trio.sleep(0.1)
+            yield i
+
+    results = await run_batch(Recorder(), requests(), max_in_flight=5)
+    assert [r.completion for r in results] == [f"done {i}" for i in range(25)]
+
+
+async def test_sync_iterable_input_is_pulled_lazily(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pulled: list[int] = []
+
+    def requests() -> Any:
+        for i in range(10_000):
+            pulled.append(i)
+            yield i
+
+    async def run_one(request: int) -> int:
+        await trio.sleep(1)
+        return request
+
+    async with open_batch(run_one, requests(), max_in_flight=2, max_pending=0) as results:
+        first = await results.receive()
+    assert first.index in (0, 1)
+    assert len(pulled) <= 4
+
+
+async def test_cancelling_a_batch_midway_releases_everything(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pool = Pool(Limits(max_concurrent=5, per_model={"m": 5}))
+    in_flight = 0
+    cancelled = 0
+
+    async def run_one(request: int) -> int:
+        nonlocal in_flight, cancelled
+        async with pool.admit("m", estimated_tokens=10) as admission:
+            in_flight += 1
+            try:
+                await trio.sleep(10)
+            except trio.Cancelled:
+                cancelled += 1
+                raise
+            finally:
+                in_flight -= 1
+            admission.report_success(prompt_tokens=1, completion_tokens=1, ttft=1, duration=10)
+        return request
+
+    got: list[BatchResult[int, int]] = []
+    with trio.move_on_after(25):
+        async with open_batch(run_one, range(100), max_in_flight=8) as results:
+            async for result in results:
+                got.append(result)
+    assert trio.current_time() == pytest.approx(25.0)  # prompt: nothing ran past the deadline
+    assert len(got) == 10
+    assert in_flight == 0
+    assert cancelled == 5
+    stats = pool.statistics()
+    assert (stats.active, stats.waiting) == (0, 0)
+    assert stats.failed == {"cancelled": 5}
+    assert pool._global.borrowed_tokens == 0
+    assert pool._models["m"].limiter.borrowed_tokens == 0
+
+
+async def test_an_error_in_the_consumer_propagates_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    run_one = Recorder()
+
+    async def consume() -> None:
+        async with open_batch(run_one, range(20), max_in_flight=3) as results:
+            async for _ in results:
+                raise KeyError("consumer")
+
+    with pytest.raises(KeyError, match="consumer"):
+        await consume()
+    assert run_one.active == 0
+    # Request 0 finished first (1 s); 3 had taken its slot; 1, 2, 3 were cancelled at once.
+    assert sorted(run_one.cancelled) == [1, 2, 3]
+    assert trio.current_time() == pytest.approx(1.0)
+
+
+async def test_a_bug_in_run_one_cancels_the_batch_and_propagates_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    run_one = Recorder(fail=lambda i: i == 3)
+    with pytest.raises(FakeError, match="request 3"):
+        # FakeError is not in `catch`: a bug, not a per-request failure.
+        await run_batch(run_one, range(20), max_in_flight=4, catch=ValueError)
+    assert run_one.active == 0
+    assert run_one.cancelled  # the others in flight were cancelled
+    assert max(run_one.started) < 10  # and nothing new started
+
+
+async def test_a_failing_input_iterator_propagates(autojump_clock: trio.testing.MockClock) -> None:
+    def requests() -> Any:
+        yield 1
+        yield 2
+        raise RuntimeError("bad input")
+
+    with pytest.raises(RuntimeError, match="bad input"):
+        await run_batch(Recorder(), requests(), max_in_flight=2)
+
+
+async def test_cancelled_errors_are_not_results(autojump_clock: trio.testing.MockClock) -> None:
+    # A caller's deadline around the batch raises TooSlowError; nothing is swallowed.
+    with pytest.raises(trio.TooSlowError), trio.fail_after(1.5):
+        await run_batch(Recorder(), range(10), max_in_flight=2)
+
+
+# --------------------------------------------------------------------------- race
+
+
+class Candidate:
+    """A fake stream: first token after ``ttft`` seconds, done ``rest`` seconds later."""
+
+    def __init__(self, name: str, *, ttft: float, rest: float = 1.0, fail_before: bool = False):
+        self.name = name
+        self.ttft = ttft
+        self.rest = rest
+        self.fail_before = fail_before
+        self.started_at: float | None = None
+        self.cancelled_at: float | None = None
+        self.tokens = 0
+
+    async def __call__(self, first_token: Callable[[], None]) -> str:
+        self.started_at = trio.current_time()
+        try:
+            await trio.sleep(self.ttft)
+            if self.fail_before:
+                raise FakeError(self.name)
+            self.tokens += 1
+            first_token()
+            first_token()  # calling it again is harmless
+            await trio.sleep(self.rest)
+            self.tokens += 1
+        except trio.Cancelled:
+            self.cancelled_at = trio.current_time()
+            raise
+        return self.name
+
+
+async def test_race_fast_first_candidate_never_hedges(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = Candidate("a", ttft=0.1), Candidate("b", ttft=0.1)
+    assert await race([a, b], hedge_delay=0.25) == "a"
+    assert b.started_at is None
+    assert trio.current_time() == pytest.approx(1.1)
+
+
+async def test_race_hedges_and_cancels_the_loser_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = Candidate("a", ttft=5.0), Candidate("b", ttft=0.5)
+    assert await race([a, b], hedge_delay=0.25) == "b"
+    assert b.started_at == pytest.approx(0.25)
+    assert a.cancelled_at == pytest.approx(0.75)  # the moment b produced its first token
+    assert trio.current_time() == pytest.approx(1.75)
+
+
+async def test_race_first_token_wins_even_if_started_later(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a = Candidate("a", ttft=1.0, rest=10.0)
+    b = Candidate("b", ttft=2.0)
+    c = Candidate("c", ttft=0.1)
+    assert await race([a, b, c], hedge_delay=0.6) == "a"
+    assert b.started_at == pytest.approx(0.6)
+    assert b.cancelled_at == pytest.approx(1.0)
+    assert c.started_at is None  # a's token came before the second hedge
+
+
+async def test_race_failure_hedges_immediately(autojump_clock: trio.testing.MockClock) -> None:
+    a = Candidate("a", ttft=0.1, fail_before=True)
+    b = Candidate("b", ttft=0.1)
+    assert await race([a, b], hedge_delay=10.0, catch=FakeError) == "b"
+    assert b.started_at == pytest.approx(0.1)
+
+
+async def test_race_all_fail_raises_the_first_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a = Candidate("a", ttft=3.0, fail_before=True)
+    b = Candidate("b", ttft=0.1, fail_before=True)
+    with pytest.raises(FakeError, match="a"):
+        await race([a, b], hedge_delay=1.0, catch=FakeError)
+
+
+async def test_race_winner_error_after_first_token_propagates(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def breaks(first_token: Callable[[], None]) -> str:
+        first_token()
+        await trio.sleep(1)
+        raise FakeError("mid-stream")
+
+    b = Candidate("b", ttft=0.0)
+    with pytest.raises(FakeError, match="mid-stream"):
+        await race([breaks, b.__call__], hedge_delay=0.5, catch=FakeError)
+    assert b.started_at is None
+
+
+async def test_race_returning_without_token_wins(autojump_clock: trio.testing.MockClock) -> None:
+    async def empty(first_token: Callable[[], None]) -> str:
+        await trio.sleep(0.1)
+        return "empty"
+
+    slow = Candidate("slow", ttft=5.0)
+    assert await race([slow.__call__, empty], hedge_delay=0.1) == "empty"
+    assert slow.cancelled_at == pytest.approx(0.2)
+
+
+async def test_race_bug_propagates_and_cancels(autojump_clock: trio.testing.MockClock) -> None:
+    async def buggy(first_token: Callable[[], None]) -> str:
+        await trio.sleep(1)
+        raise TypeError("bug")
+
+    slow = Candidate("slow", ttft=5.0)
+    with pytest.raises(TypeError, match="bug"):
+        await race([slow.__call__, buggy], hedge_delay=0.1, catch=FakeError)
+    assert slow.cancelled_at == pytest.approx(1.1)
+
+
+async def test_race_losers_report_usage_so_far(autojump_clock: trio.testing.MockClock) -> None:
+    # Wired like the client: each candidate holds a pool admission and reports on cancel.
+    pool = Pool()
+
+    def candidate(model: str, ttft: float) -> Callable[[Callable[[], None]], Any]:
+        async def run(first_token: Callable[[], None]) -> str:
+            async with pool.admit(model, estimated_tokens=100) as admission:
+                start = trio.current_time()
+                tokens = 0
+                try:
+                    await trio.sleep(ttft)
+                    tokens += 1
+                    first_token()
+                    await trio.sleep(1)
+                    tokens += 1
+                except trio.Cancelled:
+                    admission.report_failure(
+                        kind="cancelled",
+                        duration=trio.current_time() - start,
+                        prompt_tokens=10,
+                        completion_tokens=tokens,
+                    )
+                    raise
+                admission.report_success(
+                    prompt_tokens=10, completion_tokens=tokens, ttft=ttft, duration=1 + ttft
+                )
+                return model
+
+        return run
+
+    winner = await race(
+        [candidate("slow-model", 3.0), candidate("fast-model", 0.5)], hedge_delay=0.25
+    )
+    assert winner == "fast-model"
+    stats = pool.statistics()
+    assert stats.failed == {"cancelled": 1}
+    assert stats.succeeded == 1
+    assert stats.prompt_tokens == 20
+    assert stats.completion_tokens == 2
+    assert stats.active == 0
+
+
+@pytest.mark.parametrize("delay", [-1.0, float("nan")])
+async def test_race_rejects_bad_arguments(delay: float) -> None:
+    with pytest.raises(ValueError, match="hedge_delay"):
+        await race([Candidate("a", ttft=0)], hedge_delay=delay)
+    with pytest.raises(ValueError, match="candidate"):
+        await race([], hedge_delay=1.0)
+
+
+# --------------------------------------------------------------------------- with the simulator
+# The engine and the pool wired by hand around the real client, over loopback, with the
+# simulator's stats() as ground truth. (The client's own wiring, open_client(limits=...), comes
+# with the lead's integration; these tests pin that the pieces hold against real sockets.)
+
+KEY = "sk-test-pool-0123456789"
+MESSAGES = [{"role": "user", "content": "Tell me about trio."}]
+
+
+def _pooled_chat(pool: Pool, client: Any) -> Callable[[ChatRequest], Any]:
+    async def run_one(request: ChatRequest) -> Any:
+        async with pool.admit(
+            request.model, estimated_tokens=request.estimated_tokens()
+        ) as admission:
+            try:
+                completion = await client.chat(**request.to_kwargs())
+            except hs.HolySheepError as error:
+                admission.report_attempt(error=error, completed=False)
+                raise
+            usage = completion.usage
+            admission.report_success(
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+                ttft=completion.ttft,
+                duration=completion.duration,
+            )
+            return completion
+
+    return run_one
+
+
+async def _settled(sim: Simulator) -> None:
+    # The server notices closed sockets asynchronously: poll in virtual time.
+    for _ in range(500):
+        if sim.stats().open_connections == 0 and not any(sim.stats().active.values()):
+            return
+        await trio.sleep(0.01)
+    raise AssertionError(f"still open: {sim.stats()}")  # pragma: no cover
+
+
+async def test_seed_scenario_against_the_simulator(autojump_clock: trio.testing.MockClock) -> None:
+    # The seed's scenario: 100 requests, every fifth on gpt-4.1 limited to 2, the rest on
+    # deepseek-v3.2 limited to 8, global 10.
+    pool = Pool(Limits(max_concurrent=10, per_model={"gpt-4.1": 2, "deepseek-v3.2": 8}))
+    requests = [
+        ChatRequest(
+            model="gpt-4.1" if i % 5 == 0 else "deepseek-v3.2", messages=MESSAGES, max_tokens=8
+        )
+        for i in range(100)
+    ]
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+            results = await run_batch(
+                _pooled_chat(pool, client),
+                requests,
+                max_in_flight=20,
+                catch=hs.HolySheepError,
+            )
+        stats = sim.stats()
+        assert all(r.ok for r in results)
+        assert [r.request for r in results] == requests
+        assert (stats.requests["gpt-4.1"], stats.requests["deepseek-v3.2"]) == (20, 80)
+        assert stats.max_concurrent["gpt-4.1"] == 2
+        assert stats.max_concurrent["deepseek-v3.2"] == 8
+        assert stats.internal_errors == 0
+        ours = pool.statistics()
+        assert (ours.succeeded, ours.failed_total, ours.active) == (100, 0, 0)
+        assert ours.completion_tokens == sum(stats.completion_tokens.values())
+        await _settled(sim)
+
+
+async def test_all_settled_with_injected_faults(autojump_clock: trio.testing.MockClock) -> None:
+    pool = Pool()
+    requests = [{"model": "gemini-2.5-flash", "messages": MESSAGES, "max_tokens": 4}] * 12
+    async with open_simulator(api_key=KEY, profile="fast") as sim:
+        # The 2nd, 5th and 9th requests the server sees are refused with 400 (not retried).
+        sim.inject_faults("", "status=400", "", "", "status=400", "", "", "", "status=400")
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+            results = await run_batch(
+                _pooled_chat(pool, client),
+                (ChatRequest.coerce(r) for r in requests),
+                max_in_flight=1,  # one at a time, so the server's order is the input order
+                catch=hs.HolySheepError,
+            )
+    assert [r.index for r in results] == list(range(12))
+    failed = [r.index for r in results if not r.ok]
+    assert failed == [1, 4, 8]
+    assert all(isinstance(r.error, hs.BadRequestError) for r in results if not r.ok)
+    assert all(r.completion is not None and r.completion.text for r in results if r.ok)
+    assert pool.statistics().failed == {"invalid_request": 3}
+
+
+async def test_cancelling_a_real_batch_leaves_no_slot_and_no_socket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pool = Pool(Limits(max_concurrent=6, per_model={"gpt-4.1": 6}))
+    requests = (
+        ChatRequest(model="gpt-4.1", messages=MESSAGES, max_tokens=30) for _ in range(1_000)
+    )
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+            got = 0
+            async with open_batch(
+                _pooled_chat(pool, client), requests, max_in_flight=8, catch=hs.HolySheepError
+            ) as results:
+                async for result in results:
+                    assert result.ok
+                    got += 1
+                    if got == 10:
+                        break
+            stats = pool.statistics()
+            assert (stats.active, stats.waiting) == (0, 0)
+            assert pool._global.borrowed_tokens == 0
+            assert stats.failed.get("cancelled", 0) >= 1  # streams in flight were cut
+            assert sim.stats().max_concurrent["gpt-4.1"] == 6
+        await _settled(sim)
+        assert sim.stats().requests["gpt-4.1"] < 30  # the rest of the input was never sent
+
+
+async def test_race_against_the_simulator_cancels_the_loser(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pool = Pool()
+
+    def candidate(client: Any, model: str, fault: str | None) -> Any:
+        async def run(first_token: Callable[[], None]) -> Any:
+            headers = {"X-Simulator-Fault": fault} if fault else None
+            async with pool.admit(model, estimated_tokens=100) as admission:
+                start = trio.current_time()
+                tokens = 0
+                try:
+                    async with client.stream_chat(
+                        model=model, messages=MESSAGES, max_tokens=20, extra_headers=headers
+                    ) as stream:
+                        async for chunk in stream:
+                            if chunk.has_output:
+                                tokens += 1
+                                first_token()
+                        completion = stream.completion
+                except trio.Cancelled:
+                    admission.report_attempt(
+                        error=None,
+                        completed=False,
+                        completion_tokens=tokens,
+                        duration=trio.current_time() - start,
+                    )
+                    raise
+                admission.report_attempt(
+                    error=None,
+                    completed=True,
+                    completion_tokens=completion.usage.completion_tokens,
+                    prompt_tokens=completion.usage.prompt_tokens,
+                    ttft=completion.ttft,
+                    duration=completion.duration,
+                )
+                return completion
+
+        return run
+
+    async with open_simulator(api_key=KEY, profile="fast") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+            completion = await race(
+                [
+                    candidate(client, "gpt-4.1", "slow_headers=30"),
+                    candidate(client, "deepseek-v3.2", None),
+                ],
+                hedge_delay=0.25,
+                catch=hs.HolySheepError,
+            )
+            assert completion.model == "deepseek-v3.2"
+            assert trio.current_time() < 1.0  # the loser was not waited for
+            stats = pool.statistics()
+            assert stats.succeeded == 1
+            assert stats.failed == {"cancelled": 1}
+            assert stats.active == 0
+        await _settled(sim)
+        requests = sim.stats().requests
+        assert (requests["gpt-4.1"], requests["deepseek-v3.2"]) == (1, 1)
+
+
+async def test_adaptive_limit_finds_capacity_behind_real_429s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The simulator has no capacity setting, so the test plays the overloaded server's
+    # decision: beyond CAPACITY requests at once, the request carries a fault header and the
+    # simulator answers a real HTTP 429, which the client parses and the pool learns from.
+    capacity = 3
+    pool = Pool(Limits(max_concurrent=20, per_model={"deepseek-v3.2": 10}))
+    accepted = 0
+    peak = 0
+    refused_at: list[float] = []
+
+    async def attempt(client: Any) -> bool:
+        nonlocal accepted, peak
+        async with pool.admit("deepseek-v3.2", estimated_tokens=50) as admission:
+            over = accepted >= capacity
+            headers = {"X-Simulator-Fault": "status=429"} if over else None
+            if not over:
+                accepted += 1
+                peak = max(peak, accepted)
+            try:
+                completion = await client.chat(
+                    model="deepseek-v3.2", messages=MESSAGES, max_tokens=10, extra_headers=headers
+                )
+            except hs.RateLimitError as error:
+                refused_at.append(trio.current_time())
+                admission.report_attempt(error=error, completed=False)
+                return False
+            finally:
+                if not over:
+                    accepted -= 1
+            admission.report_attempt(
+                error=None,
+                completed=True,
+                prompt_tokens=completion.usage.prompt_tokens,
+                completion_tokens=completion.usage.completion_tokens,
+                ttft=completion.ttft,
+                duration=completion.duration,
+            )
+            return True
+
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        retry = hs.RetryPolicy(max_retries=0)  # the test retries, after the pool re-admits
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, retry=retry) as client:
+
+            async def request() -> None:
+                for _ in range(100):
+                    if await attempt(client):
+                        return
+                    await trio.sleep(0.05)  # a retry delay, not a poll
+                raise AssertionError("never admitted")  # pragma: no cover
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(24):
+                    nursery.start_soon(request)
+        stats = pool.statistics()
+        assert stats.succeeded == 24
+        assert stats.failed == {"rate_limit": len(refused_at)}
+        assert refused_at, "the burst should have met the hidden capacity"
+        assert max(refused_at) < 1.0  # found in the first round trip; then no more 429s
+        assert trio.current_time() > 3.0
+        assert pool.effective_limit("deepseek-v3.2") == capacity
+        assert peak == capacity
+        assert sim.stats().faults_served["status"] == len(refused_at)
+        await _settled(sim)
