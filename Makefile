@@ -30,12 +30,15 @@ docs: $(STAMP)
 test: lint typecheck pytest docs
 
 demo: $(STAMP)
-	@echo "make demo: the CLI and the simulator-backed demo arrive with the simulator and CLI issues."
-	@echo "For now, the parser on its own:"
-	$(BIN)/python -c "from holysheep_trio.sse import SSEParser; print(SSEParser().feed(b'data: hello\n\n'))"
+	$(BIN)/holysheep-trio chat "Explain structured concurrency in two sentences." --max-tokens 60
+	$(BIN)/holysheep-trio bench --runs 5 --max-tokens 40 --concurrency 8
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_parser.py
+	$(BIN)/python benchmarks/bench_simulator.py
+	$(BIN)/python benchmarks/bench_transport.py
+	$(BIN)/python benchmarks/bench_client.py
+	$(BIN)/python benchmarks/bench_pool.py
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache .pytest_cache docs/_build

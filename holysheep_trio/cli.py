@@ -1,4 +1,4 @@
-# The holysheep-trio command line: argparse subcommands (serve today; chat, bench, models later).
+# The holysheep-trio command line: argparse subcommands chat, bench, models and serve.
 """The ``holysheep-trio`` command (also ``python -m holysheep_trio``).
 
 Adding a command: write ``_add_<name>(subparsers)`` that builds its parser and sets
@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 import trio
+
+from ._commands import add_bench_parser, add_chat_parser, add_models_parser
 
 if sys.version_info >= (3, 11):
     from builtins import BaseExceptionGroup
@@ -108,6 +110,9 @@ def _serve(args: argparse.Namespace) -> int:
 # ---- entry point ---------------------------------------------------------------------------
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    add_chat_parser,
+    add_bench_parser,
+    add_models_parser,
     _add_serve,
 ]
 
