@@ -198,9 +198,7 @@ def measure(reader: str, url: str, streams: int, tokens: int) -> dict[str, Any]:
 # -- driver ------------------------------------------------------------------------------------
 
 
-def scenario(
-    kind: str, runs: int, streams: int, tokens: int
-) -> dict[str, list[dict[str, Any]]]:
+def scenario(kind: str, runs: int, streams: int, tokens: int) -> dict[str, list[dict[str, Any]]]:
     proc, url = start_server(kind)
     try:
         results: dict[str, list[dict[str, Any]]] = {reader: [] for reader in READERS}
