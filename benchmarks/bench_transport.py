@@ -19,6 +19,10 @@ Scenarios:
 With ``trustme`` installed, the same is measured over https (a certificate made at run time) for
 TrioTransport and httpx2's default transport.
 
+First, without any I/O, the CPU cost of decoding chunked framing alone: h11 (``receive_data`` then
+``next_event`` until ``NEED_DATA``, what the transport did before) against the transport's own
+``_ChunkedDecoder.feed``, with one chunk per read (paced) and 300 chunks per read (burst).
+
 Medians over several runs, and ratios to httpx2's default transport. Usage::
 
     .venv/bin/python benchmarks/bench_transport.py [--quick]
@@ -38,10 +42,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import attrs
+import h11
 import httpx2
 import trio
 
-from holysheep_trio._transport import TrioTransport
+from holysheep_trio._transport import TrioTransport, _ChunkedDecoder
 
 # A typical chat.completion.chunk event: 200 bytes on the wire with its chunked framing.
 CHUNK = (
@@ -52,6 +57,56 @@ CHUNK = (
 FRAMED_CHUNK = b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK)
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 END = b"0\r\n\r\n"
+
+
+# --- decoding alone (no I/O) ---------------------------------------------------------------------
+
+
+def _h11_reader() -> Callable[[bytes], int]:
+    """Return a function that decodes one read of chunked body bytes with h11."""
+    connection = h11.Connection(h11.CLIENT)
+    connection.send(h11.Request(method="GET", target="/", headers=[("Host", "bench")]))
+    connection.send(h11.EndOfMessage())
+    connection.receive_data(HEAD)
+    assert type(connection.next_event()) is h11.Response
+
+    def read(data: bytes) -> int:
+        connection.receive_data(data)
+        size = 0
+        while (event := connection.next_event()) is not h11.NEED_DATA:
+            size += len(event.data)  # type: ignore[union-attr]
+        return size
+
+    return read
+
+
+def _decoder_reader() -> Callable[[bytes], int]:
+    """Return a function that decodes one read of chunked body bytes with _ChunkedDecoder."""
+    feed = _ChunkedDecoder().feed
+    return lambda data: len(feed(data))
+
+
+def bench_decoders(runs: int) -> None:
+    reads = 100_000  # chunks per measurement
+    print(f"decode: chunked framing only, no I/O; CPU µs per chunk, median of {runs} runs")
+    print()
+    print("| decoder | 1 chunk per read | 300 chunks per read |")
+    print("|---|---:|---:|")
+    for name, make in (("h11", _h11_reader), ("TrioTransport decoder", _decoder_reader)):
+        cells = []
+        for per_read in (1, 300):
+            data = FRAMED_CHUNK * per_read
+            times = []
+            for _ in range(runs):
+                read = make()
+                start = time.process_time()
+                for _ in range(reads // per_read):
+                    if read(data) != len(CHUNK) * per_read:
+                        raise RuntimeError(f"{name} decoded the wrong number of bytes")
+                times.append((time.process_time() - start) / reads * 1e6)
+            cells.append(f"{statistics.median(times):.2f}")
+        print(f"| {name} | {' | '.join(cells)} |")
+    print()
 
 
 # --- the server (child process) ------------------------------------------------------------------
@@ -312,6 +367,7 @@ def main() -> None:
             assert server.stdout is not None
             http_port, https_port = map(int, server.stdout.readline().split())
             runs, seconds = (3, 1.0) if args.quick else (5, 3.0)
+            bench_decoders(runs)
             trio.run(
                 functools.partial(
                     bench,

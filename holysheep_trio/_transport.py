@@ -5,7 +5,10 @@ Why it exists: httpx2's default transport (httpcore2 on anyio) leaks an async ge
 a streamed response is closed before the end of its body, and spends more CPU per received
 chunk (see benchmarks/bench_transport.py). This transport speaks HTTP/1.1 with h11 directly over
 trio sockets, returns each socket read as one body chunk, and contains no async generator and no
-background task. See ``docs/transport.md``.
+background task. h11 parses the response head; Content-Length and chunked bodies are then decoded
+by a small sans-I/O decoder here (``_ContentLengthDecoder``, ``_ChunkedDecoder``), which costs a
+fraction of h11's per-event machinery per chunk; other bodies stay with h11. See
+``docs/transport.md``.
 
 Usage::
 
@@ -20,8 +23,9 @@ by default). No HTTP/2, no proxies: whoever needs them passes their own ``httpx2
 
 Connection reuse rules:
 
-* A connection goes back to the pool only when its response body was read to the end, both h11
-  sides are ``DONE`` (no ``Connection: close``), and nothing cancelled or failed the exchange.
+* A connection goes back to the pool only when its response body was read to the end, neither
+  message asked to close it (h11's keep-alive rules: no ``Connection: close``, not HTTP/1.0),
+  no byte came after the body, and nothing cancelled or failed the exchange.
 * Before an idle connection is reused it is polled: readable means the server closed it (EOF) or
   sent bytes nobody asked for; either way it is discarded (RFC 9112 §9.5: a server may close an
   idle connection at any time).
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import select
 import ssl
 import sys
@@ -67,6 +72,218 @@ _Data: Final = h11.Data
 _EndOfMessage: Final = h11.EndOfMessage
 
 _PoolKey = tuple[str, str, int]
+
+# --- body decoding (sans-I/O) --------------------------------------------------------------------
+
+# chunk-size [ chunk-ext ] before the CRLF (RFC 9112 §7.1, §7.1.1): at most 20 hex digits like
+# h11 (len(str(2**64)) == 20; no sign, no "0x", so nothing negative and no absurd size), then
+# optional BWS and extensions, which are ignored. An extension may hold anything but CR and LF
+# (quoted-string excludes both); trailing whitespace is tolerated, as h11 does.
+_CHUNK_SIZE_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,20})[ \t]*(?:;[^\r\n]*)?")
+# Bounds on the lines buffered while waiting for their end, so that a server cannot make us hold
+# an unbounded line: bytes before a chunk-size line's CRLF, and before a trailer line's LF (its
+# CR included). A chunk-size line is a few bytes; a trailer line gets h11's default limit on a
+# head (h11.Connection's max_incomplete_event_size).
+_MAX_CHUNK_SIZE_LINE: Final = 4096
+_MAX_TRAILER_LINE: Final = 16384
+_INCOMPLETE_BODY: Final = "peer closed connection without sending complete message body"
+
+# What a _ChunkedDecoder expects next.
+_SIZE_LINE: Final = 0  # a chunk-size line: hex size, extensions, CRLF
+_DATA: Final = 1  # chunk data (self._remaining bytes of it)
+_DATA_END: Final = 2  # the CRLF that ends chunk data
+_TRAILER: Final = 3  # trailer lines up to an empty line (after the last chunk, of size 0)
+_END: Final = 4  # nothing: the body ended
+
+
+class _ContentLengthDecoder:
+    """Sans-I/O decoder of a body framed by ``Content-Length`` (RFC 9112 §6.2).
+
+    ``feed(data)`` returns the body bytes in ``data``; once ``length`` bytes came, ``at_end`` is
+    true and anything after them is kept in ``extra`` (bytes nobody asked for: the connection
+    must not be reused). ``close()`` says the connection closed; it raises if the body is short.
+    """
+
+    __slots__ = ("_length", "_remaining", "at_end", "extra")
+
+    def __init__(self, length: int) -> None:
+        self._length = length
+        self._remaining = length
+        self.at_end = length == 0
+        self.extra = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Return the body bytes in ``data`` (all of it but what follows the end of the body)."""
+        remaining = self._remaining
+        if len(data) < remaining:
+            self._remaining = remaining - len(data)
+            return data
+        self._remaining = 0
+        self.at_end = True
+        self.extra += data[remaining:]
+        return data[:remaining]  # the very same object when the body ends with this read
+
+    def close(self) -> None:
+        """Signal the end of input (EOF).
+
+        Raises:
+            httpx2.RemoteProtocolError: The body is incomplete (no request attached).
+        """
+        if not self.at_end:
+            received = self._length - self._remaining
+            raise httpx2.RemoteProtocolError(
+                f"{_INCOMPLETE_BODY}: received {received} bytes, expected {self._length}"
+            )
+
+
+class _ChunkedDecoder:
+    """Sans-I/O decoder of a ``Transfer-Encoding: chunked`` body (RFC 9112 §7.1).
+
+    ``feed(data)`` returns every body byte that ``data`` completes, the data of several chunks
+    joined in one ``bytes``, and a partial chunk's data as it arrives (only an incomplete
+    chunk-size line, CRLF or trailer line is held back). Chunk extensions and trailer fields are
+    read and ignored. Once the empty line that ends the trailer section has been read,
+    ``at_end`` is true and any bytes after it are kept in ``extra`` (bytes nobody asked for: the
+    connection must not be reused). ``close()`` says the connection closed; it raises if the
+    body is incomplete. After an error the decoder must not be used again.
+    """
+
+    __slots__ = ("_pending", "_remaining", "_state", "at_end", "extra")
+
+    def __init__(self) -> None:
+        self._pending = b""  # input kept for the next feed: part of a line or of a CRLF
+        self._state = _SIZE_LINE
+        self._remaining = 0  # chunk data still to come in the current chunk
+        self.at_end = False
+        self.extra = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Return the body bytes that ``data`` completes (``b""`` if none).
+
+        Raises:
+            httpx2.RemoteProtocolError: Malformed framing (no request attached): a bad
+                chunk-size line, chunk data not followed by CRLF, or a line longer than its
+                bound.
+        """
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        state = self._state
+        remaining = self._remaining
+        pieces: list[bytes] = []
+        position = 0
+        size = len(data)
+        while position < size:
+            if state == _DATA:
+                end = min(position + remaining, size)
+                pieces.append(data[position:end])
+                remaining -= end - position
+                position = end
+                if not remaining:
+                    state = _DATA_END
+            elif state == _SIZE_LINE:
+                line_end = data.find(b"\r\n", position)
+                if line_end < 0:
+                    # The unterminated rest may end with the CR of its CRLF: allow for it.
+                    if size - position > _MAX_CHUNK_SIZE_LINE + 1:
+                        raise httpx2.RemoteProtocolError("chunk-size line too long")
+                    break
+                if line_end - position > _MAX_CHUNK_SIZE_LINE:
+                    raise httpx2.RemoteProtocolError("chunk-size line too long")
+                match = _CHUNK_SIZE_LINE.fullmatch(data, position, line_end)
+                if match is None:
+                    line = data[position:line_end]
+                    raise httpx2.RemoteProtocolError(f"illegal chunk header: {line[:64]!r}")
+                remaining = int(match[1], 16)
+                position = line_end + 2
+                if not remaining:
+                    state = _TRAILER
+                    continue
+                end = position + remaining
+                if data.startswith(b"\r\n", end):
+                    # Fast path (benchmarks/bench_transport.py): the whole chunk and its CRLF
+                    # are here, as with one SSE event per read; _DATA and _DATA_END would take
+                    # it in two more turns of the loop.
+                    pieces.append(data[position:end])
+                    position = end + 2
+                    remaining = 0
+                else:
+                    state = _DATA
+            elif state == _DATA_END:
+                # Checked byte by byte as it arrives, like h11 >= 0.16 (no CRLF, no reuse).
+                crlf = data[position : position + 2]
+                if crlf != b"\r\n"[: len(crlf)]:
+                    raise httpx2.RemoteProtocolError(
+                        f"malformed chunk footer: {crlf!r} (expected b'\\r\\n')"
+                    )
+                if len(crlf) < 2:
+                    break
+                position += 2
+                state = _SIZE_LINE
+            elif state == _TRAILER:
+                # Trailer fields end at LF with an optional CR before it, as in h11 (RFC 9112
+                # §2.2 lets a recipient accept a bare LF); they are skipped, not parsed.
+                line_end = data.find(b"\n", position)
+                if line_end < 0:
+                    if size - position > _MAX_TRAILER_LINE:
+                        raise httpx2.RemoteProtocolError("trailer line too long")
+                    break
+                if line_end - position > _MAX_TRAILER_LINE:
+                    raise httpx2.RemoteProtocolError("trailer line too long")
+                if data[position:line_end] in (b"", b"\r"):  # the empty line: the end
+                    state = _END
+                position = line_end + 1
+            else:  # _END: whatever follows is not part of this response
+                break
+        self._state = state
+        self._remaining = remaining
+        if state == _END:
+            self.at_end = True
+            self.extra += data[position:]
+        else:
+            self._pending = data[position:]
+        if len(pieces) == 1:
+            return pieces[0]
+        return b"".join(pieces)
+
+    def close(self) -> None:
+        """Signal the end of input (EOF).
+
+        Raises:
+            httpx2.RemoteProtocolError: The body is incomplete (no request attached).
+        """
+        if not self.at_end:
+            raise httpx2.RemoteProtocolError(f"{_INCOMPLETE_BODY} (incomplete chunked read)")
+
+
+_BodyDecoder = _ContentLengthDecoder | _ChunkedDecoder
+
+
+def _body_decoder(
+    connection: h11.Connection, method: str, response: h11.Response
+) -> _BodyDecoder | None:
+    """Return our decoder for the body of ``response``, or None to leave the body to h11.
+
+    ``connection`` has just returned ``response``. Only the two framings we decode are taken,
+    chosen by the same rules as h11's own ``_body_framing`` (RFC 9112 §6.3);
+    ``tests/test_transport.py`` checks that the choices agree. Everything else stays with h11:
+    bodies empty by rule (a HEAD request, 204, 304), a switched protocol (CONNECT) and bodies
+    read until the connection closes.
+    """
+    if (
+        connection.their_state is not h11.SEND_BODY
+        or method == "HEAD"
+        or response.status_code in (204, 304)
+    ):
+        return None
+    content_length: int | None = None
+    for name, value in response.headers:  # h11 lower-cased the names and checked the values
+        if name == b"transfer-encoding":
+            # h11 accepts no Transfer-Encoding but "chunked", and it beats Content-Length.
+            return _ChunkedDecoder()
+        if name == b"content-length":
+            content_length = int(value)  # h11 checked: one value of 1 to 20 digits
+    return None if content_length is None else _ContentLengthDecoder(content_length)
 
 
 @attrs.frozen(kw_only=True)
@@ -125,7 +342,8 @@ class _Connection:
                 was closed.
         """
         if not _RAW_READS or self.stream.__class__ is not trio.SocketStream:
-            return await self.stream.receive_some(_RECEIVE_SIZE)  # type: ignore[return-value]
+            # bytes() of a bytes object is that object: a copy only for a bytearray.
+            return bytes(await self.stream.receive_some(_RECEIVE_SIZE))
         # Plain TCP fast path, measured in benchmarks/bench_transport.py: the same
         # try-then-wait-readable dance as trio's socket.recv, minus its per-call context
         # managers. The fd is looked up on every call because a closed fd number can be reused
@@ -195,14 +413,25 @@ class TrioResponseStream(httpx2.AsyncByteStream):
 
     No async generator: ``__aiter__`` returns the stream itself, and ``receive_some()`` is the
     generator-free fast path (``response.extensions["holysheep.body"]`` is this object). Each
-    socket read becomes one chunk; chunked and Content-Length framing is decoded by h11.
+    socket read becomes one chunk: Content-Length and chunked framing are decoded by this
+    module's sans-I/O decoders (every complete body byte of a read, several chunks joined in one
+    ``bytes``), any other body by h11.
 
     Closing (``aclose()``, idempotent) returns the connection to the pool only if the body was
-    read to the end and h11 allows reuse; otherwise the socket is closed at once. An unread body
-    is never drained. Reading to the end returns the connection by itself.
+    read to the end and HTTP/1.1 allows reuse; otherwise the socket is closed at once. An unread
+    body is never drained. Reading to the end returns the connection by itself.
     """
 
-    __slots__ = ("_closed_early", "_connection", "_read_timeout", "_request", "_transport")
+    __slots__ = (
+        "_closed_early",
+        "_connection",
+        "_decoder",
+        "_keep_alive",
+        "_leftover",
+        "_read_timeout",
+        "_request",
+        "_transport",
+    )
 
     def __init__(
         self,
@@ -211,12 +440,20 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         connection: _Connection,
         request: httpx2.Request,
         read_timeout: float | None,
+        decoder: _BodyDecoder | None = None,
     ) -> None:
         self._transport = transport
         self._connection: _Connection | None = connection
         self._request = request
         self._read_timeout = read_timeout
         self._closed_early = False
+        # With a decoder, h11 stops at the response head: the body bytes it already buffered
+        # (read together with the head) go to the decoder instead, and whether the connection
+        # may carry another request is settled now. After the head, our side of h11 is DONE
+        # exactly when neither message asked to close (h11 moves it to MUST_CLOSE otherwise).
+        self._decoder = decoder
+        self._leftover = connection.h11.trailing_data[0] if decoder is not None else b""
+        self._keep_alive = connection.h11.our_state is h11.DONE
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -228,7 +465,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         return data
 
     async def receive_some(self) -> bytes:
-        """Return the next piece of the body, as it arrived from the socket.
+        """Return the next piece of the body: every body byte that one socket read completed.
 
         Returns:
             Non-empty bytes, or ``b""`` once the body has ended (and on every later call).
@@ -244,6 +481,31 @@ class TrioResponseStream(httpx2.AsyncByteStream):
             if self._closed_early:
                 raise httpx2.ReadError("the response stream is closed", request=self._request)
             return b""
+        decoder = self._decoder
+        if decoder is None:
+            return await self._receive_some_with_h11(connection)
+        try:
+            body = b""
+            data = self._leftover
+            if data:
+                self._leftover = b""
+                body = decoder.feed(data)
+            while not decoder.at_end:
+                if body:
+                    return body
+                data = await self._receive(connection)
+                if not data:
+                    decoder.close()  # the body is incomplete, so this raises
+                body = decoder.feed(data)
+        except BaseException as exc:
+            self._abort()
+            if isinstance(exc, httpx2.RemoteProtocolError):
+                exc.request = self._request  # the decoders raise it without one
+            raise
+        self._end(connection)
+        return body
+
+    async def _receive_some_with_h11(self, connection: _Connection) -> bytes:
         h11_connection = connection.h11
         chunks: list[bytes] = []
         try:
@@ -258,8 +520,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
                         break
                     h11_connection.receive_data(await self._receive(connection))
                 elif event_type is _EndOfMessage:
-                    self._connection = None
-                    self._transport._release(connection)
+                    self._end(connection)
                     break
                 else:  # pragma: no cover - h11 yields nothing else inside a body
                     raise httpx2.RemoteProtocolError(
@@ -267,7 +528,9 @@ class TrioResponseStream(httpx2.AsyncByteStream):
                     )
         except BaseException as exc:
             self._abort()
-            if isinstance(exc, h11.RemoteProtocolError):
+            # No test reaches this since the decoders took Content-Length and chunked bodies:
+            # h11 raises nothing for the bodies left to it. Kept so that it never leaks out.
+            if isinstance(exc, h11.RemoteProtocolError):  # pragma: no cover
                 raise httpx2.RemoteProtocolError(str(exc), request=self._request) from exc
             raise
         if len(chunks) == 1:
@@ -287,12 +550,53 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         assert scope.cancelled_caught
         raise httpx2.ReadTimeout("timed out reading the response body", request=self._request)
 
+    def _end(self, connection: _Connection) -> None:
+        """The body ended: hand the connection back, reusable if HTTP/1.1 allows it."""
+        self._connection = None
+        decoder = self._decoder
+        if decoder is None:
+            h11_connection = connection.h11
+            reusable = (
+                h11_connection.our_state is h11.DONE
+                and h11_connection.their_state is h11.DONE
+                # Bytes after the end of the response answer nothing we asked: not reusable.
+                and h11_connection.trailing_data == (b"", False)
+            )
+            if reusable:
+                h11_connection.start_next_cycle()
+        else:
+            # Same rule for bytes after the end. h11's state machine stopped at the response
+            # head (it still expects the body), so a fresh one carries the next request: a new
+            # client h11.Connection is exactly what start_next_cycle() leaves after a clean
+            # keep-alive exchange (both sides IDLE, nothing buffered), and costs about 1 µs.
+            reusable = self._keep_alive and not decoder.extra
+            if reusable:
+                connection.h11 = h11.Connection(h11.CLIENT)
+        self._transport._release(connection, reusable=reusable)
+
     def _abort(self) -> None:
         connection = self._connection
         if connection is not None:
             self._connection = None
             self._transport._discard(connection)
             self._closed_early = True
+
+    def _ended_unread(self, connection: _Connection) -> bool:
+        """Return whether the body's end is already buffered, with no body byte before it.
+
+        An empty body (204, Content-Length: 0, a lone last chunk) ends without any read: its end
+        came with the head. Taking buffered bytes is not draining (no I/O), and it keeps such
+        connections reusable; any unread body byte means close.
+        """
+        decoder = self._decoder
+        try:
+            if decoder is None:
+                return type(connection.h11.next_event()) is _EndOfMessage
+            leftover = self._leftover
+            self._leftover = b""
+            return not decoder.feed(leftover) and decoder.at_end
+        except (h11.RemoteProtocolError, httpx2.RemoteProtocolError):
+            return False
 
     async def aclose(self) -> None:
         """Release the connection: back to the pool if the body ended, else close it at once.
@@ -301,16 +605,8 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         """
         connection = self._connection
         if connection is not None:
-            # An empty body (204, Content-Length: 0) ends without any read: its end already
-            # sits in h11's buffer. Taking buffered events is not draining (no I/O), and it
-            # keeps such connections reusable; any unread body byte means close.
-            try:
-                event = connection.h11.next_event()
-            except h11.RemoteProtocolError:
-                event = None
-            if type(event) is _EndOfMessage:
-                self._connection = None
-                self._transport._release(connection)
+            if self._ended_unread(connection):
+                self._end(connection)
             else:
                 self._abort()
         with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
@@ -529,11 +825,23 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 break
             elif type(event) is h11.ConnectionClosed:  # pragma: no cover - h11 raises instead
                 raise _StaleConnectionError("read")
+            elif event is h11.PAUSED:
+                # A 101 to a request with Upgrade: h11 hands the connection over to the new
+                # protocol and would return PAUSED forever. We speak HTTP/1.1 only.
+                raise httpx2.RemoteProtocolError(
+                    "the server switched protocols (101 Switching Protocols), which this "
+                    "HTTP/1.1 transport does not support",
+                    request=request,
+                )
             # h11.InformationalResponse (1xx, RFC 9110 §15.2) is skipped: the final one follows.
 
         assert isinstance(event, h11.Response)
         stream = TrioResponseStream(
-            transport=self, connection=connection, request=request, read_timeout=read_timeout
+            transport=self,
+            connection=connection,
+            request=request,
+            read_timeout=read_timeout,
+            decoder=_body_decoder(h11_connection, request.method, event),
         )
         return httpx2.Response(
             event.status_code,
@@ -658,19 +966,11 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             self._connections.remove(connection)
             self._release_slot()
 
-    def _release(self, connection: _Connection) -> None:
-        """Take back a connection whose response ended; keep it if h11 says it is reusable."""
-        h11_connection = connection.h11
-        if (
-            self._closed
-            or h11_connection.our_state is not h11.DONE
-            or h11_connection.their_state is not h11.DONE
-            # Bytes after the end of the response answer nothing we asked: not reusable.
-            or h11_connection.trailing_data != (b"", False)
-        ):
+    def _release(self, connection: _Connection, *, reusable: bool) -> None:
+        """Take back a connection whose response ended; keep it for reuse if ``reusable``."""
+        if self._closed or not reusable:
             self._discard(connection)
             return
-        h11_connection.start_next_cycle()
         # Strictly first come, first served: the first waiter gets this connection if it is
         # for the same origin, else the slot (this connection is closed to free it).
         if self._waiters and self._waiters[0].key == connection.key:

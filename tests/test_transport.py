@@ -5,6 +5,7 @@ import contextlib
 import functools
 import gc
 import inspect
+import itertools
 import json
 import socket
 import ssl
@@ -17,9 +18,17 @@ import httpx2
 import pytest
 import trio
 import trio.testing
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from holysheep_trio import _transport
-from holysheep_trio._transport import TransportStatistics, TrioResponseStream, TrioTransport
+from holysheep_trio._transport import (
+    TransportStatistics,
+    TrioResponseStream,
+    TrioTransport,
+    _ChunkedDecoder,
+    _ContentLengthDecoder,
+)
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 
@@ -523,6 +532,25 @@ async def test_garbage_status_line_is_a_protocol_error(nursery: trio.Nursery) ->
     assert stats(transport) == (0, 0, 1)
 
 
+async def test_switching_protocols_is_refused_not_looped_on(nursery: trio.Nursery) -> None:
+    # A 101 makes h11 pause the connection for the new protocol; the transport must fail
+    # clearly instead of asking h11 for the next event forever.
+    async def handler(stream: trio.SocketStream) -> None:
+        await Peer(stream).read_request()
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        await trio.sleep_forever()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        with pytest.raises(httpx2.RemoteProtocolError, match="switched protocols"):
+            await client.get(url, headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    assert stats(transport) == (0, 0, 1)
+    nursery.cancel_scope.cancel()
+
+
 async def test_connect_refused_is_a_connect_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -787,3 +815,503 @@ async def test_https_rejects_an_untrusted_certificate_by_default(nursery: trio.N
         with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             await client.get(url)
     assert stats(transport) == (0, 0, 0)
+
+
+# --- the body decoders (sans-I/O) ----------------------------------------------------------------
+
+TOKEN_CHARS = "abcXYZ019!#$%&'*+-.^_`|~"
+tokens = st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=6)
+quoted_strings = st.text(alphabet='ab ;=,\t\\"', max_size=6).map(
+    lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+)
+# chunk-ext = *( ";" chunk-ext-name [ "=" chunk-ext-val ] ), as both h11 and we accept it
+
+
+def format_extensions(pairs: list[tuple[str, str | None]]) -> str:
+    return "".join(f";{name}" if value is None else f";{name}={value}" for name, value in pairs)
+
+
+extensions = st.lists(st.tuples(tokens, st.none() | tokens | quoted_strings), max_size=3).map(
+    format_extensions
+)
+trailer_fields = st.lists(
+    st.tuples(tokens, st.text(alphabet="ab19 ;:=,", max_size=12).map(str.strip)), max_size=3
+)
+
+
+@attrs.frozen
+class ChunkedWire:
+    body: bytes
+    wire: bytes
+    spans: tuple[tuple[int, int], ...]  # (wire offset, length) of each chunk's data
+
+    def body_before(self, offset: int) -> bytes:
+        """Return the body bytes that lie in ``wire[:offset]``: all a decoder may return."""
+        return b"".join(self.wire[start : min(start + size, offset)] for start, size in self.spans)
+
+
+@st.composite
+def chunked_wires(draw: st.DrawFn) -> ChunkedWire:
+    """A chunked body: random chunk sizes, hex case, leading zeros, extensions and trailers."""
+    pieces = draw(st.lists(st.binary(min_size=1, max_size=300), max_size=8))
+    wire = b""
+    spans = []
+
+    def size_line(size: int) -> bytes:
+        digits = "0" * draw(st.integers(0, 2)) + f"{size:x}"
+        digits = "".join(draw(st.sampled_from([c.lower(), c.upper()])) for c in digits)
+        whitespace = draw(st.sampled_from(["", " ", "\t "]))  # h11 allows it only at the end
+        return f"{digits}{draw(extensions)}{whitespace}\r\n".encode()
+
+    for piece in pieces:
+        wire += size_line(len(piece))
+        spans.append((len(wire), len(piece)))
+        wire += piece + b"\r\n"
+    wire += size_line(0)
+    wire += b"".join(f"{name}: {value}\r\n".encode() for name, value in draw(trailer_fields))
+    wire += b"\r\n"
+    return ChunkedWire(body=b"".join(pieces), wire=wire, spans=tuple(spans))
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    """Cut ``data`` at ``points``: non-empty segments, like TCP reads."""
+    edges = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+def h11_decode(head: bytes, wire: bytes) -> tuple[bytes, bytes]:
+    """Return the body h11 decodes from ``head + wire``, and the bytes it leaves after it."""
+    connection = h11.Connection(h11.CLIENT)
+    connection.send(h11.Request(method="GET", target="/", headers=[("Host", "example")]))
+    connection.send(h11.EndOfMessage())
+    connection.receive_data(head + wire)
+    body = b""
+    while True:
+        event = connection.next_event()
+        if isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return body, connection.trailing_data[0]
+        else:
+            assert isinstance(event, h11.Response), event
+
+
+def feed_all(decoder: _ChunkedDecoder, segments: list[bytes]) -> bytes:
+    return b"".join(decoder.feed(segment) for segment in segments)
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@given(
+    message=chunked_wires(),
+    extra=st.binary(max_size=20),
+    points=st.lists(st.integers(min_value=0)),
+)
+@example(
+    message=ChunkedWire(body=b"hello", wire=b"5\r\nhello\r\n0\r\n\r\n", spans=((3, 5),)),
+    extra=b"",
+    points=list(range(16)),  # byte by byte
+)
+def test_chunked_decoder_any_segmentation_gives_the_body(
+    message: ChunkedWire, extra: bytes, points: list[int]
+) -> None:
+    decoder = _ChunkedDecoder()
+    decoded = b""
+    fed = 0
+    for segment in cut(message.wire + extra, points):
+        assert not decoder.at_end
+        decoded += decoder.feed(segment)
+        fed += len(segment)
+        # Every body byte a read completes is returned at once, nothing held back.
+        assert decoded == message.body_before(fed)
+        if fed >= len(message.wire):
+            break
+    assert decoder.at_end
+    assert decoded == message.body
+    assert decoder.extra == (message.wire + extra)[len(message.wire) : fed]
+    decoder.close()  # at the end: no error
+    assert h11_decode(CHUNKED_HEAD, message.wire + extra) == (message.body, extra)
+
+
+@given(
+    body=st.binary(max_size=500),
+    extra=st.binary(max_size=20),
+    points=st.lists(st.integers(min_value=0)),
+)
+def test_content_length_decoder_any_segmentation_gives_the_body(
+    body: bytes, extra: bytes, points: list[int]
+) -> None:
+    decoder = _ContentLengthDecoder(len(body))
+    decoded = b""
+    for segment in cut(body + extra, points):
+        decoded += decoder.feed(segment)
+        assert decoded == body[: len(decoded)]
+    decoder.close()
+    assert (decoded, decoder.extra, decoder.at_end) == (body, extra, True)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    assert h11_decode(head, body + extra) == (body, extra)
+
+
+def test_content_length_decoder_passes_reads_through_without_copying() -> None:
+    decoder = _ContentLengthDecoder(10)
+    first, last = b"01234", b"56789"
+    assert (decoder.feed(first) is first, decoder.at_end) == (True, False)
+    assert (decoder.feed(last) is last, decoder.at_end) == (True, True)
+    assert decoder.feed(b"more") == b""  # after the end: not body
+    assert decoder.extra == b"more"
+
+
+def test_empty_content_length_body_is_at_its_end_before_any_input() -> None:
+    decoder = _ContentLengthDecoder(0)
+    assert decoder.at_end
+    decoder.close()
+
+
+def test_chunked_decoder_joins_the_chunks_of_one_read() -> None:
+    decoder = _ChunkedDecoder()
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (b"data: 1\n\n", b"data: 22\n\n"))
+    out = decoder.feed(wire + b"3\r\nabc")
+    assert type(out) is bytes
+    assert out == b"data: 1\n\ndata: 22\n\nabc"
+    assert decoder.feed(b"\r\n0\r\nX-Sum: 1\r\n\r\nEXTRA") == b""
+    assert (decoder.at_end, decoder.extra) == (True, b"EXTRA")
+    assert decoder.feed(b"MORE") == b""  # after the end: not body
+    assert decoder.extra == b"EXTRAMORE"
+
+
+def test_chunked_decoder_accepts_bare_lf_in_trailers_like_h11() -> None:
+    wire = b"1\r\na\r\n0\r\nX-Sum: 1\n\n"
+    decoder = _ChunkedDecoder()
+    assert decoder.feed(wire) == b"a"
+    assert decoder.at_end
+    assert h11_decode(CHUNKED_HEAD, wire) == (b"a", b"")
+
+
+def test_chunked_decoder_accepts_whitespace_before_an_extension() -> None:
+    # RFC 9112 §7.1.1: chunk-ext = *( BWS ";" ... ); h11 refuses it, which is stricter than needed.
+    decoder = _ChunkedDecoder()
+    assert decoder.feed(b"1 ;name=value\r\na\r\n0\t;x\r\n\r\n") == b"a"
+    assert decoder.at_end
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (b"g\r\n", "illegal chunk header"),
+        (b"-5\r\nhello\r\n0\r\n\r\n", "illegal chunk header"),
+        (b"+5\r\nhello\r\n0\r\n\r\n", "illegal chunk header"),
+        (b"0x5\r\nhello\r\n0\r\n\r\n", "illegal chunk header"),
+        (b" 5\r\nhello\r\n0\r\n\r\n", "illegal chunk header"),
+        (b"5_0\r\n", "illegal chunk header"),
+        (b"\r\n", "illegal chunk header"),  # no size at all
+        (b"5\nhello\r\n0\r\n\r\n", "illegal chunk header"),  # bare LF: no line end here
+        (b"1" * 21 + b"\r\n", "illegal chunk header"),  # beyond 20 hex digits: overflow
+        (b"5\r\nhelloXY0\r\n\r\n", "malformed chunk footer"),
+        (b"5\r\nhello\rX0\r\n\r\n", "malformed chunk footer"),
+        (b"5\r\nhello\n0\r\n\r\n", "malformed chunk footer"),
+    ],
+)
+@pytest.mark.parametrize("byte_by_byte", [False, True])
+def test_chunked_decoder_refuses_malformed_framing(
+    wire: bytes, message: str, byte_by_byte: bool
+) -> None:
+    segments = cut(wire, list(range(len(wire))) if byte_by_byte else [])
+    with pytest.raises(httpx2.RemoteProtocolError, match=message):
+        feed_all(_ChunkedDecoder(), segments)
+    with pytest.raises(h11.RemoteProtocolError):  # h11 refuses the same bytes
+        h11_decode(CHUNKED_HEAD, wire)
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (b"5;" + b"x" * 4096 + b"\r\n", "chunk-size line too long"),  # complete, too long
+        (b"5;" + b"x" * 4096, "chunk-size line too long"),  # no end yet and already too long
+        (b"0\r\nX: " + b"x" * 16384 + b"\r\n", "trailer line too long"),
+        (b"0\r\nX: " + b"x" * 16384, "trailer line too long"),
+    ],
+)
+def test_chunked_decoder_bounds_its_lines(wire: bytes, message: str) -> None:
+    with pytest.raises(httpx2.RemoteProtocolError, match=message):
+        _ChunkedDecoder().feed(wire)
+
+
+def test_chunked_decoder_refuses_cr_inside_an_extension() -> None:
+    # Neither token nor quoted-string may hold a CR (RFC 9110 §5.6.2, §5.6.4); h11 lets it by.
+    with pytest.raises(httpx2.RemoteProtocolError, match="illegal chunk header"):
+        _ChunkedDecoder().feed(b"5;a\rb\r\nhello\r\n0\r\n\r\n")
+
+
+def test_chunked_decoder_waits_for_a_line_at_its_bound() -> None:
+    decoder = _ChunkedDecoder()
+    line = b"1;" + b"x" * 4094  # 4096 bytes: the longest size line allowed
+    assert decoder.feed(line + b"\r") == b""
+    assert decoder.feed(b"\na\r\n0\r\nX: " + b"y" * 16380 + b"\r") == b"a"
+    assert decoder.feed(b"\n\r\n") == b""
+    assert decoder.at_end
+
+
+@pytest.mark.parametrize(
+    ("decoder", "wire", "message"),
+    [
+        (_ContentLengthDecoder(10), b"01234", "received 5 bytes, expected 10"),
+        (_ChunkedDecoder(), b"5\r\nhello\r\n", r"\(incomplete chunked read\)"),
+        (_ChunkedDecoder(), b"5\r\nhello\r\n0\r\n", r"\(incomplete chunked read\)"),
+    ],
+)
+def test_eof_before_the_end_of_the_body(
+    decoder: _ContentLengthDecoder | _ChunkedDecoder, wire: bytes, message: str
+) -> None:
+    decoder.feed(wire)
+    with pytest.raises(
+        httpx2.RemoteProtocolError,
+        match="peer closed connection without sending complete message body.*" + message,
+    ):
+        decoder.close()
+
+
+# Each response head, read after a request of the given method, with the framing h11 picks.
+FRAMINGS = [
+    ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", 5),
+    ("GET", b"HTTP/1.1 404 Not Found\r\nContent-Length: 007\r\n\r\n", 7),
+    ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
+    ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", 5),
+    ("GET", b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n", 3),
+    ("POST", b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n", "chunked"),
+    (
+        "GET",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: Chunked\r\n\r\n",
+        "chunked",
+    ),
+    (
+        "GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        "chunked",
+    ),
+    ("GET", b"HTTP/1.1 200 OK\r\n\r\n", None),  # read until close: h11's
+    ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", None),  # empty by rule: h11's
+    ("HEAD", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+    ("GET", b"HTTP/1.1 204 No Content\r\n\r\n", None),
+    ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", None),
+    ("CONNECT", b"HTTP/1.1 200 OK\r\n\r\n", None),  # a switched protocol: h11's
+]
+
+
+@pytest.mark.parametrize(("method", "head", "framing"), FRAMINGS)
+def test_body_decoder_takes_the_framing_h11_would_use(
+    method: str, head: bytes, framing: int | str | None
+) -> None:
+    connection = h11.Connection(h11.CLIENT)
+    target = "example:443" if method == "CONNECT" else "/"
+    connection.send(h11.Request(method=method, target=target, headers=[("Host", "example")]))
+    connection.send(h11.EndOfMessage())
+    connection.receive_data(head)
+    response = connection.next_event()
+    assert isinstance(response, h11.Response)
+    decoder = _transport._body_decoder(connection, method, response)
+    reader = connection._reader  # h11's choice (private, read in this test only)
+    if framing == "chunked":
+        assert isinstance(decoder, _ChunkedDecoder)
+        assert type(reader).__name__ == "ChunkedReader"
+    elif isinstance(framing, int):
+        assert isinstance(decoder, _ContentLengthDecoder)
+        assert decoder._length == framing
+        assert type(reader).__name__ == "ContentLengthReader"
+        assert reader._length == framing  # type: ignore[union-attr]
+    else:
+        assert decoder is None
+
+
+# --- the body decoders on the wire ---------------------------------------------------------------
+
+
+async def test_small_chunks_of_one_read_come_back_in_one_receive_some(
+    nursery: trio.Nursery,
+) -> None:
+    events = [b'data: {"n":%d}\n\n' % n for n in range(50)]
+    got_head, sent = trio.Event(), trio.Event()
+
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        await peer.send(h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")]))
+        await got_head.wait()
+        await stream.send_all(b"".join(b"%x;n=1\r\n%s\r\n" % (len(e), e) for e in events))
+        sent.set()
+        await stream.send_all(b"0\r\nX-Checksum: 1\r\n\r\n")
+        await peer.read_request()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client, client.stream("GET", url) as response:
+        got_head.set()
+        await sent.wait()  # all 50 chunks wait in the socket: one read takes them
+        body = response.extensions["holysheep.body"]
+        assert await body.receive_some() == b"".join(events)
+        assert await body.receive_some() == b""
+        assert stats(transport) == (1, 1, 1)
+
+
+async def test_connection_is_reused_after_a_chunked_body_with_trailers(
+    nursery: trio.Nursery,
+) -> None:
+    accepted = 0
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        peer = Peer(stream)
+        while (got := await peer.read_request()) is not None:
+            await peer.send(
+                h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")]),
+                h11.Data(data=got[0].target),
+                h11.Data(data=b"!"),
+                h11.EndOfMessage(headers=[("X-Checksum", "abc"), ("X-Other", "1")]),
+            )
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        for path in ("/a", "/bb", "/ccc"):
+            assert (await client.get(url + path)).content == path.encode() + b"!"
+            assert stats(transport) == (1, 1, 1)
+    assert accepted == 1
+
+
+async def test_bytes_after_a_chunked_body_make_the_connection_unusable(
+    nursery: trio.Nursery,
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await Peer(stream).read_request()
+        await stream.send_all(CHUNKED_HEAD + b"2\r\nok\r\n0\r\n\r\nEXTRA")
+        await Peer(stream).wait_closed()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        assert (await client.get(url)).content == b"ok"
+        assert stats(transport) == (0, 0, 1)
+
+
+async def test_body_read_until_close_is_left_to_h11(nursery: trio.Nursery) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await Peer(stream).read_request()
+        await stream.send_all(b"HTTP/1.1 200 OK\r\n\r\nuntil ")
+        await stream.send_all(b"the end")
+        await stream.aclose()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        assert (await client.get(url)).content == b"until the end"
+        assert stats(transport) == (0, 0, 1)
+
+
+async def test_head_response_has_no_body_and_keeps_the_connection(
+    nursery: trio.Nursery,
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        while await peer.read_request():
+            await peer.send(
+                h11.Response(status_code=200, headers=[("Content-Length", "5")]),
+                h11.EndOfMessage(),
+            )
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        for _ in range(2):
+            response = await client.head(url)
+            assert (response.headers["content-length"], response.content) == ("5", b"")
+        assert stats(transport) == (1, 1, 1)
+
+
+async def test_malformed_chunk_on_the_wire_is_a_protocol_error(nursery: trio.Nursery) -> None:
+    got_head = trio.Event()
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await Peer(stream).read_request()
+        await stream.send_all(CHUNKED_HEAD)
+        await got_head.wait()  # the head alone first, so that the bad chunk comes in a read
+        await stream.send_all(b"zz\r\n")
+        await Peer(stream).wait_closed()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client, client.stream("GET", url) as response:
+        got_head.set()
+        body = response.extensions["holysheep.body"]
+        with pytest.raises(httpx2.RemoteProtocolError, match="illegal chunk header") as info:
+            await body.receive_some()
+        assert info.value.request.url == url
+        with pytest.raises(httpx2.ReadError, match="closed"):
+            await body.receive_some()
+    assert stats(transport) == (0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("wire", "reused"),
+    [
+        (b"0\r\n\r\n", True),  # an empty body, already complete: the connection goes back
+        (b"2\r\nok\r\n0\r\n\r\n", False),  # an unread body byte: closed, never drained
+        (b"zz\r\n", False),  # malformed: closed
+    ],
+)
+async def test_closing_an_unread_chunked_body_that_came_with_the_head(
+    nursery: trio.Nursery, wire: bytes, reused: bool
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        while await peer.read_request():
+            await stream.send_all(CHUNKED_HEAD + wire)
+            peer.conn = h11.Connection(h11.SERVER)  # we spoke for it: start afresh
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        async with client.stream("GET", url) as response:
+            assert response.status_code == 200  # and close without reading the body
+        assert stats(transport) == ((1, 1, 1) if reused else (0, 0, 1))
+
+
+async def test_read_timeout_in_a_body_read_until_close(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await Peer(stream).read_request()
+        await stream.send_all(b"HTTP/1.1 200 OK\r\n\r\nsome")
+        await trio.sleep_forever()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport, timeout=httpx2.Timeout(30.0, read=4.0)) as client:
+        async with client.stream("GET", url) as response:
+            body = response.extensions["holysheep.body"]
+            assert await body.receive_some() == b"some"
+            with pytest.raises(httpx2.ReadTimeout):
+                await body.receive_some()
+        assert stats(transport) == (0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "status_line"),
+    [
+        ({"Connection": "close"}, b"HTTP/1.1 200 OK"),  # our request asked to close
+        ({}, b"HTTP/1.0 200 OK"),  # an HTTP/1.0 response: no keep-alive
+    ],
+)
+async def test_decoded_body_without_keep_alive_closes_the_connection(
+    nursery: trio.Nursery, request_headers: dict[str, str], status_line: bytes
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await Peer(stream).read_request()
+        await stream.send_all(status_line + b"\r\nContent-Length: 2\r\n\r\nok")
+        await Peer(stream).wait_closed()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        assert (await client.get(url, headers=request_headers)).content == b"ok"
+        assert stats(transport) == (0, 0, 1)
