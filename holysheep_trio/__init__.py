@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
+    from .batch import BatchResult as BatchResult
+    from .batch import ChatRequest as ChatRequest
     from .client import ChatStream as ChatStream
     from .client import Client as Client
     from .client import open_client as open_client
@@ -43,11 +45,18 @@ if TYPE_CHECKING:
     from .models import ToolCall as ToolCall
     from .models import ToolCallDelta as ToolCallDelta
     from .models import Usage as Usage
+    from .pool import Limits as Limits
+    from .pool import ModelStatistics as ModelStatistics
+    from .pool import Percentiles as Percentiles
+    from .pool import PoolStatistics as PoolStatistics
+    from .pool import RateLimit as RateLimit
     from .retry import RetryPolicy as RetryPolicy
     from .timeouts import Timeouts as Timeouts
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
+    "BatchResult": ".batch",
+    "ChatRequest": ".batch",
     "ChatStream": ".client",
     "Client": ".client",
     "open_client": ".client",
@@ -76,6 +85,11 @@ _LAZY: dict[str, str] = {
     "ToolCall": ".models",
     "ToolCallDelta": ".models",
     "Usage": ".models",
+    "Limits": ".pool",
+    "ModelStatistics": ".pool",
+    "Percentiles": ".pool",
+    "PoolStatistics": ".pool",
+    "RateLimit": ".pool",
     "RetryPolicy": ".retry",
     "Timeouts": ".timeouts",
 }

@@ -1,10 +1,13 @@
 # The streaming client: owned streams over httpx2, deadlines, retries, fallback, typed errors.
 """The client: :func:`open_client`, :class:`Client` and :class:`ChatStream`.
 
-Ownership: ``open_client`` owns the ``httpx2.AsyncClient`` it creates (never one it was given)
-and a nursery for background work. Each :class:`ChatStream` owns one HTTP response, its
-deadlines and its admission slot for exactly the lifetime of its ``async with`` block, and reads
-in the caller's task: there is no per-stream background task. Every stream registers its cancel
+Ownership: ``open_client`` owns the ``httpx2.AsyncClient`` it creates (never one it was given),
+a nursery for background work and a :class:`~holysheep_trio.pool.Pool` (limits, rate limits,
+statistics). Each :class:`ChatStream` owns one HTTP response, its deadlines and its admission
+(one global slot, one slot of its model) for exactly the lifetime of its ``async with`` block,
+and reads in the caller's task: there is no per-stream background task. Between a failed
+attempt and its retry the stream gives its admission back and is admitted again, so a request
+sleeping through a back-off (or a ``Retry-After``) holds no slot. Every stream registers its cancel
 scope with the client, so ``Client.aclose()`` can cancel it; such a stream raises
 :class:`~holysheep_trio.ClientClosedError` in its own task.
 
@@ -19,16 +22,19 @@ import math
 import os
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeAlias
 
 import attrs
 import httpx2
 import trio
 
 from . import __version__
+from . import batch as _batch
 from ._wire import DONE, CompletionAccumulator, build_request_body, decode_event, parse_error_body
+from .batch import BatchResult, ChatRequest
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -43,6 +49,7 @@ from .errors import (
     error_class_for_status,
 )
 from .models import ChatChunk, Completion, Message, Usage
+from .pool import Admission, Limits, Pool, PoolStatistics, estimate_tokens
 from .retry import RetryPolicy, parse_retry_after
 from .sse import SSEParser, SSEProtocolError
 from .timeouts import Timeouts
@@ -50,7 +57,18 @@ from .timeouts import Timeouts
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["DEFAULT_BASE_URL", "AttemptOutcome", "ChatStream", "Client", "open_client"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AttemptOutcome",
+    "BatchRequest",
+    "ChatStream",
+    "Client",
+    "open_client",
+]
+
+#: One request of :meth:`Client.batch`, :meth:`Client.open_batch` or :meth:`Client.race_chat`:
+#: a :class:`~holysheep_trio.ChatRequest` or a mapping of ``chat()`` keyword arguments.
+BatchRequest: TypeAlias = ChatRequest | Mapping[str, Any]
 
 DEFAULT_BASE_URL: Final = "https://api.holysheep.ai/v1"
 _USER_AGENT: Final = f"holysheep-trio/{__version__}"
@@ -165,24 +183,6 @@ class AttemptOutcome:
     duration: float = 0.0
 
 
-class _NoAdmission:
-    """Today's admission step: admits everything at once (the pool issue replaces it)."""
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
-
-_NO_ADMISSION: Final = _NoAdmission()
-
-
 def _translate(exc: BaseException, *, connect_timeout: float | None) -> HolySheepError:
     """Map a transport or parser exception to our tree (the one translation boundary)."""
     if isinstance(exc, HolySheepError):
@@ -213,8 +213,9 @@ def _single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | No
 class ChatStream:
     """One streamed chat completion; use it with ``async with``, iterate it with ``async for``.
 
-    Entering the block sends the request and waits for the first token (retrying before it if
-    the policy allows), so HTTP errors are raised by the ``async with`` line. Iterating yields
+    Entering the block waits for admission by the client's limits (see ``docs/pool.md``), then
+    sends the request and waits for the first token (retrying before it if the policy allows),
+    so HTTP errors are raised by the ``async with`` line. Iterating yields
     :class:`~holysheep_trio.ChatChunk` values; afterwards :attr:`completion` holds the result.
     Leaving the block by any path closes the HTTP response before the exit returns.
 
@@ -230,6 +231,7 @@ class ChatStream:
         max_tokens: int | None,
         timeouts: Timeouts,
         extra_headers: Mapping[str, str] | None = None,
+        estimated_tokens: int = 0,
     ) -> None:
         self._client = client
         self._extra_headers = dict(extra_headers or {})
@@ -240,10 +242,10 @@ class ChatStream:
         self._scope = trio.CancelScope()
         self._state = "new"  # new -> open -> done
         self._closed_by_client = False
-        self._admitted = False
-        self._admission = client._admit(
-            model=model, estimated_tokens=(max_tokens or 0) + len(body) // 4
-        )
+        self._estimated_tokens = estimated_tokens
+        # The admission held by the current attempt, and its ticket (None between attempts).
+        self._admission: contextlib.AbstractAsyncContextManager[Admission | None] | None = None
+        self._ticket: Admission | None = None
         # per request
         self._start = 0.0
         self._end: float | None = None
@@ -261,6 +263,7 @@ class ChatStream:
         self._acc = CompletionAccumulator()
         self._held: list[ChatChunk] = []
         self._ready: deque[ChatChunk] = deque()
+        self._output_chunks = 0
         self._output_began = False
         self._saw_done = False
         self._saw_finish = False
@@ -302,11 +305,17 @@ class ChatStream:
         self._scope.__enter__()
         client._streams.add(self)
         try:
-            await self._admission.__aenter__()
-            self._admitted = True
+            # An explicit total deadline covers the whole call, waiting for admission included;
+            # the automatic one estimates the stream's own duration, so it starts on admission
+            # (a request queued behind the caller's own limits must not time out for that).
+            explicit = self._timeouts.total
+            if explicit is not None and explicit != "auto":
+                self._total_deadline = trio.current_time() + explicit
+            await self._enter_admission()
             self._start = trio.current_time()
-            total = self._timeouts.total_for(self._model, self._max_tokens)
-            self._total_deadline = _INF if total is None else self._start + total
+            if explicit == "auto":
+                total = self._timeouts.total_for(self._model, self._max_tokens)
+                self._total_deadline = _INF if total is None else self._start + total
             await self._run_attempts()
         except BaseException as exc:
             outcome = await self._finish(exc)
@@ -337,14 +346,7 @@ class ChatStream:
             await self._close_response()
             if not self._reported and self._attempts:
                 self._report(error=None, completed=False)
-            if self._admitted:
-                self._admitted = False
-                with trio.CancelScope(shield=True):
-                    await self._admission.__aexit__(
-                        None if exc is None else type(exc),
-                        exc,
-                        None if exc is None else exc.__traceback__,
-                    )
+            await self._exit_admission(exc)
         finally:
             self._client._streams.discard(self)
             if self._end is None:
@@ -366,6 +368,41 @@ class ChatStream:
         if suppressed:
             return None
         return exc
+
+    async def _enter_admission(self) -> None:
+        """Wait for a global slot and a slot of the model (within the total deadline)."""
+        admission = self._client._admit(model=self._model, estimated_tokens=self._estimated_tokens)
+        if self._total_deadline == _INF:  # the common case; a cancel scope costs ~2 µs
+            ticket = await admission.__aenter__()
+        else:
+            with trio.move_on_at(self._total_deadline) as scope:
+                ticket = await admission.__aenter__()
+            if scope.cancelled_caught:
+                seconds = self._timeouts.total_for(self._model, self._max_tokens)
+                error = APITimeoutError(
+                    "waiting for admission (the client's limits) outlasted the total deadline"
+                    f" of {seconds} s",
+                    deadline="total",
+                    seconds=seconds,
+                )
+                self._tag(error)
+                raise error
+        self._admission = admission
+        self._ticket = ticket
+
+    async def _exit_admission(self, exc: BaseException | None) -> None:
+        """Give the slots back (shielded: it never waits, and it must not be skipped)."""
+        admission = self._admission
+        if admission is None:
+            return
+        self._admission = None
+        self._ticket = None
+        with trio.CancelScope(shield=True):
+            await admission.__aexit__(
+                None if exc is None else type(exc),
+                exc,
+                None if exc is None else exc.__traceback__,
+            )
 
     def _cancel_by_client(self) -> None:
         self._closed_by_client = True
@@ -424,6 +461,8 @@ class ChatStream:
         url_index = 0
         endpoint_attempt = 0
         while True:
+            if self._admission is None:  # given back for the back-off of a retry
+                await self._enter_admission()
             self._attempts += 1
             endpoint_attempt += 1
             try:
@@ -454,6 +493,9 @@ class ChatStream:
                     type(error).__name__,
                     delay,
                 )
+                # Sleep without holding slots: other requests may run meanwhile, and after a
+                # 429 the pool's Retry-After pause and smaller limit apply to the retry too.
+                await self._exit_admission(None)
                 await trio.sleep(delay)
                 continue
             return
@@ -466,6 +508,7 @@ class ChatStream:
         self._acc = CompletionAccumulator()
         self._held = []
         self._ready.clear()
+        self._output_chunks = 0
         self._output_began = False
         self._saw_done = False
         self._saw_finish = False
@@ -589,6 +632,8 @@ class ChatStream:
                 self._saw_done = True
                 continue
             assert isinstance(item, ChatChunk)
+            if item.has_output:
+                self._output_chunks += 1
             for choice in item.choices:
                 if choice.finish_reason is not None:
                     self._saw_finish = True
@@ -676,18 +721,30 @@ class ChatStream:
         self._reported = True
         now = trio.current_time()
         first_token_at = self._first_token_at
-        self._client._report(
-            AttemptOutcome(
-                model=self._model,
-                base_url=self._base_url,
-                attempt=self._attempts,
+        outcome = AttemptOutcome(
+            model=self._model,
+            base_url=self._base_url,
+            attempt=self._attempts,
+            error=error,
+            completed=completed,
+            usage=self._acc.usage,
+            ttft=None if first_token_at is None else first_token_at - self._attempt_start,
+            duration=now - self._attempt_start,
+        )
+        ticket = self._ticket
+        if ticket is not None:
+            usage = outcome.usage
+            ticket.report_attempt(
                 error=error,
                 completed=completed,
-                usage=self._acc.usage,
-                ttft=None if first_token_at is None else first_token_at - self._attempt_start,
-                duration=now - self._attempt_start,
+                prompt_tokens=0 if usage is None else usage.prompt_tokens,
+                # A stream cut short (a `break`, a hedging loser) has no usage chunk: count
+                # the output chunks received so far, one token each, as the server bills them.
+                completion_tokens=self._output_chunks if usage is None else usage.completion_tokens,
+                ttft=outcome.ttft,
+                duration=outcome.duration,
             )
-        )
+        self._client._report(outcome)
 
 
 class Client:
@@ -702,7 +759,9 @@ class Client:
         base_urls: tuple[str, ...],
         timeouts: Timeouts,
         retry: RetryPolicy,
+        limits: Limits | None = None,
     ) -> None:
+        self._pool = Pool(limits)
         self._http = http_client
         self._owns_http = owns_http_client
         self._api_key = None if api_key is None else _Secret(api_key)
@@ -737,6 +796,23 @@ class Client:
         """Whether :meth:`aclose` was called."""
         return self._closed
 
+    @property
+    def limits(self) -> Limits:
+        """The concurrency and rate limits every request is admitted under."""
+        return self._pool.limits
+
+    def statistics(self) -> PoolStatistics:
+        """A frozen snapshot of the pool: counts, slots in use, latency percentiles, tokens.
+
+        Counts are per attempt: a request retried after a 429 counts once under ``succeeded``
+        and once under ``failed["rate_limit"]``. Memory is bounded (rolling windows), whatever
+        the traffic. See ``docs/pool.md``.
+
+        Returns:
+            A ``PoolStatistics`` value; later traffic does not change it.
+        """
+        return self._pool.statistics()
+
     def stream_chat(
         self,
         *,
@@ -762,15 +838,19 @@ class Client:
         Raises:
             TypeError: a message or parameter cannot be sent.
         """
+        if not isinstance(messages, str | bytes | Mapping | Sequence):
+            messages = list(messages)  # read twice below: for the body and the estimate
         body = build_request_body(model=model, messages=messages, params=params)
         max_tokens = params.get("max_tokens", params.get("max_completion_tokens"))
+        max_tokens = max_tokens if isinstance(max_tokens, int) else None
         return ChatStream(
             self,
             model=model,
             body=body,
-            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            max_tokens=max_tokens,
             timeouts=timeouts or self._timeouts,
             extra_headers=extra_headers,
+            estimated_tokens=estimate_tokens(messages, max_tokens=max_tokens),
         )
 
     async def chat(
@@ -794,6 +874,136 @@ class Client:
                 pass
         return stream.completion
 
+    # ---- many requests: batches and hedging ----------------------------------------------
+
+    async def _run_request(self, request: BatchRequest) -> Completion:
+        return await self.chat(**ChatRequest.coerce(request).to_kwargs())
+
+    def _batch_in_flight(self, max_in_flight: int | None) -> int:
+        # Twice the global limit: in a batch mixing models, requests waiting for a busy model's
+        # slots must not keep the other models' requests from starting.
+        return 2 * self._pool.limits.max_concurrent if max_in_flight is None else max_in_flight
+
+    async def batch(
+        self,
+        requests: Iterable[BatchRequest] | AsyncIterable[BatchRequest],
+        *,
+        max_in_flight: int | None = None,
+    ) -> list[BatchResult[BatchRequest, Completion]]:
+        """Run every request with :meth:`chat`; return every result, in input order.
+
+        All settled: a request that fails with a :class:`~holysheep_trio.HolySheepError`
+        becomes its result's ``error`` and never cancels the others. Any other exception (a
+        malformed request, a bug) cancels the batch and propagates, alone. Every request still
+        passes the client's limits; ``max_in_flight`` only bounds how many are started.
+
+        The list holds one result per input, so memory grows with the input: for very large or
+        endless inputs use :meth:`open_batch`.
+
+        Args:
+            requests: ``ChatRequest`` values or mappings of ``chat()`` keyword arguments; an
+                iterable or an async (lazy) iterable, pulled as capacity frees up.
+            max_in_flight: Requests started and not yet settled, at most. Default: twice the
+                client's ``limits.max_concurrent``.
+
+        Returns:
+            One ``BatchResult`` per request (``.index``, ``.request`` as given,
+            ``.completion`` or ``.error``), ``results[i].index == i``.
+
+        Raises:
+            ValueError: ``max_in_flight`` is not an int >= 1.
+            TypeError: A request is neither a ``ChatRequest`` nor a valid mapping.
+        """
+        return await _batch.run_batch(
+            self._run_request,
+            requests,
+            max_in_flight=self._batch_in_flight(max_in_flight),
+            catch=HolySheepError,
+        )
+
+    def open_batch(
+        self,
+        requests: Iterable[BatchRequest] | AsyncIterable[BatchRequest],
+        *,
+        max_in_flight: int | None = None,
+        max_pending: int | None = None,
+    ) -> AbstractAsyncContextManager[
+        trio.abc.ReceiveChannel[BatchResult[BatchRequest, Completion]]
+    ]:
+        """Run every request with :meth:`chat`; receive each result as soon as it settles.
+
+        Use as ``async with client.open_batch(requests) as results:`` then
+        ``async for result in results:``. Same semantics as :meth:`batch` (all settled, the
+        client's limits apply), in bounded memory: at most ``max_in_flight`` requests run and at
+        most ``max_pending`` settled results wait for you; while that buffer is full no new
+        input is pulled, so a lazy input of a million requests runs in constant memory. Leaving
+        the block early cancels the requests in flight; their slots and connections are
+        released before the block's exit returns.
+
+        Args:
+            requests: ``ChatRequest`` values or mappings of ``chat()`` keyword arguments; an
+                iterable or an async (lazy) iterable, pulled on demand.
+            max_in_flight: Requests started and not yet settled, at most. Default: twice the
+                client's ``limits.max_concurrent``.
+            max_pending: Settled results buffered for the consumer. Default: ``max_in_flight``.
+
+        Returns:
+            An async context manager yielding a ``trio.abc.ReceiveChannel`` of ``BatchResult``
+            values, in completion order.
+
+        Raises:
+            ValueError: ``max_in_flight`` or ``max_pending`` is invalid (at the call).
+        """
+        return _batch.open_batch(
+            self._run_request,
+            requests,
+            max_in_flight=self._batch_in_flight(max_in_flight),
+            max_pending=max_pending,
+            catch=HolySheepError,
+        )
+
+    async def race_chat(
+        self, requests: Sequence[BatchRequest], *, hedge_delay: float = 0.25
+    ) -> Completion:
+        """Hedged request: race the requests; the first to produce a token wins.
+
+        Starts the first request; if it has no first token ``hedge_delay`` seconds later (or it
+        failed), starts the next, and so on. The first stream to produce a token wins and is
+        read to its end; the others are cancelled at once, and the tokens they used so far are
+        still counted in :meth:`statistics` (as ``failed["cancelled"]``).
+
+        Args:
+            requests: The candidates, in order of preference: ``ChatRequest`` values or
+                mappings of ``chat()`` keyword arguments (e.g. the same prompt on two models).
+            hedge_delay: Seconds to wait for a first token before starting the next candidate.
+
+        Returns:
+            The winner's ``Completion``.
+
+        Raises:
+            HolySheepError: The winner's error if it fails after its first token; if every
+                candidate fails before producing one, the first candidate's error.
+            ValueError: No requests, or ``hedge_delay`` is negative or NaN.
+            TypeError: A request is neither a ``ChatRequest`` nor a valid mapping.
+        """
+        coerced = [ChatRequest.coerce(request) for request in requests]
+
+        def candidate(request: ChatRequest) -> _batch.Candidate[Completion]:
+            async def run(first_token: Callable[[], None]) -> Completion:
+                async with self.stream_chat(**request.to_kwargs()) as stream:
+                    first_token()  # the stream is entered once its first token has arrived
+                    async for _ in stream:
+                        pass
+                return stream.completion
+
+            return run
+
+        return await _batch.race(
+            [candidate(request) for request in coerced],
+            hedge_delay=hedge_delay,
+            catch=HolySheepError,
+        )
+
     async def aclose(self) -> None:
         """Cancel every open stream (they raise ClientClosedError) and release the connection.
 
@@ -814,15 +1024,18 @@ class Client:
 
     def _admit(
         self, *, model: str, estimated_tokens: int
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        """The single admission step every request passes, held for the stream's lifetime.
+    ) -> contextlib.AbstractAsyncContextManager[Admission | None]:
+        """The single admission step every attempt passes, held while it talks to the server.
 
-        A no-op today; the pool issue puts limiters and rate limits here.
+        The stream reports each attempt on the ticket it yields before leaving it.
         """
-        return _NO_ADMISSION
+        return self._pool.admit(model, estimated_tokens=estimated_tokens)
 
     def _report(self, outcome: AttemptOutcome) -> None:
-        """Where every finished attempt reports its outcome. A no-op today (pool, metrics)."""
+        """Where every finished attempt reports its outcome, after the pool's ticket has.
+
+        A no-op; a seam for observability (OpenTelemetry) and tests.
+        """
 
     def _request_headers(self) -> dict[str, str]:
         headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
@@ -865,6 +1078,7 @@ async def open_client(
     timeouts: Timeouts | None = None,
     retry: RetryPolicy | None = None,
     http_client: httpx2.AsyncClient | None = None,
+    limits: Limits | None = None,
 ) -> AsyncIterator[Client]:
     """Open a client; use with ``async with``. Leaving the block closes it.
 
@@ -878,6 +1092,12 @@ async def open_client(
         retry: The retry policy (:class:`~holysheep_trio.RetryPolicy`).
         http_client: An ``httpx2.AsyncClient`` to use instead of our own; its headers, auth,
             transport and event hooks apply. It is never closed by us.
+        limits: Concurrency limits (global and per model), optional rate limits per model, and
+            adaptive limits (``holysheep_trio.Limits``). Default: ``Limits()``, the seed's
+            table: 10 requests at once in all; gpt-4.1 5, claude-sonnet-4.5 3,
+            gemini-2.5-flash 8, deepseek-v3.2 10; any other model 4; no rate limits; adaptive.
+            Raise them for other servers or models, e.g.
+            ``Limits(max_concurrent=100, default_per_model=100)``.
 
     Yields:
         The :class:`Client`.
@@ -885,7 +1105,10 @@ async def open_client(
     Raises:
         ConfigurationError: no API key (without ``http_client``) or a bad URL, before anything
             is opened.
+        TypeError: ``limits`` is not a ``Limits``.
     """
+    if limits is not None and not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a holysheep_trio.Limits, got {type(limits).__name__}")
     if http_client is None:
         api_key = api_key or os.environ.get("HOLYSHEEP_API_KEY") or None
         if api_key is None:
@@ -904,6 +1127,7 @@ async def open_client(
         base_urls=urls,
         timeouts=timeouts or Timeouts(),
         retry=retry or RetryPolicy(),
+        limits=limits,
     )
     failure: BaseException | None = None
     try:

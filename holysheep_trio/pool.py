@@ -452,10 +452,14 @@ class ModelStatistics:
 class PoolStatistics:
     """A frozen snapshot of a :class:`Pool` (``pool.statistics()``).
 
+    The client admits each attempt on its own (a retry gives its slots back while it backs off
+    and is admitted again), so through the client these count attempts:
+    ``total == succeeded + failed_total + active``.
+
     Attributes:
-        total: Requests admitted since the pool was created.
-        succeeded: Requests reported as successful.
-        failed: Failed requests by error kind (``"rate_limit"``, ``"cancelled"``, ...).
+        total: Admissions since the pool was created.
+        succeeded: Admissions reported as successful.
+        failed: Failed admissions by error kind (``"rate_limit"``, ``"cancelled"``, ...).
         active: Requests in flight now.
         waiting: Requests waiting for admission now.
         max_concurrent: The global limit.
@@ -498,6 +502,7 @@ class _ModelState:
         "active",
         "adaptive",
         "configured",
+        "credited",
         "gate",
         "limiter",
         "paused_until",
@@ -514,6 +519,8 @@ class _ModelState:
         self.paused_until = -math.inf
         self.active = 0
         self.waiting = 0
+        #: Set (and replaced) when tokens come back to a bucket, to wake the gate's waiter.
+        self.credited = trio.Event()
         self.requests: TokenBucket | None = None
         self.tokens: TokenBucket | None = None
         if rate is not None and rate.rpm is not None:
@@ -922,7 +929,10 @@ class Pool:
             while True:
                 delay = state.delay(admission.estimated_tokens, trio.current_time())
                 if delay > 0:
-                    await trio.sleep(delay)
+                    # Wake early when a finished request gives unused tokens back: the
+                    # delay was computed from the level before that correction.
+                    with trio.move_on_after(delay):
+                        await state.credited.wait()
                     waited = True
                     continue
                 try:
@@ -965,6 +975,9 @@ class Pool:
                 correction = min(0, correction)
             if correction:
                 bucket.give_back(correction, trio.current_time())
+                if correction > 0:
+                    admission._state.credited.set()
+                    admission._state.credited = trio.Event()
 
     def _count_usage(
         self, admission: Admission, prompt_tokens: int, completion_tokens: int, now: float

@@ -453,34 +453,12 @@ async def test_race_rejects_bad_arguments(delay: float) -> None:
 
 
 # --------------------------------------------------------------------------- with the simulator
-# The engine and the pool wired by hand around the real client, over loopback, with the
-# simulator's stats() as ground truth. (The client's own wiring, open_client(limits=...), comes
-# with the lead's integration; these tests pin that the pieces hold against real sockets.)
+# The client's public API (open_client(limits=...), client.batch, client.open_batch,
+# client.race_chat, client.statistics()) over loopback, with the simulator's stats() as ground
+# truth.
 
 KEY = "sk-test-pool-0123456789"
 MESSAGES = [{"role": "user", "content": "Tell me about trio."}]
-
-
-def _pooled_chat(pool: Pool, client: Any) -> Callable[[ChatRequest], Any]:
-    async def run_one(request: ChatRequest) -> Any:
-        async with pool.admit(
-            request.model, estimated_tokens=request.estimated_tokens()
-        ) as admission:
-            try:
-                completion = await client.chat(**request.to_kwargs())
-            except hs.HolySheepError as error:
-                admission.report_attempt(error=error, completed=False)
-                raise
-            usage = completion.usage
-            admission.report_success(
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-                ttft=completion.ttft,
-                duration=completion.duration,
-            )
-            return completion
-
-    return run_one
 
 
 async def _settled(sim: Simulator) -> None:
@@ -492,208 +470,229 @@ async def _settled(sim: Simulator) -> None:
     raise AssertionError(f"still open: {sim.stats()}")  # pragma: no cover
 
 
-async def test_seed_scenario_against_the_simulator(autojump_clock: trio.testing.MockClock) -> None:
+def _no_slot_held(client: hs.Client) -> None:
+    stats = client.statistics()
+    assert (stats.active, stats.waiting) == (0, 0)
+    assert all(m.active == 0 and m.waiting == 0 for m in stats.models.values())
+    assert client._pool._global.borrowed_tokens == 0
+    assert all(s.limiter.borrowed_tokens == 0 for s in client._pool._models.values())
+
+
+async def test_seed_scenario_through_client_batch(autojump_clock: trio.testing.MockClock) -> None:
     # The seed's scenario: 100 requests, every fifth on gpt-4.1 limited to 2, the rest on
     # deepseek-v3.2 limited to 8, global 10.
-    pool = Pool(Limits(max_concurrent=10, per_model={"gpt-4.1": 2, "deepseek-v3.2": 8}))
+    limits = hs.Limits(max_concurrent=10, per_model={"gpt-4.1": 2, "deepseek-v3.2": 8})
     requests = [
-        ChatRequest(
+        hs.ChatRequest(
             model="gpt-4.1" if i % 5 == 0 else "deepseek-v3.2", messages=MESSAGES, max_tokens=8
         )
         for i in range(100)
     ]
     async with open_simulator(api_key=KEY, profile="realistic") as sim:
-        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
-            results = await run_batch(
-                _pooled_chat(pool, client),
-                requests,
-                max_in_flight=20,
-                catch=hs.HolySheepError,
-            )
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client:
+            results = await client.batch(requests)
+            _no_slot_held(client)
+            ours = client.statistics()
         stats = sim.stats()
         assert all(r.ok for r in results)
+        assert [r.index for r in results] == list(range(100))
         assert [r.request for r in results] == requests
+        assert all(r.completion.model == r.request.model for r in results if r.completion)
         assert (stats.requests["gpt-4.1"], stats.requests["deepseek-v3.2"]) == (20, 80)
+        # The limits are reached (the default max_in_flight keeps both models busy) and never
+        # exceeded.
         assert stats.max_concurrent["gpt-4.1"] == 2
         assert stats.max_concurrent["deepseek-v3.2"] == 8
         assert stats.internal_errors == 0
-        ours = pool.statistics()
-        assert (ours.succeeded, ours.failed_total, ours.active) == (100, 0, 0)
+        assert (ours.total, ours.succeeded, ours.failed_total, ours.active) == (100, 100, 0, 0)
         assert ours.completion_tokens == sum(stats.completion_tokens.values())
+        assert ours.prompt_tokens == sum(stats.prompt_tokens.values())
+        assert ours.models["gpt-4.1"].limit == 2
         await _settled(sim)
 
 
-async def test_all_settled_with_injected_faults(autojump_clock: trio.testing.MockClock) -> None:
-    pool = Pool()
-    requests = [{"model": "gemini-2.5-flash", "messages": MESSAGES, "max_tokens": 4}] * 12
+async def test_client_batch_all_settled_with_injected_faults(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    requests: list[Any] = [
+        {"model": "gemini-2.5-flash", "messages": MESSAGES, "max_tokens": 4}
+    ] * 12
+    # A fault by header, carried in the request's params like any other chat() argument.
+    requests[10] = hs.ChatRequest(
+        model="gemini-2.5-flash",
+        messages=MESSAGES,
+        max_tokens=4,
+        params={"extra_headers": {"X-Simulator-Fault": "status=404"}},
+    )
     async with open_simulator(api_key=KEY, profile="fast") as sim:
         # The 2nd, 5th and 9th requests the server sees are refused with 400 (not retried).
         sim.inject_faults("", "status=400", "", "", "status=400", "", "", "", "status=400")
         async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
-            results = await run_batch(
-                _pooled_chat(pool, client),
-                (ChatRequest.coerce(r) for r in requests),
+            results = await client.batch(
+                (request for request in requests),  # a lazy input
                 max_in_flight=1,  # one at a time, so the server's order is the input order
-                catch=hs.HolySheepError,
             )
+            stats = client.statistics()
+        await _settled(sim)
     assert [r.index for r in results] == list(range(12))
+    assert all(r.request is requests[r.index] for r in results)
     failed = [r.index for r in results if not r.ok]
-    assert failed == [1, 4, 8]
-    assert all(isinstance(r.error, hs.BadRequestError) for r in results if not r.ok)
+    assert failed == [1, 4, 8, 10]
+    assert [type(results[i].error) for i in failed] == [hs.BadRequestError] * 3 + [hs.NotFoundError]
+    assert all(r.completion is None for r in results if not r.ok)
     assert all(r.completion is not None and r.completion.text for r in results if r.ok)
-    assert pool.statistics().failed == {"invalid_request": 3}
+    assert stats.failed == {"invalid_request": 4}  # 404 is an invalid request too
+    assert stats.succeeded == 8
 
 
-async def test_cancelling_a_real_batch_leaves_no_slot_and_no_socket(
+async def test_client_batch_failures_never_cancel_the_others_concurrently(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    pool = Pool(Limits(max_concurrent=6, per_model={"gpt-4.1": 6}))
-    requests = (
-        ChatRequest(model="gpt-4.1", messages=MESSAGES, max_tokens=30) for _ in range(1_000)
-    )
+    async def lazy() -> AsyncIterator[hs.ChatRequest]:
+        for i in range(30):
+            fault = {"X-Simulator-Fault": "status=400"} if i % 3 == 0 else {}
+            yield hs.ChatRequest(
+                model="deepseek-v3.2",
+                messages=MESSAGES,
+                max_tokens=6,
+                params={"extra_headers": fault},
+            )
+
     async with open_simulator(api_key=KEY, profile="realistic") as sim:
         async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+            results = await client.batch(lazy(), max_in_flight=7)
+        await _settled(sim)
+        assert sim.stats().max_concurrent["deepseek-v3.2"] <= 7
+    assert [r.ok for r in results] == [i % 3 != 0 for i in range(30)]
+
+
+async def test_client_batch_rejects_bad_arguments() -> None:
+    async with hs.open_client(api_key=KEY, base_url="http://127.0.0.1:9/v1") as client:
+        with pytest.raises(ValueError, match="max_in_flight"):
+            await client.batch([], max_in_flight=0)
+        with pytest.raises(ValueError, match="max_pending"):
+            client.open_batch([], max_pending=-1)
+        assert await client.batch([]) == []
+        # A malformed request is a bug in the input, not a result: it propagates, alone.
+        with pytest.raises(ValueError, match="needs messages"):
+            await client.batch([{"model": "gpt-4.1"}])
+        with pytest.raises(TypeError, match="mapping or a ChatRequest"):
+            await client.race_chat(["hello"])  # type: ignore[list-item]
+        with pytest.raises(ValueError, match="at least one"):
+            await client.race_chat([])
+        with pytest.raises(ValueError, match="hedge_delay"):
+            await client.race_chat([{"model": "m", "messages": MESSAGES}], hedge_delay=-1)
+        _no_slot_held(client)
+
+
+async def test_cancelling_a_client_batch_midway_leaves_no_slot_and_no_socket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limits = hs.Limits(max_concurrent=6, per_model={"gpt-4.1": 6})
+    requests = (
+        hs.ChatRequest(model="gpt-4.1", messages=MESSAGES, max_tokens=30) for _ in range(1_000)
+    )
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client:
             got = 0
-            async with open_batch(
-                _pooled_chat(pool, client), requests, max_in_flight=8, catch=hs.HolySheepError
-            ) as results:
+            async with client.open_batch(requests, max_in_flight=8) as results:
                 async for result in results:
                     assert result.ok
                     got += 1
                     if got == 10:
                         break
-            stats = pool.statistics()
-            assert (stats.active, stats.waiting) == (0, 0)
-            assert pool._global.borrowed_tokens == 0
+            _no_slot_held(client)
+            stats = client.statistics()
             assert stats.failed.get("cancelled", 0) >= 1  # streams in flight were cut
             assert sim.stats().max_concurrent["gpt-4.1"] == 6
         await _settled(sim)
+        assert sim.stats().open_connections == 0
         assert sim.stats().requests["gpt-4.1"] < 30  # the rest of the input was never sent
 
 
-async def test_race_against_the_simulator_cancels_the_loser(
+async def test_a_deadline_around_a_client_batch_leaves_no_slot(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    pool = Pool()
+    requests = [{"model": "gpt-4.1", "messages": MESSAGES, "max_tokens": 50}] * 40
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+            with trio.move_on_after(1.5) as scope:
+                await client.batch(requests)
+            assert scope.cancelled_caught
+            assert trio.current_time() == pytest.approx(1.5, abs=0.01)
+            _no_slot_held(client)
+        await _settled(sim)
+        assert sim.stats().max_concurrent["gpt-4.1"] == 5  # the default limits
 
-    def candidate(client: Any, model: str, fault: str | None) -> Any:
-        async def run(first_token: Callable[[], None]) -> Any:
-            headers = {"X-Simulator-Fault": fault} if fault else None
-            async with pool.admit(model, estimated_tokens=100) as admission:
-                start = trio.current_time()
-                tokens = 0
-                try:
-                    async with client.stream_chat(
-                        model=model, messages=MESSAGES, max_tokens=20, extra_headers=headers
-                    ) as stream:
-                        async for chunk in stream:
-                            if chunk.has_output:
-                                tokens += 1
-                                first_token()
-                        completion = stream.completion
-                except trio.Cancelled:
-                    admission.report_attempt(
-                        error=None,
-                        completed=False,
-                        completion_tokens=tokens,
-                        duration=trio.current_time() - start,
-                    )
-                    raise
-                admission.report_attempt(
-                    error=None,
-                    completed=True,
-                    completion_tokens=completion.usage.completion_tokens,
-                    prompt_tokens=completion.usage.prompt_tokens,
-                    ttft=completion.ttft,
-                    duration=completion.duration,
-                )
-                return completion
 
-        return run
-
+async def test_race_chat_cancels_the_loser(autojump_clock: trio.testing.MockClock) -> None:
+    slow = {"X-Simulator-Fault": "slow_headers=30"}
     async with open_simulator(api_key=KEY, profile="fast") as sim:
         async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
-            completion = await race(
+            completion = await client.race_chat(
                 [
-                    candidate(client, "gpt-4.1", "slow_headers=30"),
-                    candidate(client, "deepseek-v3.2", None),
+                    {
+                        "model": "gpt-4.1",
+                        "messages": MESSAGES,
+                        "max_tokens": 20,
+                        "extra_headers": slow,
+                    },
+                    hs.ChatRequest(model="deepseek-v3.2", messages=MESSAGES, max_tokens=20),
                 ],
                 hedge_delay=0.25,
-                catch=hs.HolySheepError,
             )
             assert completion.model == "deepseek-v3.2"
+            assert completion.text
             assert trio.current_time() < 1.0  # the loser was not waited for
-            stats = pool.statistics()
+            stats = client.statistics()
             assert stats.succeeded == 1
             assert stats.failed == {"cancelled": 1}
-            assert stats.active == 0
+            _no_slot_held(client)
         await _settled(sim)
         requests = sim.stats().requests
         assert (requests["gpt-4.1"], requests["deepseek-v3.2"]) == (1, 1)
 
 
-async def test_adaptive_limit_finds_capacity_behind_real_429s(
+async def test_race_chat_counts_the_losers_usage_so_far(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # The simulator has no capacity setting, so the test plays the overloaded server's
-    # decision: beyond CAPACITY requests at once, the request carries a fault header and the
-    # simulator answers a real HTTP 429, which the client parses and the pool learns from.
-    capacity = 3
-    pool = Pool(Limits(max_concurrent=20, per_model={"deepseek-v3.2": 10}))
-    accepted = 0
-    peak = 0
-    refused_at: list[float] = []
-
-    async def attempt(client: Any) -> bool:
-        nonlocal accepted, peak
-        async with pool.admit("deepseek-v3.2", estimated_tokens=50) as admission:
-            over = accepted >= capacity
-            headers = {"X-Simulator-Fault": "status=429"} if over else None
-            if not over:
-                accepted += 1
-                peak = max(peak, accepted)
-            try:
-                completion = await client.chat(
-                    model="deepseek-v3.2", messages=MESSAGES, max_tokens=10, extra_headers=headers
-                )
-            except hs.RateLimitError as error:
-                refused_at.append(trio.current_time())
-                admission.report_attempt(error=error, completed=False)
-                return False
-            finally:
-                if not over:
-                    accepted -= 1
-            admission.report_attempt(
-                error=None,
-                completed=True,
-                prompt_tokens=completion.usage.prompt_tokens,
-                completion_tokens=completion.usage.completion_tokens,
-                ttft=completion.ttft,
-                duration=completion.duration,
-            )
-            return True
-
+    # realistic: gpt-4.1 answers in ~0.85 s, deepseek-v3.2 in ~0.22 s. Both streams are under
+    # way when deepseek's first token wins; gpt-4.1 is cut at once, mid-request.
     async with open_simulator(api_key=KEY, profile="realistic") as sim:
-        retry = hs.RetryPolicy(max_retries=0)  # the test retries, after the pool re-admits
-        async with hs.open_client(api_key=KEY, base_url=sim.base_url, retry=retry) as client:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+            completion = await client.race_chat(
+                [
+                    {"model": "gpt-4.1", "messages": MESSAGES, "max_tokens": 40},
+                    {"model": "deepseek-v3.2", "messages": MESSAGES, "max_tokens": 40},
+                ],
+                hedge_delay=0.1,
+            )
+            won_at = trio.current_time()
+            stats = client.statistics()
+        await _settled(sim)
+        assert completion.model == "deepseek-v3.2"
+        assert stats.failed == {"cancelled": 1}
+        assert stats.total == 2
+        # What the server billed, the loser included, is what the client counted.
+        assert stats.completion_tokens == sum(sim.stats().completion_tokens.values())
+        assert won_at < 0.1 + 0.35 + 40 / 30  # never waited for gpt-4.1's ~0.85 s + its tokens
 
-            async def request() -> None:
-                for _ in range(100):
-                    if await attempt(client):
-                        return
-                    await trio.sleep(0.05)  # a retry delay, not a poll
-                raise AssertionError("never admitted")  # pragma: no cover
 
-            async with trio.open_nursery() as nursery:
-                for _ in range(24):
-                    nursery.start_soon(request)
-        stats = pool.statistics()
-        assert stats.succeeded == 24
-        assert stats.failed == {"rate_limit": len(refused_at)}
-        assert refused_at, "the burst should have met the hidden capacity"
-        assert max(refused_at) < 1.0  # found in the first round trip; then no more 429s
-        assert trio.current_time() > 3.0
-        assert pool.effective_limit("deepseek-v3.2") == capacity
-        assert peak == capacity
-        assert sim.stats().faults_served["status"] == len(refused_at)
+async def test_race_chat_every_candidate_fails_raises_the_first_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def failing(status: int) -> dict[str, Any]:
+        return {
+            "model": "gpt-4.1",
+            "messages": MESSAGES,
+            "extra_headers": {"X-Simulator-Fault": f"status={status}"},
+        }
+
+    async with open_simulator(api_key=KEY, profile="fast") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+            with pytest.raises(hs.BadRequestError):  # one exception, not a group
+                await client.race_chat([failing(400), failing(404)], hedge_delay=5.0)
+            assert trio.current_time() < 1.0  # a failure hedges at once
+            assert client.statistics().failed == {"invalid_request": 2}
+            _no_slot_held(client)
         await _settled(sim)

@@ -402,7 +402,8 @@ async def test_every_attempt_reports_its_outcome(
         (2, type(None), True),
     ]
     assert outcomes[1].ttft is not None
-    assert [a[0] for a in admissions] == ["enter", "exit"]
+    # Each attempt is admitted on its own: the back-off between them holds no slot.
+    assert [a[0] for a in admissions] == ["enter", "exit", "enter", "exit"]
     assert admissions[0][2] >= 10
 
 

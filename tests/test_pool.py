@@ -13,6 +13,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
+import holysheep_trio as hs
 from holysheep_trio.pool import (
     CEILING_RELAX_SECONDS,
     DEFAULT_COMPLETION_ESTIMATE,
@@ -29,6 +30,7 @@ from holysheep_trio.pool import (
     TokenBucket,
     estimate_tokens,
 )
+from holysheep_trio.simulator import open_simulator
 
 # --------------------------------------------------------------------------- values
 
@@ -865,3 +867,264 @@ async def test_retry_after_landing_while_waiting_for_a_global_slot(
         nursery.start_soon(waiting)
     assert admitted_at == [pytest.approx(11.0)]
     assert pool.statistics().latency.count == 1  # the NaN duration was not recorded
+
+
+# --------------------------------------------------------------------------- through the client
+# open_client(limits=...) against the simulator, with its stats() as ground truth.
+
+KEY = "sk-test-pool-0123456789"
+MESSAGES = [{"role": "user", "content": "Tell me about trio."}]
+
+
+def _request(model: str = "deepseek-v3.2", **params: Any) -> dict[str, Any]:
+    return {"model": model, "messages": MESSAGES, **params}
+
+
+async def test_open_client_uses_the_seed_limits_by_default() -> None:
+    async with hs.open_client(api_key=KEY, base_url="http://127.0.0.1:9/v1") as client:
+        assert client.limits == Limits()
+        assert client.limits.limit_for("gpt-4.1") == 5
+        stats = client.statistics()
+        assert isinstance(stats, PoolStatistics)
+        assert (stats.total, stats.max_concurrent, stats.models) == (0, 10, {})
+    limits = Limits(max_concurrent=3)
+    async with hs.open_client(api_key=KEY, base_url="http://127.0.0.1:9/v1", limits=limits) as c:
+        assert c.limits is limits
+    with pytest.raises(TypeError, match="Limits"):
+        async with hs.open_client(api_key=KEY, limits={"max_concurrent": 3}):  # type: ignore[arg-type]
+            pass  # pragma: no cover
+
+
+async def test_rpm_window_through_the_client(autojump_clock: trio.testing.MockClock) -> None:
+    limits = Limits(
+        max_concurrent=500,
+        per_model={"deepseek-v3.2": 500},
+        rate={"deepseek-v3.2": RateLimit(rpm=60)},
+    )
+    async with open_simulator(api_key=KEY, profile="fast") as sim:
+        starts: list[float] = []
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client:
+            requests = [_request(max_tokens=5)] * 120
+            async with client.open_batch(requests, max_in_flight=200) as results:
+                async for result in results:
+                    # A completion's duration runs from its admission, when it was sent.
+                    assert result.completion is not None
+                    starts.append(trio.current_time() - result.completion.duration)
+        assert sim.stats().requests["deepseek-v3.2"] == 120
+    starts.sort()
+    assert len(starts) == 120
+    assert starts[59] < 0.01  # a full bucket: one minute's allowance at once
+    for index in range(60, 120):  # then one per second, never sooner
+        assert starts[index] >= index - 59 - 1e-6
+    assert starts[-1] == pytest.approx(60, abs=0.05)
+
+
+async def test_tpm_window_through_the_client(autojump_clock: trio.testing.MockClock) -> None:
+    tpm = 2_000
+    limits = Limits(
+        max_concurrent=100,
+        per_model={"deepseek-v3.2": 100},
+        rate={"deepseek-v3.2": RateLimit(tpm=tpm)},
+    )
+    spans: list[tuple[float, int]] = []  # (sent at, tokens billed)
+    async with open_simulator(api_key=KEY, profile="fast") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client:
+            # Without max_tokens each reserves 9 + 1024 tokens; the fast profile's 64-token
+            # replies use 76 and give the rest back at once.
+            requests = [_request()] * 60
+            async with client.open_batch(requests, max_in_flight=60) as results:
+                async for result in results:
+                    completion = result.completion
+                    assert completion is not None
+                    assert completion.usage is not None
+                    sent = trio.current_time() - completion.duration
+                    spans.append((sent, completion.usage.total_tokens))
+            ours = client.statistics()
+        billed = sum(sim.stats().prompt_tokens.values()) + sum(
+            sim.stats().completion_tokens.values()
+        )
+    assert sum(tokens for _, tokens in spans) == billed
+    assert billed == ours.prompt_tokens + ours.completion_tokens
+    spans.sort()
+    per_second = tpm / 60
+    # Over any window of T seconds, the requests sent used at most a bucket plus T's refill
+    # (3 tokens each of slack: the simulator bills a 3-token priming the estimate leaves out).
+    for i, (start, _) in enumerate(spans):
+        for j in range(i, len(spans)):
+            window = spans[j][0] - start
+            used = sum(tokens for _, tokens in spans[i : j + 1])
+            assert used <= tpm + per_second * window + 3 * (j - i + 1) + 1e-6
+    # ... and unused reservations came back at once: it took as long as the real usage needs
+    # (a request waits until a whole reservation is free), not 60 x 1033 tokens (30 min).
+    reservation = estimate_tokens(MESSAGES)
+    assert spans[-1][0] <= (billed - (tpm - reservation)) / per_second + 2
+
+
+async def test_tokens_given_back_wake_the_waiter_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pool = Pool(Limits(rate={"m": RateLimit(tpm=100)}))
+    admitted: list[float] = []
+
+    async def request(used: int) -> None:
+        async with pool.admit("m", estimated_tokens=100) as admission:
+            admitted.append(trio.current_time())
+            await trio.sleep(1)
+            admission.report_success(prompt_tokens=0, completion_tokens=used, ttft=None, duration=1)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(request, 10)
+        await trio.sleep(0.5)
+        nursery.start_soon(request, 10)  # needs 100 at 0.5 s: the bucket holds ~0.8
+    # At 1 s A gives 90 back: the bucket holds 90 + 1.67 (1 s of refill at 100/min), so B goes
+    # once the missing 8.33 have refilled, 5 s later; not at 60 s, as computed at 0.5 s.
+    assert admitted[0] == 0.0
+    assert admitted[1] == pytest.approx(6.0)
+
+
+async def test_adaptive_limit_finds_the_simulators_hidden_capacity_and_429s_stop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The server holds 3 deepseek-v3.2 requests at a time and refuses more with a real 429
+    # (retry-after-ms: 100); the client is configured for 10.
+    limits = Limits(max_concurrent=20, per_model={"deepseek-v3.2": 10})
+    refused_at: list[float] = []
+
+    def record(self: hs.Client, outcome: Any) -> None:
+        if isinstance(outcome.error, hs.RateLimitError):
+            refused_at.append(trio.current_time())
+
+    async with open_simulator(
+        api_key=KEY, profile="realistic", capacity={"deepseek-v3.2": 3}
+    ) as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client:
+            client._report = record.__get__(client)  # type: ignore[method-assign]
+            results = await client.batch([_request(max_tokens=10)] * 24)
+            first = client.statistics()
+            # Found: a second batch meets no 429 at all.
+            again = await client.batch([_request(max_tokens=10)] * 24)
+            second = client.statistics()
+        stats = sim.stats()
+    assert all(r.ok for r in results + again)  # every 429 was retried, after re-admission
+    assert refused_at, "the burst should have met the hidden capacity"
+    assert max(refused_at) < 1.0  # found in the first round trip; then no more 429s
+    assert first.failed == {"rate_limit": len(refused_at)} == second.failed
+    assert stats.faults_served["capacity"] == len(refused_at)
+    assert stats.max_concurrent["deepseek-v3.2"] == 3
+    assert first.models["deepseek-v3.2"].effective_limit == 3
+    assert second.models["deepseek-v3.2"].effective_limit == 3
+    assert (second.succeeded, second.active) == (48, 0)
+
+
+async def test_retries_give_their_slot_back_while_backing_off(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limits = Limits(max_concurrent=1, per_model={"gpt-4.1": 1})
+    finished: dict[str, float] = {}
+    async with open_simulator(api_key=KEY, profile="fast") as sim:
+        sim.inject_faults("status=500")  # the first request the server sees fails, retryably
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client:
+
+            async def one(name: str) -> None:
+                completion = await client.chat(**_request("gpt-4.1", max_tokens=4))
+                finished[name] = trio.current_time()
+                assert completion.attempts == (2 if name == "a" else 1)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one, "a")
+                await trio.sleep(0.001)
+                nursery.start_soon(one, "b")
+            stats = client.statistics()
+        assert sim.stats().max_concurrent["gpt-4.1"] == 1
+    # b ran while a slept through its back-off (0.375-0.5 s), not after a.
+    assert finished["b"] < 0.01 < finished["a"]
+    assert (stats.total, stats.succeeded, stats.failed) == (3, 2, {"server": 1})
+
+
+async def test_waiting_for_admission_respects_deadlines(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limits = Limits(max_concurrent=1)
+    async with (
+        open_simulator(api_key=KEY, profile="realistic") as sim,
+        hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client,
+    ):
+        async with client.stream_chat(**_request(max_tokens=500)) as holder:
+            began = trio.current_time()
+            # The caller's deadline.
+            with trio.move_on_after(2) as scope:
+                await client.chat(**_request())
+            assert scope.cancelled_caught
+            # The request's own, explicit total deadline covers the wait.
+            with pytest.raises(hs.APITimeoutError, match="admission") as info:
+                await client.chat(**_request(), timeouts=hs.Timeouts(total=3))
+            assert info.value.deadline == "total"
+            assert info.value.model == "deepseek-v3.2"
+            assert trio.current_time() - began == pytest.approx(5, abs=0.01)
+            stats = client.statistics()
+            assert (stats.active, stats.waiting, stats.total) == (1, 0, 1)
+            async for _ in holder:
+                pass
+        # The automatic total deadline (60 s for max_tokens=8) starts on admission: a request
+        # queued longer than that behind the caller's own limits still runs.
+        start = trio.current_time()
+
+        async def hold() -> None:
+            quiet = hs.Timeouts(idle=None)  # it holds its slot without reading for 90 s
+            async with client.stream_chat(**_request(), timeouts=quiet) as stream:
+                await trio.sleep(90)
+                async for _ in stream:
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hold)
+            await trio.sleep(0.001)
+            completion = await client.chat(**_request(max_tokens=8))
+        assert trio.current_time() - start > 90
+        assert completion.usage is not None
+        assert client.statistics().failed == {}  # waiting and giving up is not a failure
+        assert client.statistics().succeeded == 3
+
+
+async def test_a_stream_cut_short_counts_its_tokens_so_far(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+            async with client.stream_chat(**_request("gpt-4.1", max_tokens=100)) as stream:
+                received = 0
+                async for chunk in stream:
+                    received += chunk.has_output
+                    if received == 5:
+                        break
+            stats = client.statistics()
+        await trio.sleep(0.1)
+        billed = sim.stats().completion_tokens["gpt-4.1"]
+    assert stats.failed == {"cancelled": 1}
+    assert 5 <= stats.completion_tokens <= billed < 100
+
+
+async def test_statistics_through_the_client(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+            requests = [_request(model, max_tokens=30) for model in ("gpt-4.1", "deepseek-v3.2")]
+            results = await client.batch(requests * 10)
+            stats = client.statistics()
+        totals = sim.stats()
+    assert all(r.ok for r in results)
+    assert (stats.total, stats.succeeded, stats.failed_total) == (20, 20, 0)
+    assert stats.latency.count == stats.time_to_first_token.count == 20
+    for window in (stats.latency, stats.time_to_first_token):
+        assert window.p50 is not None
+        assert window.p95 is not None
+        assert window.p99 is not None
+        assert 0 < window.p50 <= window.p95 <= window.p99
+    # The seed's priors: deepseek-v3.2 answers in ~0.22 s, gpt-4.1 in ~0.85 s.
+    assert stats.time_to_first_token.p50 < stats.time_to_first_token.p99
+    assert 0.1 < stats.time_to_first_token.p50 < 1.5
+    assert stats.completion_tokens == sum(totals.completion_tokens.values())
+    assert stats.prompt_tokens == sum(totals.prompt_tokens.values())
+    assert stats.tokens_per_second > 0
+    assert set(stats.models) == {"gpt-4.1", "deepseek-v3.2"}
+    assert stats.models["gpt-4.1"].limit == 5
+    assert (stats.active, stats.utilization) == (0, 0.0)

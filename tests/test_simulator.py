@@ -885,6 +885,61 @@ async def test_concurrent_streams_are_counted(autojump_clock: MockClock) -> None
         await wait_until(lambda: sim.stats().open_connections == 0)
 
 
+async def test_hidden_capacity_answers_429_beyond_it(autojump_clock: MockClock) -> None:
+    # Two of gpt-4.1 at a time; deepseek-v3.2 stays unlimited.
+    async with open_simulator(api_key=API_KEY, profile="realistic", capacity={"gpt-4.1": 2}) as sim:
+        assert sim.profile.models["gpt-4.1"].capacity == 2
+        assert sim.profile.models["deepseek-v3.2"].capacity is None
+        # Refused requests take no queued fault: the third fault lands on the next accepted one.
+        sim.inject_faults("", "", "status=503", model="gpt-4.1")
+        statuses: list[int] = []
+        refusals: list[httpx2.Response] = []
+
+        async def one_stream(model: str) -> None:
+            async with httpx2.AsyncClient(
+                base_url=sim.base_url, headers=AUTH, timeout=None
+            ) as http:
+                response = await http.post("/chat/completions", json=chat_body(model=model))
+                statuses.append(response.status_code)
+                if response.status_code == 429:
+                    refusals.append(response)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(one_stream, "gpt-4.1")
+                await trio.sleep(0.01)  # in order: the first two are accepted
+            for _ in range(4):
+                nursery.start_soon(one_stream, "deepseek-v3.2")
+        assert sorted(statuses) == [200] * 6 + [429] * 3
+        error = refusals[0].json()["error"]
+        assert error["code"] == "rate_limit_exceeded"
+        assert "at most 2 requests" in error["message"]
+        assert refusals[0].headers["retry-after-ms"] == "100"
+        assert refusals[0].headers["retry-after"] == "1"
+        stats = sim.stats()
+        assert stats.max_concurrent["gpt-4.1"] == 2  # refused requests never became active
+        assert stats.max_concurrent["deepseek-v3.2"] == 4
+        assert stats.requests["gpt-4.1"] == 5
+        assert stats.faults_served == {"capacity": 3}
+        # Once the accepted ones are done, there is room again (for the queued fault first).
+        async with httpx2.AsyncClient(base_url=sim.base_url, headers=AUTH, timeout=None) as http:
+            response = await http.post("/chat/completions", json=chat_body())
+            assert response.status_code == 503
+            response = await http.post("/chat/completions", json=chat_body())
+            assert response.status_code == 200
+
+
+async def test_capacity_for_every_model_and_validation() -> None:
+    async with open_simulator(api_key=API_KEY, profile="fast", capacity=3) as sim:
+        assert {m.capacity for m in sim.profile.models.values()} == {3}
+    with pytest.raises(ValueError, match="unknown model"):
+        async with open_simulator(api_key=API_KEY, capacity={"gpt-5": 1}):
+            pass  # pragma: no cover
+    with pytest.raises(ValueError, match="capacity"):
+        ModelProfile(name="m", ttft_mean_ms=100, ttft_p95_ms=150, capacity=0)
+    assert ModelProfile(name="m", ttft_mean_ms=100, ttft_p95_ms=150).capacity is None
+
+
 async def test_keep_alive_reuses_one_connection(sim: Simulator, client: httpx2.AsyncClient) -> None:
     for _ in range(3):
         assert (await client.post("/chat/completions", json=chat_body())).status_code == 200

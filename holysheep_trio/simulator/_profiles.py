@@ -22,6 +22,13 @@ def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) 
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
+def _optional_capacity(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be None or an int >= 1, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class ModelProfile:
     """How one simulated model answers.
@@ -42,6 +49,12 @@ class ModelProfile:
         max_output_tokens: The largest ``max_tokens`` accepted; larger values get a 400.
         owned_by: ``owned_by`` in ``GET /v1/models``.
         created: ``created`` (Unix seconds) in ``GET /v1/models``.
+        capacity: The server's hidden concurrency limit for this model, or ``None`` for none:
+            a chat request arriving while ``capacity`` requests of the model are being answered
+            gets an HTTP 429 (``code: rate_limit_exceeded``, ``retry-after-ms:
+            capacity_retry_after_ms``), as an overloaded relay answers.
+        capacity_retry_after_ms: The ``retry-after-ms`` (and, rounded up to whole seconds,
+            ``retry-after``) sent with such a 429.
     """
 
     name: str
@@ -53,6 +66,8 @@ class ModelProfile:
     max_output_tokens: int = attrs.field(default=32_768, validator=_positive)
     owned_by: str = "holysheep"
     created: int = 1_735_689_600
+    capacity: int | None = attrs.field(default=None, validator=_optional_capacity)
+    capacity_retry_after_ms: int = attrs.field(default=100, validator=_non_negative)
 
     def __attrs_post_init__(self) -> None:
         if self.natural_length_spread >= self.natural_length:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import random
 import secrets
 import sys
@@ -518,8 +519,24 @@ class _Connection:
                 code="invalid_value",
             )
             return
-        plan = sim._take_fault("chat", model.name).merged_with(header_plan)
         counters = sim._counters
+        if model.capacity is not None and counters.active[model.name] >= model.capacity:
+            # Checked before any fault is taken: scripted faults land on accepted requests.
+            counters.requests[model.name] += 1
+            self._served("capacity")
+            retry_ms = model.capacity_retry_after_ms
+            await self._send_error(
+                429,
+                f"Rate limit reached for {model.name}: at most {model.capacity} requests at a"
+                " time. Please try again shortly.",
+                code="rate_limit_exceeded",
+                extra=[
+                    ("retry-after", str(math.ceil(retry_ms / 1000))),
+                    ("retry-after-ms", str(retry_ms)),
+                ],
+            )
+            return
+        plan = sim._take_fault("chat", model.name).merged_with(header_plan)
         counters.requests[model.name] += 1
         counters.active[model.name] += 1
         self._active_model = model.name
@@ -718,6 +735,23 @@ def _resolve_profile(profile: str | Profile) -> Profile:
         ) from None
 
 
+def _with_capacity(profile: Profile, capacity: int | Mapping[str, int | None] | None) -> Profile:
+    if capacity is None:
+        return profile
+    if isinstance(capacity, Mapping):
+        unknown = sorted(set(capacity) - set(profile.models))
+        if unknown:
+            raise ValueError(f"capacity for unknown model(s): {', '.join(map(repr, unknown))}")
+        by_model = dict(capacity)
+    else:
+        by_model = dict.fromkeys(profile.models, capacity)
+    models = {
+        name: attrs.evolve(model, capacity=by_model[name]) if name in by_model else model
+        for name, model in profile.models.items()
+    }
+    return attrs.evolve(profile, models=models)
+
+
 def _sole_exception(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
@@ -732,6 +766,7 @@ async def open_simulator(
     host: str = "127.0.0.1",
     port: int = 0,
     seed: int = 0,
+    capacity: int | Mapping[str, int | None] | None = None,
 ) -> AsyncIterator[Simulator]:
     """Run an OpenAI-compatible simulator on a real socket for the duration of the block.
 
@@ -744,15 +779,19 @@ async def open_simulator(
         host: The address to listen on (loopback by default).
         port: The port; 0 picks a free one (read it from ``sim.port`` / ``sim.base_url``).
         seed: Seed of the latency draws, so runs are reproducible.
+        capacity: Hidden per-model concurrency limits that override the profile's
+            (:attr:`ModelProfile.capacity`): one int for every model, or a mapping of model name
+            to int (``None`` removes a limit). Beyond it, chat requests get a 429.
 
     Yields:
         The :class:`Simulator` handle.
 
     Raises:
-        ValueError: Unknown profile name.
+        ValueError: Unknown profile name, a capacity for an unknown model, or a capacity
+            below 1.
         OSError: The address cannot be bound.
     """
-    resolved = _resolve_profile(profile)
+    resolved = _with_capacity(_resolve_profile(profile), capacity)
     listeners = await trio.open_tcp_listeners(port, host=host)
     sockname = listeners[0].socket.getsockname()
     sim = Simulator(api_key=api_key, profile=resolved, host=host, port=sockname[1], seed=seed)
