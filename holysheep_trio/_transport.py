@@ -651,8 +651,8 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         self,
         *,
         verify: bool | ssl.SSLContext = True,
-        max_connections: int = 100,
-        max_keepalive_connections: int = 20,
+        max_connections: int = 1000,
+        max_keepalive_connections: int = 100,
         keepalive_expiry: float = 5.0,
     ) -> None:
         if max_connections < 1:

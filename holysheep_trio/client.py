@@ -761,7 +761,7 @@ class Client:
         retry: RetryPolicy,
         limits: Limits | None = None,
     ) -> None:
-        self._pool = Pool(limits)
+        self._pool = Pool(Limits.unlimited() if limits is None else limits)
         self._http = http_client
         self._owns_http = owns_http_client
         self._api_key = None if api_key is None else _Secret(api_key)
@@ -1093,11 +1093,11 @@ async def open_client(
         http_client: An ``httpx2.AsyncClient`` to use instead of our own; its headers, auth,
             transport and event hooks apply. It is never closed by us.
         limits: Concurrency limits (global and per model), optional rate limits per model, and
-            adaptive limits (``holysheep_trio.Limits``). Default: ``Limits()``, the seed's
-            table: 10 requests at once in all; gpt-4.1 5, claude-sonnet-4.5 3,
-            gemini-2.5-flash 8, deepseek-v3.2 10; any other model 4; no rate limits; adaptive.
-            Raise them for other servers or models, e.g.
-            ``Limits(max_concurrent=100, default_per_model=100)``.
+            adaptive limits (``holysheep_trio.Limits``). Default: ``Limits.unlimited()``, no
+            request ever waits (like any HTTP client), but statistics are kept. Pass
+            ``Limits()`` for the seed's pool: 10 requests at once in all; gpt-4.1 5,
+            claude-sonnet-4.5 3, gemini-2.5-flash 8, deepseek-v3.2 10; any other model 4;
+            adaptive (shrinks on 429/503/529, grows back on success).
 
     Yields:
         The :class:`Client`.

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
@@ -44,6 +44,7 @@ import trio
 __all__ = [
     "DEFAULT_PER_MODEL",
     "OVERLOAD_STATUSES",
+    "UNLIMITED",
     "AdaptiveLimit",
     "Admission",
     "Limits",
@@ -139,6 +140,11 @@ class RateLimit:
     tpm: int | None = attrs.field(default=None, validator=_optional_positive_int)
 
 
+#: The concurrency limit of :meth:`Limits.unlimited`: far more requests than one process can
+#: have sockets for, so no request ever waits for it.
+UNLIMITED: Final = 2**31 - 1
+
+
 @attrs.frozen(kw_only=True)
 class Limits:
     """How many requests may run at once, globally and per model, and how fast they may start.
@@ -163,6 +169,19 @@ class Limits:
         factory=dict, converter=_frozen_mapping, validator=_validate_rate, hash=False
     )
     adaptive: bool = True
+
+    @classmethod
+    def unlimited(cls) -> Limits:
+        """Limits that never make a request wait: what :func:`~holysheep_trio.open_client` uses
+        when it is given none.
+
+        Every concurrency limit is :data:`UNLIMITED` (more requests than one process can have
+        sockets for), there are no rate limits and nothing adapts; the pool still keeps its
+        statistics. Pass :class:`Limits` (the seed's table) or your own to throttle.
+        """
+        return cls(
+            max_concurrent=UNLIMITED, per_model={}, default_per_model=UNLIMITED, adaptive=False
+        )
 
     def limit_for(self, model: str) -> int:
         """The configured concurrency limit of ``model`` (``default_per_model`` if unknown)."""

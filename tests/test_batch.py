@@ -615,14 +615,14 @@ async def test_a_deadline_around_a_client_batch_leaves_no_slot(
 ) -> None:
     requests = [{"model": "gpt-4.1", "messages": MESSAGES, "max_tokens": 50}] * 40
     async with open_simulator(api_key=KEY, profile="realistic") as sim:
-        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=hs.Limits()) as client:
             with trio.move_on_after(1.5) as scope:
                 await client.batch(requests)
             assert scope.cancelled_caught
             assert trio.current_time() == pytest.approx(1.5, abs=0.01)
             _no_slot_held(client)
         await _settled(sim)
-        assert sim.stats().max_concurrent["gpt-4.1"] == 5  # the default limits
+        assert sim.stats().max_concurrent["gpt-4.1"] == 5  # the seed's limits
 
 
 async def test_race_chat_cancels_the_loser(autojump_clock: trio.testing.MockClock) -> None:

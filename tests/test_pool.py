@@ -18,6 +18,7 @@ from holysheep_trio.pool import (
     CEILING_RELAX_SECONDS,
     DEFAULT_COMPLETION_ESTIMATE,
     DEFAULT_PER_MODEL,
+    UNLIMITED,
     AdaptiveLimit,
     Admission,
     Limits,
@@ -880,19 +881,41 @@ def _request(model: str = "deepseek-v3.2", **params: Any) -> dict[str, Any]:
     return {"model": model, "messages": MESSAGES, **params}
 
 
-async def test_open_client_uses_the_seed_limits_by_default() -> None:
+async def test_open_client_does_not_throttle_by_default() -> None:
+    # Like any HTTP client (and the official SDKs), no limits unless the caller asks for them;
+    # the seed's pool is one `limits=Limits()` away.
     async with hs.open_client(api_key=KEY, base_url="http://127.0.0.1:9/v1") as client:
-        assert client.limits == Limits()
-        assert client.limits.limit_for("gpt-4.1") == 5
+        assert client.limits == Limits.unlimited()
+        assert client.limits.limit_for("gpt-4.1") == UNLIMITED
+        assert client.limits.limit_for("some-unknown-model") == UNLIMITED
+        assert not client.limits.adaptive
         stats = client.statistics()
         assert isinstance(stats, PoolStatistics)
-        assert (stats.total, stats.max_concurrent, stats.models) == (0, 10, {})
+        assert (stats.total, stats.max_concurrent, stats.models) == (0, UNLIMITED, {})
+    async with hs.open_client(
+        api_key=KEY, base_url="http://127.0.0.1:9/v1", limits=Limits()
+    ) as client:
+        assert client.limits.limit_for("gpt-4.1") == 5
+        assert client.statistics().max_concurrent == 10
     limits = Limits(max_concurrent=3)
     async with hs.open_client(api_key=KEY, base_url="http://127.0.0.1:9/v1", limits=limits) as c:
         assert c.limits is limits
     with pytest.raises(TypeError, match="Limits"):
         async with hs.open_client(api_key=KEY, limits={"max_concurrent": 3}):  # type: ignore[arg-type]
             pass  # pragma: no cover
+
+
+@pytest.mark.parametrize(("limits", "expected"), [(None, 30), (Limits(), 5)])
+async def test_default_client_lets_every_stream_run_at_once(
+    autojump_clock: trio.testing.MockClock, limits: Limits | None, expected: int
+) -> None:
+    # 30 simultaneous gpt-4.1 streams: all reach the server at once without limits, while the
+    # seed's table lets 5 through at a time.
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client:
+            results = await client.batch([_request("gpt-4.1", max_tokens=3)] * 30, max_in_flight=30)
+        assert all(result.ok for result in results)
+        assert sim.stats().max_concurrent["gpt-4.1"] == expected
 
 
 async def test_rpm_window_through_the_client(autojump_clock: trio.testing.MockClock) -> None:
@@ -1106,7 +1129,7 @@ async def test_a_stream_cut_short_counts_its_tokens_so_far(
 
 async def test_statistics_through_the_client(autojump_clock: trio.testing.MockClock) -> None:
     async with open_simulator(api_key=KEY, profile="realistic") as sim:
-        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=Limits()) as client:
             requests = [_request(model, max_tokens=30) for model in ("gpt-4.1", "deepseek-v3.2")]
             results = await client.batch(requests * 10)
             stats = client.statistics()
