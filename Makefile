@@ -33,12 +33,9 @@ demo: $(STAMP)
 	$(BIN)/holysheep-trio chat "Explain structured concurrency in two sentences." --max-tokens 60
 	$(BIN)/holysheep-trio bench --runs 5 --max-tokens 40 --concurrency 8
 
+# Runs every benchmark (peers in the same run) and rewrites the results in docs/benchmarks.md.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_parser.py
-	$(BIN)/python benchmarks/bench_simulator.py
-	$(BIN)/python benchmarks/bench_transport.py
-	$(BIN)/python benchmarks/bench_client.py
-	$(BIN)/python benchmarks/bench_pool.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache .pytest_cache docs/_build

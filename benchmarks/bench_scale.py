@@ -1,0 +1,432 @@
+# Benchmark: 10, 100 and 1,000 concurrent paced streams, our client vs the openai SDK, same run.
+"""Scale benchmark (issue: the CLI and docs).
+
+Run with ``.venv/bin/python benchmarks/bench_scale.py`` (``--quick`` for one run of each).
+
+N = 10, 100 and 1,000 concurrent chat streams against the simulator
+(:mod:`holysheep_trio.simulator`) in a child process on 127.0.0.1, each stream ``--tokens``
+content chunks (one per token) paced by the simulator, time to first token about 1 ms. Every
+measured run is a fresh worker process that opens all N streams at once under ``trio.run`` and
+reads them to the end (the same approach as ``bench_client.py``). It reports, for the whole run,
+connections and client set-up included:
+
+- wall time, from before the client is opened to the last chunk of the last stream, and when
+  the last of the N streams got its first chunk ("all streaming");
+- client CPU per chunk: ``time.process_time()`` of the worker divided by the chunks read;
+- RSS per stream: peak RSS (``ru_maxrss``) minus the RSS just before the run, divided by N.
+
+Pacing: each stream runs at ``min(--rate, --load / N)`` tokens/s (50 tokens/s, but 5 at
+N = 1,000 by default), so that the simulator, one trio process on one core, never has to write
+more than ``--load`` (5,000) chunks/s. At 1,000 x 50 tokens/s it would have to write 50,000
+chunks/s: on a 2-core machine the simulator then becomes the bottleneck and every stream slows
+down for both clients alike. The driver reads the simulator's CPU time from ``/proc`` around
+each run and prints its share of one core, to show that it kept up.
+
+Readers, both under ``trio.run``, both allowed N connections at once:
+
+- ``holysheep``: ``hs.open_client(...).stream_chat(...)`` with ``Limits(max_concurrent=N,
+  default_per_model=N, adaptive=False)`` (the default admits 10 requests, 4 of an unknown
+  model) and an ``httpx2.AsyncClient`` on our ``TrioTransport(max_connections=N)``, which is
+  what ``open_client`` builds by default except for its 100 connections.
+- ``openai``: ``openai.AsyncOpenAI(max_retries=0, http_client=openai.DefaultAsyncHttpxClient(
+  limits=httpx2.Limits(max_connections=N, max_keepalive_connections=N)))``: an
+  ``httpx2.AsyncClient`` on httpx2's default transport (httpcore2 on anyio) with the SDK's own
+  timeouts. (The SDK's default client allows 1,000 connections; a plain ``httpx2.AsyncClient``
+  would queue beyond 100.)
+
+Each run checks that exactly N x tokens content chunks arrived. Readers take turns within each
+N, so drift in the load of this shared machine hits both alike; the results are medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+API_KEY = "sk-bench-not-a-secret"
+READERS = ("holysheep", "openai")
+SIZES = (10, 100, 1000)
+TOKENS = 50
+MAX_RATE = 50.0  # tokens/s of one stream
+MAX_LOAD = 5000.0  # chunks/s the simulator writes, over all streams
+
+# The simulator runs as `python -c SERVER KEY RATE...`: one model per rate, named by
+# `model_name`. It prints its base URL and serves until killed, or until its parent dies.
+SERVER = """
+import ctypes, sys, trio
+from holysheep_trio.simulator import ModelProfile, Profile, open_simulator
+
+try:  # Linux: die with the driver even if it is killed without clean-up (prctl PR_SET_PDEATHSIG)
+    ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)
+except (AttributeError, OSError):
+    pass
+models = [
+    ModelProfile(name=f"scale-{rate:g}tps", ttft_mean_ms=1, ttft_p95_ms=2, tokens_per_second=rate)
+    for rate in map(float, sys.argv[2:])
+]
+profile = Profile.from_models("scale", models, delays=True)
+
+async def main():
+    async with open_simulator(api_key=sys.argv[1], profile=profile, port=0) as sim:
+        print(sim.base_url, flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+def model_name(rate: float) -> str:
+    return f"scale-{rate:g}tps"
+
+
+def rate_for(streams: int, max_rate: float, max_load: float) -> float:
+    """Tokens/s of each of ``streams`` streams, rounded to 0.1, so the simulator keeps up."""
+    return min(max_rate, round(max_load / streams, 1))
+
+
+def raise_open_files_limit(needed: int) -> int:
+    """Raise the soft limit of open files to ``needed`` if the hard limit allows; return it.
+
+    Children inherit it, so the driver's call also covers the simulator; a worker calls it too.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
+def files_needed(streams: int) -> int:
+    # One socket per stream on each side, plus the interpreter's own files, with room to spare.
+    return 2 * streams + 256
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of another process, from ``/proc`` (``None`` elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime are fields 14 and 15 of proc(5); fields[0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def current_rss_kib() -> int:
+    """The resident set size of this process now (``VmRSS``), else its peak so far."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def start_server(rates: list[float]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, API_KEY, *map(str, rates)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http://"):
+        proc.kill()
+        proc.wait()
+        raise SystemExit(f"the simulator did not start (got {url!r})")
+    return proc, url
+
+
+# -- workers (each runs in its own process) ---------------------------------------------------
+
+
+async def read_holysheep(url: str, model: str, streams: int, tokens: int) -> tuple[int, float]:
+    import httpx2
+    import trio
+
+    import holysheep_trio as hs
+    from holysheep_trio._transport import TrioTransport
+
+    count = 0
+    all_streaming = 0.0
+    messages = [{"role": "user", "content": "benchmark"}]
+    limits = hs.Limits(max_concurrent=streams, default_per_model=streams, adaptive=False)
+    # What open_client builds by default, with room for N connections instead of 100.
+    http_client = httpx2.AsyncClient(
+        transport=TrioTransport(max_connections=streams, max_keepalive_connections=streams),
+        follow_redirects=False,
+    )
+    async with (
+        http_client,
+        hs.open_client(
+            api_key=API_KEY, base_url=url, http_client=http_client, limits=limits
+        ) as client,
+    ):
+
+        async def one() -> None:
+            nonlocal count, all_streaming
+            first = True
+            async with client.stream_chat(
+                model=model, messages=messages, max_tokens=tokens
+            ) as stream:
+                async for chunk in stream:
+                    if chunk.text:
+                        count += 1
+                        if first:
+                            first = False
+                            all_streaming = max(all_streaming, time.perf_counter())
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(streams):
+                nursery.start_soon(one)
+    return count, all_streaming
+
+
+async def read_openai(url: str, model: str, streams: int, tokens: int) -> tuple[int, float]:
+    import httpx2
+    import openai
+    import trio
+
+    count = 0
+    all_streaming = 0.0
+    limits = httpx2.Limits(max_connections=streams, max_keepalive_connections=streams)
+    http_client = openai.DefaultAsyncHttpxClient(limits=limits)
+    async with openai.AsyncOpenAI(
+        base_url=url, api_key=API_KEY, max_retries=0, http_client=http_client
+    ) as client:
+
+        async def one() -> None:
+            nonlocal count, all_streaming
+            first = True
+            stream = await client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "benchmark"}],
+                max_tokens=tokens,
+                stream=True,
+            )
+            async with stream:
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        count += 1
+                        if first:
+                            first = False
+                            all_streaming = max(all_streaming, time.perf_counter())
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(streams):
+                nursery.start_soon(one)
+    return count, all_streaming
+
+
+WORKERS = {"holysheep": read_holysheep, "openai": read_openai}
+
+
+def worker(reader: str, url: str, model: str, streams: int, tokens: int) -> None:
+    import ctypes
+
+    import trio
+
+    # Linux: die with the driver even if it is killed without clean-up (PR_SET_PDEATHSIG).
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+    raise_open_files_limit(files_needed(streams))
+    run = WORKERS[reader]
+    # One warm-up stream (imports, first connection) outside the measurement.
+    trio.run(run, url, model, 1, 3)
+    baseline_kib = current_rss_kib()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    chunks, all_streaming = trio.run(run, url, model, streams, tokens)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = {
+        "chunks": chunks,
+        "cpu": cpu,
+        "wall": wall,
+        "all_streaming": all_streaming - wall0,
+        "baseline_rss_kib": baseline_kib,
+        "peak_rss_kib": peak_kib,
+    }
+    print(json.dumps(result))
+
+
+def measure(
+    reader: str, url: str, server_pid: int, model: str, streams: int, tokens: int, timeout: float
+) -> dict[str, Any]:
+    server_cpu0 = process_cpu_seconds(server_pid)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", reader, url, model, str(streams), str(tokens)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,  # run() kills the worker when this expires, or on any exception
+    )
+    server_cpu1 = process_cpu_seconds(server_pid)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    expected = streams * tokens
+    if result["chunks"] != expected:
+        raise SystemExit(f"{reader}, N={streams}: read {result['chunks']} chunks, not {expected}")
+    # Over the worker's whole life; its start-up and 3-token warm-up cost the server ~nothing.
+    result["server_cpu"] = (
+        None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0
+    )
+    result["streams"] = streams
+    return result
+
+
+# -- driver ------------------------------------------------------------------------------------
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    med = statistics.median
+    server = [r["server_cpu"] for r in results]
+    load = (
+        None
+        if None in server
+        else med([s / r["wall"] for s, r in zip(server, results, strict=True)])
+    )
+    return {
+        "wall_s": med([r["wall"] for r in results]),
+        "all_streaming_s": med([r["all_streaming"] for r in results]),
+        "cpu_us_per_chunk": med([r["cpu"] / r["chunks"] * 1e6 for r in results]),
+        "rss_kib_per_stream": med(
+            [(r["peak_rss_kib"] - r["baseline_rss_kib"]) / r["streams"] for r in results]
+        ),
+        "peak_rss_mib": med([r["peak_rss_kib"] / 1024 for r in results]),
+        # The simulator's CPU seconds per second of the run: its share of one core.
+        "server_load": load,
+    }
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so that the `finally` clauses kill the children
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one run of each instead of 3")
+    parser.add_argument("--runs", type=int, help="runs of each reader at each N (default 3)")
+    parser.add_argument("--tokens", type=int, default=TOKENS, help="content chunks per stream")
+    parser.add_argument("--rate", type=float, default=MAX_RATE, help="tokens/s of one stream")
+    parser.add_argument(
+        "--load", type=float, default=MAX_LOAD, help="cap on tokens/s over all streams"
+    )
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=list(SIZES),
+        help="comma-separated numbers of concurrent streams",
+    )
+    parser.add_argument("--worker", nargs=5, metavar=("READER", "URL", "MODEL", "N", "TOKENS"))
+    parser.add_argument("--json", help="also write the raw results and medians to this file")
+    args = parser.parse_args()
+    if args.worker:
+        reader, url, model, streams, tokens = args.worker
+        worker(reader, url, model, int(streams), int(tokens))
+        return
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    runs = args.runs or (1 if args.quick else 3)
+    sizes: list[int] = args.sizes
+    rates = {n: rate_for(n, args.rate, args.load) for n in sizes}
+    nofile = raise_open_files_limit(files_needed(max(sizes)))
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
+        f"open files limit {nofile}; {args.tokens} tokens per stream; median of {runs}",
+        flush=True,
+    )
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    summary: dict[int, dict[str, dict[str, Any]]] = {}
+    started = time.perf_counter()
+    proc, url = start_server(sorted(set(rates.values())))
+    try:
+        for streams in sizes:
+            rate = rates[streams]
+            paced = args.tokens / rate
+            timeout = 60 + 5 * paced  # a run this slow is broken, not slow: stop it
+            results: dict[str, list[dict[str, Any]]] = {reader: [] for reader in READERS}
+            for _ in range(runs):
+                for reader in READERS:
+                    results[reader].append(
+                        measure(
+                            reader, url, proc.pid, model_name(rate), streams, args.tokens, timeout
+                        )
+                    )
+            raw[str(streams)] = results
+            summary[streams] = {reader: summarize(results[reader]) for reader in READERS}
+            for reader in READERS:
+                s = summary[streams][reader]
+                print(
+                    f"  N={streams:<5} {rate:g} tokens/s (paced {paced:.1f} s) {reader:<10}"
+                    f" wall {s['wall_s']:6.2f} s  all streaming {s['all_streaming_s']:5.2f} s"
+                    f"  CPU {s['cpu_us_per_chunk']:6.1f} us/chunk"
+                    f"  RSS {s['rss_kib_per_stream']:6.1f} KiB/stream"
+                    f"  simulator {percent(s['server_load'])} of a core",
+                    flush=True,
+                )
+    finally:
+        proc.kill()
+        proc.wait()
+
+    print(f"\n{time.perf_counter() - started:.0f} s in all\n")
+    print(
+        "| N | tokens/s per stream | client | wall s | all streaming after s "
+        "| client CPU µs/chunk | RSS KiB/stream | simulator CPU |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    for streams in sizes:
+        for reader in READERS:
+            s = summary[streams][reader]
+            name = "**holysheep-trio**" if reader == "holysheep" else reader
+            print(
+                f"| {streams:,} | {rates[streams]:g} | {name} | {s['wall_s']:.2f} "
+                f"| {s['all_streaming_s']:.2f} | {s['cpu_us_per_chunk']:.1f} "
+                f"| {s['rss_kib_per_stream']:.1f} | {percent(s['server_load'])} |"
+            )
+    print("\nours / openai (below 1 is better for holysheep-trio):\n")
+    print("| N | wall | client CPU per chunk | RSS per stream |")
+    print("|---:|---:|---:|---:|")
+    ratios: dict[str, dict[str, float]] = {}
+    for streams in sizes:
+        ours, theirs = summary[streams]["holysheep"], summary[streams]["openai"]
+        keys = ("wall_s", "cpu_us_per_chunk", "rss_kib_per_stream")
+        ratio = {key: ours[key] / theirs[key] if theirs[key] else float("nan") for key in keys}
+        ratios[str(streams)] = ratio
+        print(
+            f"| {streams:,} | {ratio['wall_s']:.2f}x | {ratio['cpu_us_per_chunk']:.2f}x "
+            f"| {ratio['rss_kib_per_stream']:.2f}x |"
+        )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump(
+                {
+                    "python": platform.python_version(),
+                    "tokens": args.tokens,
+                    "rates": {str(n): r for n, r in rates.items()},
+                    "runs": runs,
+                    "raw": raw,
+                    "median": {str(n): s for n, s in summary.items()},
+                    "ratio": ratios,
+                },
+                file,
+                indent=2,
+            )
+
+
+if __name__ == "__main__":
+    main()
