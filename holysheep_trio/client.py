@@ -79,8 +79,10 @@ _MAX_ERROR_BODY: Final = 64 * 1024
 _CLOSE_TIMEOUT: Final = 5.0
 #: After ``data: [DONE]`` the body should end at once; wait this long for its end (so the
 #: connection can be reused) before simply closing it. Not an error either way.
-_DRAIN_AFTER_DONE: Final = 1.0
+_DRAIN_AFTER_DONE: Final = 0.25
 _INF: Final = math.inf
+#: The default bound on requests a batch runs at once (see Client._batch_in_flight).
+_MAX_BATCH_IN_FLIGHT: Final = 100
 
 logger = logging.getLogger("holysheep_trio")
 
@@ -204,10 +206,17 @@ def _translate(exc: BaseException, *, connect_timeout: float | None) -> HolyShee
 
 
 def _single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside nested one-member groups; None when several failed at once.
+
+    A group of several raised by the caller's own code inside the block comes back as that
+    group, without the extra layer our nursery wrapped around it.
+    """
     exc: BaseException = group
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    return None if isinstance(exc, BaseExceptionGroup) else exc
+    if isinstance(exc, BaseExceptionGroup):
+        return exc if exc is not group else None
+    return exc
 
 
 class ChatStream:
@@ -266,6 +275,7 @@ class ChatStream:
         self._output_chunks = 0
         self._output_began = False
         self._saw_done = False
+        self._done_at: float | None = None
         self._saw_finish = False
         self._eof = False
         self._failure: HolySheepError | None = None
@@ -448,7 +458,8 @@ class ChatStream:
         return self._ready.popleft()
 
     async def _end_of_stream(self) -> None:
-        self._end = trio.current_time()
+        # The stream ended at [DONE]; waiting for the end of the body is only for reuse.
+        self._end = self._done_at if self._done_at is not None else trio.current_time()
         await self._close_response()
         self._report(error=None, completed=True)
 
@@ -511,6 +522,7 @@ class ChatStream:
         self._output_chunks = 0
         self._output_began = False
         self._saw_done = False
+        self._done_at = None
         self._saw_finish = False
         self._eof = False
         self._failure = None
@@ -597,6 +609,9 @@ class ChatStream:
             try:
                 data = await body.receive_some()
             except _TRANSPORT_ERRORS as exc:
+                if self._saw_done:  # complete; only the end of the body was lost
+                    self._eof = True
+                    return
                 raise _translate(exc, connect_timeout=None) from exc
         if scope.cancelled_caught:
             if self._saw_done:  # complete; the server just did not end the body
@@ -607,29 +622,34 @@ class ChatStream:
             events = self._parser.feed(data) if data else self._parser.close()
         except SSEProtocolError as exc:
             raise StreamProtocolError(f"bad server-sent event stream: {exc}", data=data) from None
-        if events:
+        # Only events that carry a chunk (or [DONE]) are progress: comments, keep-alive events
+        # such as `event: ping` and empty data do not push the idle deadline back.
+        if events and self._decode(events):
             idle = self._timeouts.idle
             if idle is not None:
                 self._idle_deadline = trio.current_time() + idle
-            self._decode(events)
         if not data:
             self._eof = True
             if not self._saw_done and not self._saw_finish and self._failure is None:
                 self._failure = APIConnectionError("the stream ended before it was complete")
 
-    def _decode(self, events: Iterable[Any]) -> None:
+    def _decode(self, events: Iterable[Any]) -> bool:
+        """Decode events into chunks; return whether any of them was progress (a chunk/[DONE])."""
+        progress = False
         for event in events:
             if self._saw_done or self._failure is not None:
-                return
+                return progress
             try:
                 item = decode_event(event)
             except HolySheepError as error:
                 self._failure = error
-                return
+                return progress
             if item is None:
                 continue
+            progress = True
             if item is DONE:
                 self._saw_done = True
+                self._done_at = trio.current_time()
                 continue
             assert isinstance(item, ChatChunk)
             if item.has_output:
@@ -649,6 +669,7 @@ class ChatStream:
                 self._ready.append(item)
             else:
                 self._held.append(item)
+        return progress
 
     async def _status_error(self, response: httpx2.Response) -> APIStatusError:
         body = await self._read_bounded(_MAX_ERROR_BODY)
@@ -881,8 +902,12 @@ class Client:
 
     def _batch_in_flight(self, max_in_flight: int | None) -> int:
         # Twice the global limit: in a batch mixing models, requests waiting for a busy model's
-        # slots must not keep the other models' requests from starting.
-        return 2 * self._pool.limits.max_concurrent if max_in_flight is None else max_in_flight
+        # slots must not keep the other models' requests from starting. Never more than
+        # _MAX_BATCH_IN_FLIGHT by default: with unlimited limits (the default), twice "no limit"
+        # would start every input at once, and a batch must run in bounded memory and sockets.
+        if max_in_flight is not None:
+            return max_in_flight
+        return min(2 * self._pool.limits.max_concurrent, _MAX_BATCH_IN_FLIGHT)
 
     async def batch(
         self,
@@ -903,7 +928,7 @@ class Client:
         Args:
             requests: ``ChatRequest`` values or mappings of ``chat()`` keyword arguments; an
                 iterable or an async (lazy) iterable, pulled as capacity frees up.
-            max_in_flight: Requests started and not yet settled, at most. Default: twice the
+            max_in_flight: Requests started and not yet settled, at most. Default: 100, or twice the
                 client's ``limits.max_concurrent``.
 
         Returns:
@@ -943,7 +968,7 @@ class Client:
         Args:
             requests: ``ChatRequest`` values or mappings of ``chat()`` keyword arguments; an
                 iterable or an async (lazy) iterable, pulled on demand.
-            max_in_flight: Requests started and not yet settled, at most. Default: twice the
+            max_in_flight: Requests started and not yet settled, at most. Default: 100, or twice the
                 client's ``limits.max_concurrent``.
             max_pending: Settled results buffered for the consumer. Default: ``max_in_flight``.
 
@@ -1038,7 +1063,13 @@ class Client:
         """
 
     def _request_headers(self) -> dict[str, str]:
-        headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+        # identity: both body paths read the raw bytes (no async-generator decoders on the hot
+        # path), so the server must not compress; httpx2's default asks for gzip, deflate.
+        headers = {
+            "Accept": "text/event-stream",
+            "Accept-Encoding": "identity",
+            "Content-Type": "application/json",
+        }
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.value}"
         return headers

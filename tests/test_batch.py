@@ -696,3 +696,31 @@ async def test_race_chat_every_candidate_fails_raises_the_first_error(
             assert client.statistics().failed == {"invalid_request": 2}
             _no_slot_held(client)
         await _settled(sim)
+
+
+async def test_default_client_batch_runs_a_bounded_number_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The default client has no limits; a batch must still bound what it starts, or a lazy
+    # input of a million prompts would open a million sockets.
+    pulled = 0
+
+    async def lazy() -> AsyncIterator[dict[str, Any]]:
+        nonlocal pulled
+        for _ in range(250):
+            pulled += 1
+            yield {"model": "gpt-4.1", "messages": MESSAGES, "max_tokens": 2}
+
+    consumed = 0
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        async with (
+            hs.open_client(api_key=KEY, base_url=sim.base_url) as client,
+            client.open_batch(lazy()) as results,
+        ):
+            async for result in results:
+                assert result.ok
+                consumed += 1
+                # in flight + results waiting for us (+1 being pulled), never the whole input
+                assert pulled - consumed <= 2 * 100 + 1
+        assert sim.stats().max_concurrent["gpt-4.1"] == 100
+        assert sim.stats().requests["gpt-4.1"] == 250

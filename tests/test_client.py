@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -14,6 +15,9 @@ from trio.testing import MockClock
 
 import holysheep_trio as hs
 from holysheep_trio.client import AttemptOutcome, Client
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import ExceptionGroup
 
 KEY = "sk-mock-9876543210-secret"
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -433,3 +437,77 @@ def test_public_names_resolve_lazily() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+# ---- review findings: pinned --------------------------------------------------------------
+
+
+class FailingScript(Script):
+    """A Script whose body then fails the way a dropped connection does."""
+
+    async def __anext__(self) -> bytes:
+        if not self._items:
+            raise httpx2.ReadError("connection reset by peer")
+        return await super().__anext__()
+
+
+async def test_server_is_asked_not_to_compress() -> None:
+    # Both body paths read the raw bytes, so a gzip body would be garbage to the SSE parser.
+    async with mock_client([sse_response(ROLE, chunk("x", "stop"), DONE)]) as (client, requests):
+        await client.chat(model="gpt-4.1", messages=MESSAGES)
+    assert requests[0].headers["accept-encoding"] == "identity"
+
+
+async def test_connection_lost_after_done_keeps_the_completion() -> None:
+    body = FailingScript([ROLE, chunk("Hel"), chunk("lo", "stop"), DONE])
+    response = httpx2.Response(200, headers=SSE, stream=body)
+    async with mock_client([response]) as (client, _):
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES)
+    assert (completion.text, completion.finish_reason) == ("Hello", "stop")
+
+
+async def test_body_left_open_after_done_does_not_hold_the_caller(
+    autojump_clock: MockClock,
+) -> None:
+    # The server never ends the body after [DONE]: the stream is complete all the same, its
+    # duration ends at [DONE], and the caller waits only the short bounded drain.
+    response = sse_response(ROLE, chunk("a", "stop"), DONE, 3600.0)
+    async with mock_client([response]) as (client, _):
+        start = trio.current_time()
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES)
+        waited = trio.current_time() - start
+    assert completion.text == "a"
+    assert completion.duration == 0.0
+    assert 0 < waited <= 0.25
+
+
+@pytest.mark.parametrize(
+    "keepalive",
+    [b": ping\n\n", b"event: ping\ndata: {}\n\n", b"data:\n\n"],
+    ids=["comment", "ping-event", "empty-data"],
+)
+async def test_keepalive_events_are_not_progress(
+    autojump_clock: MockClock, keepalive: bytes
+) -> None:
+    pings: list[bytes | float] = [item for _ in range(100) for item in (0.1, keepalive)]
+    response = sse_response(ROLE, chunk("first"), *pings)
+    timeouts = hs.Timeouts(idle=0.5)
+    async with mock_client([response], timeouts=timeouts) as (client, _):
+        with pytest.raises(hs.StreamInterruptedError) as info:
+            await client.chat(model="gpt-4.1", messages=MESSAGES)
+    cause = info.value.__cause__
+    assert isinstance(cause, hs.APITimeoutError)
+    assert cause.deadline == "idle"
+    assert trio.current_time() == pytest.approx(0.5, abs=0.01)
+    assert info.value.partial.text == "first"
+
+
+async def test_a_group_raised_in_the_block_is_not_wrapped_again() -> None:
+    # The client's nursery wraps what the block raises in a one-member group; the caller must
+    # get their own group back, not that wrapper (trio may rebuild the group object itself).
+    first, second = ValueError("a"), KeyError("b")
+    with pytest.raises(ExceptionGroup) as info:
+        async with mock_client([]) as (_client, _):
+            raise ExceptionGroup("two things", [first, second])
+    assert info.value.message == "two things"
+    assert list(info.value.exceptions) == [first, second]
