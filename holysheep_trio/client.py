@@ -1090,6 +1090,11 @@ def _check_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def _has_own_auth(http_client: httpx2.AsyncClient) -> bool:
+    """Whether a user's client already authenticates its requests (auth or a default header)."""
+    return http_client.auth is not None or "authorization" in http_client.headers
+
+
 def _default_http_client() -> httpx2.AsyncClient:
     from ._transport import TrioTransport
 
@@ -1114,8 +1119,9 @@ async def open_client(
     """Open a client; use with ``async with``. Leaving the block closes it.
 
     Args:
-        api_key: The API key. Default: ``$HOLYSHEEP_API_KEY``. With ``http_client`` given, only
-            an explicit ``api_key`` is sent (the given client brings its own auth otherwise).
+        api_key: The API key. Default: ``$HOLYSHEEP_API_KEY``. With an ``http_client`` that
+            has its own ``auth`` or ``Authorization`` header, only an explicit ``api_key`` is
+            sent; otherwise the environment's key is used as without one.
         base_url: Default: ``$HOLYSHEEP_BASE_URL`` or ``https://api.holysheep.ai/v1``.
         fallback_urls: Endpoints tried in order when the primary fails with connection errors
             or 5xx after its retries. They receive the same API key.
@@ -1140,12 +1146,12 @@ async def open_client(
     """
     if limits is not None and not isinstance(limits, Limits):
         raise TypeError(f"limits must be a holysheep_trio.Limits, got {type(limits).__name__}")
-    if http_client is None:
-        api_key = api_key or os.environ.get("HOLYSHEEP_API_KEY") or None
-        if api_key is None:
-            raise ConfigurationError(
-                "no API key: pass open_client(api_key=...) or set HOLYSHEEP_API_KEY"
-            )
+    if api_key is None and (http_client is None or not _has_own_auth(http_client)):
+        api_key = os.environ.get("HOLYSHEEP_API_KEY") or None
+    if api_key is None and http_client is None:
+        raise ConfigurationError(
+            "no API key: pass open_client(api_key=...) or set HOLYSHEEP_API_KEY"
+        )
     urls = (
         _check_url(base_url or os.environ.get("HOLYSHEEP_BASE_URL") or DEFAULT_BASE_URL),
         *(_check_url(url) for url in fallback_urls),

@@ -511,3 +511,29 @@ async def test_a_group_raised_in_the_block_is_not_wrapped_again() -> None:
             raise ExceptionGroup("two things", [first, second])
     assert info.value.message == "two things"
     assert list(info.value.exceptions) == [first, second]
+
+
+async def test_users_http_client_gets_the_environment_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOLYSHEEP_API_KEY", KEY)
+    seen: list[str | None] = []
+
+    def serve(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.headers.get("authorization"))
+        return sse_response(ROLE, chunk("x", "stop"), DONE)
+
+    transport = httpx2.MockTransport(serve)
+    async with (
+        httpx2.AsyncClient(transport=transport) as plain,
+        hs.open_client(http_client=plain, base_url=BASE) as client,
+    ):
+        await client.chat(model="gpt-4.1", messages=MESSAGES)
+    # A client that authenticates by itself keeps its own credentials.
+    own = {"Authorization": "Bearer the-users-own"}
+    async with (
+        httpx2.AsyncClient(transport=transport, headers=own) as authed,
+        hs.open_client(http_client=authed, base_url=BASE) as client,
+    ):
+        await client.chat(model="gpt-4.1", messages=MESSAGES)
+    assert seen == [f"Bearer {KEY}", "Bearer the-users-own"]
