@@ -191,7 +191,8 @@ def decode_data(data: str) -> ChatChunk | _Done | None:
 
     Raises:
         APIStreamError: the data is an in-band error object.
-        StreamProtocolError: the data is not JSON or not a chunk.
+        StreamProtocolError: the data is not JSON or not a chunk; its ``data`` is the event's
+            data (UTF-8, truncated), its message says what is wrong.
     """
     if data == "[DONE]":
         return DONE
@@ -205,7 +206,12 @@ def decode_data(data: str) -> ChatChunk | _Done | None:
         raise StreamProtocolError("a stream event is not a JSON object", data=data)
     if "error" in payload and payload["error"] is not None and "choices" not in payload:
         raise stream_error_from_json(payload)
-    return ChatChunk.from_json(payload)
+    try:
+        return ChatChunk.from_json(payload)
+    except StreamProtocolError as exc:
+        # The model types know which field is wrong but not the bytes it came in; the error
+        # carries "the offending bytes, truncated" (errors.StreamProtocolError), as for bad JSON.
+        raise StreamProtocolError(exc.message, data=data) from None
 
 
 def decode_event(event: ServerSentEvent) -> ChatChunk | _Done | None:

@@ -3,7 +3,9 @@
 
 Chunks are built from decoded JSON with named constructors (:meth:`ChatChunk.from_json`, ...)
 that check the shape and raise :class:`~holysheep_trio.StreamProtocolError` on anything
-unexpected, never a bare ``KeyError`` or ``TypeError``. Unknown extra fields are ignored, as
+unexpected, never a bare ``KeyError`` or ``TypeError``. Its message names the offending field;
+its ``data`` is left empty here, as only the decoder of the stream has the offending bytes
+(:func:`holysheep_trio._wire.decode_data` attaches them). Unknown extra fields are ignored, as
 OpenAI-compatible servers add their own.
 """
 
@@ -28,15 +30,17 @@ __all__ = [
 ]
 
 
-def _bad(what: str, payload: object) -> StreamProtocolError:
-    return StreamProtocolError(f"unexpected chunk shape: {what}", data=repr(payload))
+def _bad(what: str) -> StreamProtocolError:
+    # No ``data``: it is "the offending bytes" and only the decoder has those; a repr of the
+    # decoded object is not them. `_wire.decode_data` re-raises with the event's data attached.
+    return StreamProtocolError(f"unexpected chunk shape: {what}")
 
 
 def _opt_str(payload: Mapping[str, Any], key: str) -> str | None:
     value = payload.get(key)
     if value is None or isinstance(value, str):
         return value
-    raise _bad(f"{key!r} is not a string", payload)
+    raise _bad(f"{key!r} is not a string (got {type(value).__name__})")
 
 
 def _int(payload: Mapping[str, Any], key: str, default: int = 0) -> int:
@@ -45,7 +49,7 @@ def _int(payload: Mapping[str, Any], key: str, default: int = 0) -> int:
         return default
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise _bad(f"{key!r} is not an integer", payload)
+    raise _bad(f"{key!r} is not an integer (got {type(value).__name__})")
 
 
 @attrs.frozen(kw_only=True)
@@ -95,7 +99,7 @@ class Usage:
             StreamProtocolError: ``payload`` is not a usage object.
         """
         if not isinstance(payload, Mapping):
-            raise _bad("usage is not an object", payload)
+            raise _bad("usage is not an object")
         prompt = _int(payload, "prompt_tokens")
         completion = _int(payload, "completion_tokens")
         total = _int(payload, "total_tokens", prompt + completion)
@@ -120,10 +124,10 @@ class ToolCallDelta:
             StreamProtocolError: the entry has the wrong shape.
         """
         if not isinstance(payload, Mapping):
-            raise _bad("tool call delta is not an object", payload)
+            raise _bad("tool call delta is not an object")
         function = payload.get("function") or {}
         if not isinstance(function, Mapping):
-            raise _bad("tool call function is not an object", payload)
+            raise _bad("tool call function is not an object")
         return cls(
             index=_int(payload, "index"),
             id=_opt_str(payload, "id"),
@@ -175,12 +179,12 @@ class Delta:
             StreamProtocolError: the delta has the wrong shape.
         """
         if not isinstance(payload, Mapping):
-            raise _bad("delta is not an object", payload)
+            raise _bad("delta is not an object")
         raw_calls = payload.get("tool_calls")
         calls: tuple[ToolCallDelta, ...] = ()
         if raw_calls:
             if not isinstance(raw_calls, list):
-                raise _bad("delta.tool_calls is not a list", payload)
+                raise _bad("delta.tool_calls is not a list")
             calls = tuple(ToolCallDelta.from_json(item) for item in raw_calls)
         return cls(
             role=_opt_str(payload, "role"),
@@ -206,7 +210,7 @@ class Choice:
             StreamProtocolError: the entry has the wrong shape.
         """
         if not isinstance(payload, Mapping):
-            raise _bad("choice is not an object", payload)
+            raise _bad("choice is not an object")
         delta = payload.get("delta")
         return cls(
             index=_int(payload, "index"),
@@ -264,10 +268,10 @@ class ChatChunk:
             if fast is not None:
                 return fast
         if not isinstance(payload, Mapping):
-            raise _bad("chunk is not an object", payload)
+            raise _bad("chunk is not an object")
         raw_choices = payload.get("choices") or ()
         if not isinstance(raw_choices, list | tuple):
-            raise _bad("choices is not a list", payload)
+            raise _bad("choices is not a list")
         usage = payload.get("usage")
         return cls(
             id=_opt_str(payload, "id") or "",

@@ -16,8 +16,9 @@ Admission takes, in this order:
 1. one slot of the model's :class:`trio.CapacityLimiter` (its size is the model's *effective*
    limit, which the adaptive controller moves between 1 and the configured limit);
 2. for a model with a :class:`RateLimit`, the model's gate, a fair (FIFO) :class:`trio.Lock`,
-   behind which the request waits for any ``Retry-After`` pause and for both token buckets
-   (requests/min, tokens/min) to allow it (a model without one only waits out the pause);
+   behind which the request waits for any ``Retry-After`` pause (adaptive limits only) and for
+   both token buckets (requests/min, tokens/min) to allow it (a model without one only waits
+   out the pause);
 3. one slot of the global limiter, after which the buckets are checked again and debited.
 
 Debiting the buckets only once the global slot is held means a bucket's tokens are spent at the
@@ -154,7 +155,10 @@ class Limits:
         per_model: Requests in flight per model; defaults to the seed's table.
         default_per_model: The limit of any model missing from ``per_model``.
         rate: Optional :class:`RateLimit` per model.
-        adaptive: Shrink a model's limit on 429/503/529 and grow it back on success.
+        adaptive: Shrink a model's limit on 429/503/529 and grow it back on success, and
+            let such an answer's ``Retry-After`` pause new admissions of that model. When
+            False, neither happens: a ``Retry-After`` only delays the refused request's own
+            retry (see :class:`~holysheep_trio.RetryPolicy`), never other requests.
     """
 
     max_concurrent: int = attrs.field(default=10, validator=_positive_int)
@@ -176,8 +180,9 @@ class Limits:
         when it is given none.
 
         Every concurrency limit is :data:`UNLIMITED` (more requests than one process can have
-        sockets for), there are no rate limits and nothing adapts; the pool still keeps its
-        statistics. Pass :class:`Limits` (the seed's table) or your own to throttle.
+        sockets for), there are no rate limits and nothing adapts (so a server's
+        ``Retry-After`` pauses no other request); the pool still keeps its statistics. Pass
+        :class:`Limits` (the seed's table) or your own to throttle.
         """
         return cls(
             max_concurrent=UNLIMITED, per_model={}, default_per_model=UNLIMITED, adaptive=False
@@ -456,7 +461,8 @@ class ModelStatistics:
         waiting: Requests waiting for admission.
         limit: The configured concurrency limit.
         effective_limit: The adaptive limit in force (equals ``limit`` when not adaptive).
-        paused_for: Seconds until admissions resume after a ``Retry-After`` (0 if not paused).
+        paused_for: Seconds until admissions resume after a ``Retry-After`` (0 if not paused;
+            always 0 when not adaptive).
     """
 
     model: str
@@ -672,8 +678,8 @@ class Admission:
         """Report a failed or cancelled attempt, with whatever usage it had so far.
 
         On an overload (``status`` in :data:`OVERLOAD_STATUSES`, or ``kind`` ``"rate_limit"``
-        / ``"overloaded"``) the model's effective limit shrinks (when adaptive) and
-        ``retry_after`` seconds pause new admissions of the model.
+        / ``"overloaded"``) with adaptive limits, the model's effective limit shrinks and
+        ``retry_after`` seconds pause new admissions of the model; without, neither happens.
 
         Args:
             kind: Error kind, e.g. ``"rate_limit"``, ``"server"``, ``"timeout"``,
@@ -1050,11 +1056,14 @@ class Pool:
             self._ttft.add(ttft, now)
         if not (status in OVERLOAD_STATUSES or kind in OVERLOAD_KINDS):
             return
-        if self._limits.adaptive:
-            state.adaptive.on_overload(
-                admitted_epoch=admission._epoch, in_flight=state.active, now=now
-            )
-            self._apply_limit(state)
+        if not self._limits.adaptive:
+            # Non-adaptive limits promise requests wait only for the configured limits, and
+            # `Limits.unlimited()` (the client's default) that none ever waits: a Retry-After
+            # must not hold up unrelated requests there (B4). The refused request's own retry
+            # still honours it through the RetryPolicy.
+            return
+        state.adaptive.on_overload(admitted_epoch=admission._epoch, in_flight=state.active, now=now)
+        self._apply_limit(state)
         if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
             state.paused_until = max(state.paused_until, now + min(retry_after, MAX_RETRY_AFTER))
 

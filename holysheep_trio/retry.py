@@ -14,9 +14,11 @@ a ``connect`` or ``first_token`` timeout (nothing was delivered yet, so a retry 
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 
@@ -34,6 +36,10 @@ __all__ = ["RetryPolicy", "parse_retry_after"]
 
 _DEFAULT_RETRY_STATUSES = frozenset({408, 409, 429})
 
+# RFC 9110 section 5.6.7: asctime-date = day-name SP month SP ( 2DIGIT / ( SP DIGIT ) ) SP
+# time-of-day SP year, e.g. "Sun Nov  6 08:49:37 1994". The only HTTP-date form without a zone.
+_ASCTIME_DATE = re.compile(r"[A-Z][a-z]{2} [A-Z][a-z]{2} (?:\d{2}| \d) \d{2}:\d{2}:\d{2} \d{4}")
+
 
 def parse_retry_after(
     headers: Mapping[str, str], *, now: Callable[[], float] = time.time
@@ -41,8 +47,11 @@ def parse_retry_after(
     """Seconds to wait according to the response headers, or None when they don't say.
 
     ``retry-after-ms`` (milliseconds, a number; OpenAI's extension) wins over ``retry-after``,
-    which is either a number of seconds or an HTTP date (RFC 9110 section 10.2.3). Negative,
-    non-finite and unparseable values are ignored. A date in the past gives 0.
+    which is either a number of seconds or an HTTP date (RFC 9110 section 10.2.3) in any of the
+    three forms recipients must accept (section 5.6.7): IMF-fixdate
+    (``Sun, 06 Nov 1994 08:49:37 GMT``), RFC 850 (``Sunday, 06-Nov-94 08:49:37 GMT``) and asctime
+    (``Sun Nov  6 08:49:37 1994``, read as GMT). Negative, non-finite and unparseable values are
+    ignored. A date in the past gives 0.
 
     Args:
         headers: Response headers; keys are matched case-insensitively when ``headers`` is a
@@ -67,8 +76,13 @@ def parse_retry_after(
             date = email.utils.parsedate_to_datetime(raw)
         except (TypeError, ValueError, IndexError):
             return None
-        if date.tzinfo is None:  # an HTTP date is always GMT (RFC 9110 section 5.6.7)
-            return None
+        if date.tzinfo is None:
+            # An HTTP date is always GMT (RFC 9110 section 5.6.7), and recipients MUST accept
+            # the obsolete asctime form, which names no zone. Anything else without a zone
+            # (e.g. an IMF-fixdate missing its "GMT") is not an HTTP date.
+            if _ASCTIME_DATE.fullmatch(raw.strip()) is None:
+                return None
+            date = date.replace(tzinfo=datetime.timezone.utc)
         return max(0.0, date.timestamp() - now())
     if math.isfinite(value) and value >= 0:
         return value

@@ -120,6 +120,15 @@ def test_bad_shapes_raise_protocol_error(payload: object) -> None:
     assert info.value.kind == "parse"
 
 
+def test_bad_shape_error_names_the_field_not_a_dict_repr() -> None:
+    # N1: `.data` is for the offending bytes, which only the stream decoder has (see
+    # test_wire.py); a direct `from_json` names the field and leaves `.data` empty.
+    with pytest.raises(hs.StreamProtocolError) as info:
+        hs.ChatChunk.from_json({"id": "c1", "created": 1.5, "choices": []})
+    assert info.value.message == "unexpected chunk shape: 'created' is not an integer (got float)"
+    assert info.value.data == b""
+
+
 def test_values_are_frozen() -> None:
     chunk = hs.ChatChunk.from_json(CHUNK)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):

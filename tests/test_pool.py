@@ -656,6 +656,32 @@ async def test_retry_after_pauses_new_admissions(autojump_clock: trio.testing.Mo
         assert trio.current_time() == pytest.approx(5.0)
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        Limits.unlimited(),
+        Limits(adaptive=False),
+        Limits(rate={"m": RateLimit(rpm=1000)}, adaptive=False),  # through the gate
+    ],
+    ids=["unlimited", "not-adaptive", "not-adaptive-rate-limited"],
+)
+async def test_retry_after_pauses_nothing_when_not_adaptive(
+    autojump_clock: trio.testing.MockClock, limits: Limits
+) -> None:
+    # B4: non-adaptive limits (the client's default among them: "no request ever waits")
+    # must not make an unrelated later request wait out another request's Retry-After.
+    pool = Pool(limits)
+    async with pool.admit("m") as admission:
+        admission.report_failure(kind="rate_limit", status=429, retry_after=5.0)
+    stats = pool.statistics()
+    assert stats.models["m"].paused_for == 0.0
+    assert stats.failed == {"rate_limit": 1}  # still counted
+    async with pool.admit("m") as admission:
+        assert trio.current_time() == 0.0
+        assert admission.waited == 0.0
+        admission.report_success(prompt_tokens=0, completion_tokens=0, ttft=None, duration=0)
+
+
 async def test_overload_shrinks_limit_when_adaptive(autojump_clock: trio.testing.MockClock) -> None:
     for adaptive, expected in [(True, 2), (False, 5)]:
         pool = Pool(Limits(adaptive=adaptive))
@@ -916,6 +942,32 @@ async def test_default_client_lets_every_stream_run_at_once(
             results = await client.batch([_request("gpt-4.1", max_tokens=3)] * 30, max_in_flight=30)
         assert all(result.ok for result in results)
         assert sim.stats().max_concurrent["gpt-4.1"] == expected
+
+
+@pytest.mark.parametrize(("limits", "paused"), [(None, False), (Limits(), True)])
+async def test_retry_after_pauses_the_next_request_only_when_adaptive(
+    autojump_clock: trio.testing.MockClock, limits: Limits | None, paused: bool
+) -> None:
+    # B4: with the default limits a 429's Retry-After must not hold up the next call.
+    retry = hs.RetryPolicy(max_retries=0)
+    async with (
+        open_simulator(api_key=KEY, profile="fast") as sim,
+        hs.open_client(api_key=KEY, base_url=sim.base_url, retry=retry, limits=limits) as client,
+    ):
+        with pytest.raises(hs.RateLimitError) as info:
+            await client.chat(
+                **_request(max_tokens=3),
+                extra_headers={"X-Simulator-Fault": "status=429;retry_after=2"},
+            )
+        assert info.value.retry_after == 2.0
+        refused_at = trio.current_time()
+        completion = await client.chat(**_request(max_tokens=3))
+        # A completion's duration runs from its admission, when it was sent.
+        admitted_at = trio.current_time() - completion.duration
+    if paused:
+        assert admitted_at - refused_at == pytest.approx(2.0, abs=0.01)
+    else:
+        assert admitted_at - refused_at < 0.01
 
 
 async def test_rpm_window_through_the_client(autojump_clock: trio.testing.MockClock) -> None:

@@ -159,6 +159,21 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
     assert parse_retry_after(headers, now=lambda: NOW) == expected
 
 
+# 1_000_000_000 is Sun, 09 Sep 2001 01:46:40 GMT; each form below says 30 s later.
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Sun, 09 Sep 2001 01:47:10 GMT",  # IMF-fixdate
+        "Sunday, 09-Sep-01 01:47:10 GMT",  # obsolete RFC 850 form
+        "Sun Sep  9 01:47:10 2001",  # obsolete asctime form: no zone, GMT by definition
+        "Sun Sep 09 01:47:10 2001",  # asctime with a two-digit day
+    ],
+)
+def test_parse_retry_after_accepts_every_http_date_form(date: str) -> None:
+    # RFC 9110 section 5.6.7: a recipient MUST accept all three forms of HTTP-date.
+    assert parse_retry_after({"retry-after": date}, now=lambda: 1_000_000_000.0) == 30.0
+
+
 @given(st.text(max_size=40))
 def test_parse_retry_after_never_crashes(value: str) -> None:
     result = parse_retry_after({"retry-after": value, "retry-after-ms": value}, now=lambda: NOW)

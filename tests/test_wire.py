@@ -17,6 +17,7 @@ from holysheep_trio._wire import (
     decode_event,
     parse_error_body,
 )
+from holysheep_trio.errors import MAX_SHOWN_BYTES
 from holysheep_trio.sse import ServerSentEvent, SSEParser
 
 
@@ -91,6 +92,30 @@ def test_bad_json_is_a_protocol_error(data: str) -> None:
     with pytest.raises(hs.StreamProtocolError) as info:
         decode_data(data)
     assert len(info.value.data) <= 200
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ('{"id": "c1", "created": 1.5, "choices": []}', "'created' is not an integer"),
+        ('{"id": "c1", "choices": 5}', "choices is not a list"),
+        ('{"choices": [{"delta": {"content": 5}}]}', "'content' is not a string"),
+        ('{"choices": [{"index": "0"}], "note": "ü"}', "'index' is not an integer (got str)"),
+        # Longer than the limit: truncated to the same 200 bytes as bad JSON.
+        ('{"choices": 5, "pad": "' + "x" * 300 + '"}', "choices is not a list"),
+    ],
+    ids=["float-created", "int-choices", "int-content", "str-index-utf8", "long"],
+)
+def test_bad_shape_keeps_the_offending_bytes(data: str, field: str) -> None:
+    # N1: `.data` is the event's data as UTF-8 bytes, not a repr of the decoded dict.
+    with pytest.raises(hs.StreamProtocolError) as info:
+        decode_event(_event(data))
+    error = info.value
+    assert error.data == data.encode("utf-8")[:MAX_SHOWN_BYTES]
+    assert error.kind == "parse"
+    assert error.message.startswith("unexpected chunk shape: ")
+    assert field in error.message
+    assert str(error).startswith(error.message)
 
 
 @pytest.mark.parametrize(
