@@ -54,6 +54,9 @@ import h11
 import httpx2
 import trio
 
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
 __all__ = ["TransportStatistics", "TrioResponseStream", "TrioTransport"]
 
 # One read of up to this many bytes becomes one body chunk. Large, so that a burst of small SSE
@@ -614,11 +617,27 @@ class TrioResponseStream(httpx2.AsyncByteStream):
 
 
 def _describe(exc: BaseException) -> str:
+    """One line for an error and its cause, e.g. trio's "all attempts to connect to H:P failed"
+    followed by what each attempt got ("[Errno 111] Connect call failed ...")."""
     text = str(exc)
     cause = exc.__cause__
-    if cause is not None and str(cause):
-        text = f"{text}: {cause}" if text else str(cause)
+    if isinstance(cause, BaseExceptionGroup):
+        # trio.open_tcp_stream: an OSError caused by a group of the per-address failures, whose
+        # own text only repeats the OSError's; name the leaves instead.
+        leaves = [str(leaf) or type(leaf).__name__ for leaf in _leaves(cause)]
+        detail = "; ".join(dict.fromkeys(leaves))
+    else:
+        detail = "" if cause is None else str(cause)
+    if detail and detail not in text:
+        text = f"{text}: {detail}" if text else detail
     return text or type(exc).__name__
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def _timeout(timeouts: dict[str, Any], name: str) -> float | None:

@@ -560,6 +560,11 @@ async def test_connect_refused_is_a_connect_error() -> None:
         with pytest.raises(httpx2.ConnectError) as info:
             await client.get(f"http://127.0.0.1:{port}/")
         assert info.value.request.url.port == port
+        # one line that names the cause once, not trio's group text twice
+        message = str(info.value)
+        assert "sub-exception" not in message
+        assert message.count(f"all attempts to connect to 127.0.0.1:{port}") == 1
+        assert "refused" in message.lower() or "errno" in message.lower()
     assert stats(transport) == (0, 0, 0)
 
 
