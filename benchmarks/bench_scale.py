@@ -157,7 +157,7 @@ async def read_holysheep(url: str, model: str, streams: int, tokens: int) -> tup
     import trio
 
     import holysheep_trio as hs
-    from holysheep_trio._transport import TrioTransport
+    from holysheep_trio import TrioTransport
 
     count = 0
     all_streaming = 0.0

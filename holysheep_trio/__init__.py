@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
+    from ._transport import TransportStatistics as TransportStatistics
+    from ._transport import TrioTransport as TrioTransport
     from .batch import BatchResult as BatchResult
     from .batch import ChatRequest as ChatRequest
     from .client import ChatStream as ChatStream
@@ -92,6 +94,8 @@ _LAZY: dict[str, str] = {
     "RateLimit": ".pool",
     "RetryPolicy": ".retry",
     "Timeouts": ".timeouts",
+    "TransportStatistics": "._transport",
+    "TrioTransport": "._transport",
 }
 
 __all__ = sorted(["__version__", *_LAZY])
