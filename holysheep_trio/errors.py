@@ -34,7 +34,7 @@ Kinds (:data:`ErrorKind`) are the seed's categories -- ``network``, ``timeout``,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     from .models import Completion
@@ -383,9 +383,14 @@ def error_class_for_status(status: int) -> type[APIStatusError]:
     return APIStatusError
 
 
+#: Secrets shorter than this are not scrubbed from messages: a one-letter test key would turn
+#: every "k" of a message into "***", and no real API key is that short.
+_MIN_SCRUBBED_SECRET: Final = 6
+
+
 def _scrub(text: str, secrets: Any) -> str:
     """Replace every secret string in ``text`` by ``***`` (used before text enters an error)."""
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= _MIN_SCRUBBED_SECRET:
             text = text.replace(secret, "***")
     return text

@@ -105,3 +105,9 @@ def test_interrupted_takes_kind_and_context_from_cause() -> None:
 def test_scrub() -> None:
     assert _scrub("key sk-abc in sk-abc", ("sk-abc",)) == "key *** in ***"
     assert _scrub("nothing", ("",)) == "nothing"
+
+
+def test_scrub_leaves_messages_alone_for_a_toy_key() -> None:
+    # A one-letter test key must not turn "network" into "networ***".
+    assert _scrub("network error", ("k",)) == "network error"
+    assert _scrub("sk-123456 leaked", ("sk-123456",)) == "*** leaked"
