@@ -115,6 +115,8 @@ def test_model_summary_counts_errors_by_kind_and_ignores_them_in_timings() -> No
     assert dict(summary.errors) == {"network": 1, "rate_limit": 2}
     assert list(summary.errors) == ["network", "rate_limit"]
     assert summary.error_rate == pytest.approx(0.6)
+    assert summary.error_rates == pytest.approx({"network": 0.2, "rate_limit": 0.4})
+    assert summary.to_json()["error_rates"] == summary.error_rates
     assert summary.ttft == Distribution(count=2, mean=0.2, min=0.1, max=0.3, p50=0.1, p95=0.3)
     assert summary.tokens_per_second is not None
     assert summary.tokens_per_second.min == pytest.approx(20)
