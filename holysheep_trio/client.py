@@ -248,7 +248,10 @@ class ChatStream:
         self._body_bytes = body
         self._max_tokens = max_tokens
         self._timeouts = timeouts
-        self._scope = trio.CancelScope()
+        # The cancel scope of the library await in progress (entering, or reading the next
+        # chunk), so that Client.aclose() can cancel it. Never held across the caller's own
+        # code: a caller's cancel scope may open and close around any of our calls.
+        self._scope: trio.CancelScope | None = None
         self._state = "new"  # new -> open -> done
         self._closed_by_client = False
         self._estimated_tokens = estimated_tokens
@@ -312,29 +315,54 @@ class ChatStream:
         if client._closed:
             self._state = "done"
             raise ClientClosedError("the client is closed", model=self._model)
-        self._scope.__enter__()
         client._streams.add(self)
         try:
-            # An explicit total deadline covers the whole call, waiting for admission included;
-            # the automatic one estimates the stream's own duration, so it starts on admission
-            # (a request queued behind the caller's own limits must not time out for that).
-            explicit = self._timeouts.total
-            if explicit is not None and explicit != "auto":
-                self._total_deadline = trio.current_time() + explicit
-            await self._enter_admission()
-            self._start = trio.current_time()
-            if explicit == "auto":
-                total = self._timeouts.total_for(self._model, self._max_tokens)
-                self._total_deadline = _INF if total is None else self._start + total
-            await self._run_attempts()
+            scope = self._guard()
+            try:
+                with scope:
+                    await self._enter()
+            finally:
+                self._scope = None
+            if scope.cancelled_caught:
+                raise self._closed_error()
         except BaseException as exc:
             outcome = await self._finish(exc)
             if outcome is exc:
                 raise
-            if outcome is None:  # pragma: no cover - only our own scope swallows, see _finish
+            if outcome is None:  # pragma: no cover - _finish swallows nothing on entry
                 raise RuntimeError("stream entry was cancelled") from None
             raise outcome from None
         return self
+
+    async def _enter(self) -> None:
+        # An explicit total deadline covers the whole call, waiting for admission included;
+        # the automatic one estimates the stream's own duration, so it starts on admission
+        # (a request queued behind the caller's own limits must not time out for that).
+        explicit = self._timeouts.total
+        if explicit is not None and explicit != "auto":
+            self._total_deadline = trio.current_time() + explicit
+        await self._enter_admission()
+        self._start = trio.current_time()
+        if explicit == "auto":
+            total = self._timeouts.total_for(self._model, self._max_tokens)
+            self._total_deadline = _INF if total is None else self._start + total
+        await self._run_attempts()
+
+    def _guard(self) -> trio.CancelScope:
+        """A cancel scope for one library await, cancelled at once if the client is closed."""
+        scope = trio.CancelScope()
+        if self._closed_by_client:
+            scope.cancel()
+        self._scope = scope
+        return scope
+
+    def _closed_error(self) -> ClientClosedError:
+        return ClientClosedError(
+            "the client was closed while this stream was open",
+            model=self._model,
+            request_id=self._request_id,
+            attempt=self._attempts or None,
+        )
 
     async def __aexit__(
         self,
@@ -361,22 +389,14 @@ class ChatStream:
             self._client._streams.discard(self)
             if self._end is None:
                 self._end = trio.current_time()
-            suppressed = self._scope.__exit__(
-                None if exc is None else type(exc), exc, None if exc is None else exc.__traceback__
-            )
-        # A stream the client closed reports that, whether trio's Cancelled or a transport
+        # A stream the client closed reports that, whether our own cancellation or a transport
         # error from the closed connection reached it first.
-        if self._closed_by_client and (
-            self._scope.cancelled_caught or isinstance(exc, HolySheepError)
+        if (
+            self._closed_by_client
+            and isinstance(exc, HolySheepError)
+            and not isinstance(exc, ClientClosedError)
         ):
-            return ClientClosedError(
-                "the client was closed while this stream was open",
-                model=self._model,
-                request_id=self._request_id,
-                attempt=self._attempts or None,
-            )
-        if suppressed:
-            return None
+            return self._closed_error()
         return exc
 
     async def _enter_admission(self) -> None:
@@ -416,7 +436,8 @@ class ChatStream:
 
     def _cancel_by_client(self) -> None:
         self._closed_by_client = True
-        self._scope.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
 
     # ---- iteration ------------------------------------------------------------------------
 
@@ -428,6 +449,8 @@ class ChatStream:
     async def __anext__(self) -> ChatChunk:
         # The accumulator sees exactly what the caller received, so a partial completion
         # (after `break` or an interruption) matches the chunks that were delivered.
+        if self._closed_by_client:
+            raise self._closed_error()
         if self._ready:
             chunk = self._ready.popleft()
         else:
@@ -440,14 +463,10 @@ class ChatStream:
             if self._state == "new":
                 raise RuntimeError("use the stream inside `async with client.stream_chat(...)`")
             raise StopAsyncIteration
+        scope = self._guard()
         try:
-            while not self._ready:
-                if self._failure is not None:
-                    raise self._failure
-                if self._eof:
-                    await self._end_of_stream()
-                    raise StopAsyncIteration
-                await self._pump()
+            with scope:
+                await self._fill()
         except HolySheepError as error:
             self._tag(error)
             self._failure = None
@@ -455,7 +474,21 @@ class ChatStream:
             await self._close_response()
             self._report(error=error, completed=False)
             raise StreamInterruptedError.from_error(error, partial=self.completion) from error
+        finally:
+            self._scope = None
+        if scope.cancelled_caught:
+            raise self._closed_error()
         return self._ready.popleft()
+
+    async def _fill(self) -> None:
+        """Read until a chunk is ready; raise StopAsyncIteration at the end of the stream."""
+        while not self._ready:
+            if self._failure is not None:
+                raise self._failure
+            if self._eof:
+                await self._end_of_stream()
+                raise StopAsyncIteration
+            await self._pump()
 
     async def _end_of_stream(self) -> None:
         # The stream ended at [DONE]; waiting for the end of the body is only for reuse.
@@ -536,6 +569,9 @@ class ChatStream:
 
     async def _attempt(self, base_url: str) -> None:
         """One HTTP attempt, up to the first token (or the end of a stream without output)."""
+        # Admission may end with a shielded checkpoint, during which Client.aclose() can run:
+        # take its cancellation here, before using the (then closed) httpx2 client.
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._reset_attempt(base_url)
         client = self._client
         connect = self._timeouts.connect

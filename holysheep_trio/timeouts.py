@@ -69,7 +69,8 @@ class Timeouts:
       TLS handshake on a bad network and still fails fast enough to try a fallback URL.
     - ``first_token=60``: the seed's models answer in ~0.2-1.4 s (p95), but long prompts and
       queueing at peak can take tens of seconds; a minute is the point where a retry is more
-      useful than more waiting. Raise it for reasoning models that think silently.
+      useful than more waiting. Raise it (and ``idle``, which also covers the silence before
+      the first token) for reasoning models that think silently.
     - ``idle=60``: while streaming, tokens arrive every ~20 ms; a minute without a single data
       event means the stream is dead, even if keep-alive comments still arrive.
     - ``total="auto"``: the seed's rule (see :func:`expected_total_seconds`) when ``max_tokens``

@@ -1,6 +1,7 @@
 # Integration tests of the client against the simulator over loopback: every fault, every exit.
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -662,3 +663,72 @@ async def test_key_appears_in_no_error_text_or_log(
         hs.StreamProtocolError,
         hs.APITimeoutError,
     }
+
+
+# ---- cancel scopes that do not nest with the stream, and close races ----------------------
+
+
+async def test_a_deadline_around_entering_only_works(sim: Simulator) -> None:
+    # A caller's cancel scope may open and close between our calls (STYLE rule 7): the
+    # stream must not hold a scope of its own across the caller's code.
+    async with client_for(sim) as client, contextlib.AsyncExitStack() as stack:
+        with trio.fail_after(5):
+            stream = await stack.enter_async_context(
+                client.stream_chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5)
+            )
+        texts = [chunk.text async for chunk in stream]
+        with trio.fail_after(5):
+            await stack.aclose()
+    assert "".join(texts) == stream.completion.text
+    assert stream.completion.usage is not None
+    assert stream.completion.usage.completion_tokens == 5
+    await no_open_connections(sim)
+
+
+@pytest.mark.parametrize("checkpoints", range(6))
+async def test_aclose_racing_a_starting_stream_raises_client_closed(
+    sim: Simulator, checkpoints: int
+) -> None:
+    # Whatever the interleaving, a stream the client closes raises ClientClosedError, never
+    # httpx2's "the client has been closed" RuntimeError.
+    raised: list[BaseException] = []
+
+    async def chat(client: hs.Client) -> None:
+        try:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5)
+        except hs.HolySheepError as error:
+            raised.append(error)
+
+    async with client_for(sim) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(chat, client)
+        for _ in range(checkpoints):
+            await trio.lowlevel.checkpoint()
+        await client.aclose()
+    assert len(raised) <= 1
+    for error in raised:
+        assert isinstance(error, hs.ClientClosedError)
+    await no_open_connections(sim)
+
+
+async def test_aclose_during_iteration_raises_client_closed(sim: Simulator) -> None:
+    slow = {"X-Simulator-Fault": "stall_after=2;seconds=30"}
+    async with client_for(sim) as client:
+        async with trio.open_nursery() as nursery:
+            got: list[BaseException] = []
+
+            async def read() -> None:
+                try:
+                    async with client.stream_chat(
+                        model="gpt-4.1", messages=MESSAGES, max_tokens=5, extra_headers=slow
+                    ) as stream:
+                        async for _ in stream:
+                            pass
+                except hs.HolySheepError as error:
+                    got.append(error)
+
+            nursery.start_soon(read)
+            await trio.sleep(1)
+            await client.aclose()
+        assert len(got) == 1
+        assert isinstance(got[0], hs.ClientClosedError)
+    await no_open_connections(sim)
