@@ -80,6 +80,9 @@ _CLOSE_TIMEOUT: Final = 5.0
 #: After ``data: [DONE]`` the body should end at once; wait this long for its end (so the
 #: connection can be reused) before simply closing it. Not an error either way.
 _DRAIN_AFTER_DONE: Final = 0.25
+#: Closing a response of a user's httpx2 client early first reads what is already in flight
+#: for this long (see _IteratorBody.aclose).
+_DRAIN_ON_CLOSE: Final = 0.05
 _INF: Final = math.inf
 #: The default bound on requests a batch runs at once (see Client._batch_in_flight).
 _MAX_BATCH_IN_FLIGHT: Final = 100
@@ -135,6 +138,15 @@ class _IteratorBody:
         return b""
 
     async def aclose(self) -> None:
+        if not self._ended:
+            # When the rest of the body is already on its way (an in-band error event, then the
+            # end of the body), reading it to the end lets httpcore2 release the connection
+            # normally: closing the network stream under a complete body would put a closed
+            # socket back into its pool, and the next request would fail outside our errors.
+            with trio.move_on_after(_DRAIN_ON_CLOSE), contextlib.suppress(Exception):
+                async for _ in self._iterator:
+                    pass
+                self._ended = True
         if not self._ended:
             self._ended = True
             network_stream = self._response.extensions.get("network_stream")

@@ -732,3 +732,19 @@ async def test_aclose_during_iteration_raises_client_closed(sim: Simulator) -> N
         assert len(got) == 1
         assert isinstance(got[0], hs.ClientClosedError)
     await no_open_connections(sim)
+
+
+async def test_users_default_transport_survives_in_band_errors(sim: Simulator) -> None:
+    # After an in-band error event the rest of the body is already on its way; closing the
+    # network stream under it used to put a closed socket back into httpcore2's pool, and the
+    # next request failed with a ValueError from outside our error tree.
+    fault = {"X-Simulator-Fault": "error_event_after=2;status=500"}
+    async with httpx2.AsyncClient() as users, client_for(sim, http_client=users) as client:
+        for _ in range(3):
+            with pytest.raises(hs.StreamInterruptedError):
+                await client.chat(
+                    model="gpt-4.1", messages=MESSAGES, max_tokens=20, extra_headers=fault
+                )
+            completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5)
+            assert completion.finish_reason == "length"
+    await no_open_connections(sim)
