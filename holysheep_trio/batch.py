@@ -212,6 +212,7 @@ def open_batch(
     max_in_flight: int,
     max_pending: int | None = None,
     catch: ExceptionTypes = Exception,
+    stop_when: Callable[[], bool] | None = None,
 ) -> AbstractAsyncContextManager[trio.abc.ReceiveChannel[BatchResult[RequestT, ResultT]]]:
     """Run ``run_one`` over ``requests``; receive each result as soon as it settles.
 
@@ -230,6 +231,9 @@ def open_batch(
         max_pending: Settled results buffered for the consumer (default ``max_in_flight``).
         catch: Exceptions that become a result's ``error``; any other exception cancels the
             batch and propagates.
+        stop_when: Checked before each input is pulled; once it returns true no more input is
+            pulled and the batch ends when the requests in flight have settled (e.g. the
+            client was closed).
 
     Yields:
         :class:`BatchResult` values in completion order (an async context manager yielding a
@@ -240,7 +244,7 @@ def open_batch(
             at the first result).
     """
     buffer = _check_counts(max_in_flight, max_pending)
-    return _open_batch(run_one, requests, max_in_flight, buffer, catch)
+    return _open_batch(run_one, requests, max_in_flight, buffer, catch, stop_when)
 
 
 @trio.as_safe_channel
@@ -250,6 +254,7 @@ async def _open_batch(
     max_in_flight: int,
     buffer: int,
     catch: ExceptionTypes,
+    stop_when: Callable[[], bool] | None,
 ) -> AsyncGenerator[BatchResult[RequestT, ResultT], None]:
     # trio.as_safe_channel runs this generator in a task of its own, so it may yield while
     # its nursery runs (STYLE rule 5), and an error in the consumer's block comes out alone.
@@ -287,6 +292,9 @@ async def _open_batch(
                     while True:
                         # Take the slot before pulling, so an input is never held while waiting.
                         await slots.acquire()
+                        if stop_when is not None and stop_when():
+                            slots.release()
+                            break
                         try:
                             request = await anext(pulled)
                         except StopAsyncIteration:
@@ -318,6 +326,7 @@ async def run_batch(
     *,
     max_in_flight: int,
     catch: ExceptionTypes = Exception,
+    stop_when: Callable[[], bool] | None = None,
 ) -> list[BatchResult[RequestT, ResultT]]:
     """Run ``run_one`` over every request; return every result, in input order.
 
@@ -331,15 +340,19 @@ async def run_batch(
         max_in_flight: Calls of ``run_one`` running at once.
         catch: Exceptions that become a result's ``error``; any other exception cancels the
             batch and propagates.
+        stop_when: As for :func:`open_batch`: once true, no more input is pulled, and the
+            list holds the results of the inputs pulled so far.
 
     Returns:
-        One :class:`BatchResult` per request, ``results[i].index == i``.
+        One :class:`BatchResult` per request pulled, ``results[i].index == i``.
 
     Raises:
         ValueError: If ``max_in_flight`` is invalid.
     """
     settled: dict[int, BatchResult[RequestT, ResultT]] = {}
-    async with open_batch(run_one, requests, max_in_flight=max_in_flight, catch=catch) as results:
+    async with open_batch(
+        run_one, requests, max_in_flight=max_in_flight, catch=catch, stop_when=stop_when
+    ) as results:
         async for result in results:
             settled[result.index] = result
     return [settled[index] for index in range(len(settled))]

@@ -948,6 +948,11 @@ class Client:
     async def _run_request(self, request: BatchRequest) -> Completion:
         return await self.chat(**ChatRequest.coerce(request).to_kwargs())
 
+    def _is_closed(self) -> bool:
+        # A batch stops pulling input once the client is closed: every further request could
+        # only fail with ClientClosedError.
+        return self._closed
+
     def _batch_in_flight(self, max_in_flight: int | None) -> int:
         # Twice the global limit: in a batch mixing models, requests waiting for a busy model's
         # slots must not keep the other models' requests from starting. Never more than
@@ -992,6 +997,7 @@ class Client:
             requests,
             max_in_flight=self._batch_in_flight(max_in_flight),
             catch=HolySheepError,
+            stop_when=self._is_closed,
         )
 
     def open_batch(
@@ -1033,6 +1039,7 @@ class Client:
             max_in_flight=self._batch_in_flight(max_in_flight),
             max_pending=max_pending,
             catch=HolySheepError,
+            stop_when=self._is_closed,
         )
 
     async def race_chat(

@@ -724,3 +724,29 @@ async def test_default_client_batch_runs_a_bounded_number_at_once(
                 assert pulled - consumed <= 2 * 100 + 1
         assert sim.stats().max_concurrent["gpt-4.1"] == 100
         assert sim.stats().requests["gpt-4.1"] == 250
+
+
+async def test_closing_the_client_ends_a_batch(autojump_clock: trio.testing.MockClock) -> None:
+    # An endless lazy input: once the client is closed, every further request could only fail,
+    # so the batch stops pulling and ends instead of settling the rest of the input as errors.
+    async def endless() -> AsyncIterator[dict[str, Any]]:
+        while True:
+            yield {"model": "gpt-4.1", "messages": MESSAGES, "max_tokens": 2}
+
+    results: list[BatchResult[Any, Any]] = []
+    async with open_simulator(api_key=KEY, profile="fast") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+            with trio.fail_after(60):
+                async with client.open_batch(endless(), max_in_flight=1) as stream:
+                    async for result in stream:
+                        results.append(result)
+                        if len(results) == 3:
+                            await client.aclose()
+                        if len(results) > 50:  # the failure mode: errors forever
+                            break
+        await _settled(sim)
+        assert sim.stats().open_connections == 0
+    assert all(result.ok for result in results[:3])
+    # what was in flight or already settled when the client closed, nothing more
+    assert len(results) <= 3 + 2
+    assert all(isinstance(r.error, hs.ClientClosedError) for r in results[3:])
