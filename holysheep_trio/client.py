@@ -778,7 +778,7 @@ class ChatStream:
         if error.request_id is None:
             error.request_id = self._request_id
         if error.attempt is None:
-            error.attempt = self._attempts
+            error.attempt = self._attempts or None  # None: it failed before any attempt
         secrets = self._client._secrets()
         if secrets:
             error.message = _scrub(error.message, secrets)
