@@ -253,6 +253,7 @@ class ChatStream:
         timeouts: Timeouts,
         extra_headers: Mapping[str, str] | None = None,
         estimated_tokens: int = 0,
+        estimated_prompt_tokens: int = 0,
     ) -> None:
         self._client = client
         self._extra_headers = dict(extra_headers or {})
@@ -267,6 +268,8 @@ class ChatStream:
         self._state = "new"  # new -> open -> done
         self._closed_by_client = False
         self._estimated_tokens = estimated_tokens
+        self._estimated_prompt_tokens = estimated_prompt_tokens
+        self._accepted = False  # the current attempt got a 2xx: the server took the prompt
         # The admission held by the current attempt, and its ticket (None between attempts).
         self._admission: contextlib.AbstractAsyncContextManager[Admission | None] | None = None
         self._ticket: Admission | None = None
@@ -570,6 +573,7 @@ class ChatStream:
         self._done_at = None
         self._saw_finish = False
         self._eof = False
+        self._accepted = False
         self._failure = None
         self._reported = False
         self._first_token_at = None
@@ -608,7 +612,8 @@ class ChatStream:
         self._body = body if body is not None else _IteratorBody(response)
         idle = self._timeouts.idle
         self._idle_deadline = _INF if idle is None else trio.current_time() + idle
-        if not 200 <= response.status_code < 300:
+        self._accepted = 200 <= response.status_code < 300
+        if not self._accepted:
             raise await self._status_error(response)
         content_type = response.headers.get("content-type", "text/event-stream")
         if not content_type.lower().startswith("text/event-stream"):
@@ -803,10 +808,16 @@ class ChatStream:
         ticket = self._ticket
         if ticket is not None:
             usage = outcome.usage
+            if usage is not None:
+                prompt_tokens = usage.prompt_tokens
+            else:
+                # Cut short before the usage chunk (a `break`, a hedging loser): a server that
+                # accepted the request bills its prompt all the same; count our estimate.
+                prompt_tokens = self._estimated_prompt_tokens if self._accepted else 0
             ticket.report_attempt(
                 error=error,
                 completed=completed,
-                prompt_tokens=0 if usage is None else usage.prompt_tokens,
+                prompt_tokens=prompt_tokens,
                 # A stream cut short (a `break`, a hedging loser) has no usage chunk: count
                 # the output chunks received so far, one token each, as the server bills them.
                 completion_tokens=self._output_chunks if usage is None else usage.completion_tokens,
@@ -920,6 +931,7 @@ class Client:
             timeouts=timeouts or self._timeouts,
             extra_headers=extra_headers,
             estimated_tokens=estimate_tokens(messages, max_tokens=max_tokens),
+            estimated_prompt_tokens=estimate_tokens(messages, max_tokens=0),
         )
 
     async def chat(

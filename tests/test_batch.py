@@ -675,6 +675,12 @@ async def test_race_chat_counts_the_losers_usage_so_far(
         assert stats.total == 2
         # What the server billed, the loser included, is what the client counted.
         assert stats.completion_tokens == sum(sim.stats().completion_tokens.values())
+        # The loser's prompt was billed too: without a usage chunk the client counts its
+        # estimate, which for this prompt is what the server bills (4 characters a token).
+        billed = sim.stats().prompt_tokens
+        assert billed["gpt-4.1"] > 0
+        assert stats.prompt_tokens == pytest.approx(sum(billed.values()), rel=0.25)
+        assert stats.prompt_tokens > billed["deepseek-v3.2"]
         assert won_at < 0.1 + 0.35 + 40 / 30  # never waited for gpt-4.1's ~0.85 s + its tokens
 
 
