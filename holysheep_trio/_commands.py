@@ -31,6 +31,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -109,6 +110,15 @@ def _error_line(command: str, exc: HolySheepError, secrets: Sequence[str] = ()) 
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
+    # Messages that name their kind already ("network error (ConnectError): refused") would
+    # read "network error: network error (...)": keep the kind once, then the rest.
+    prefix = f"{exc.kind} error"
+    if text.startswith(prefix):
+        text = text.removeprefix(prefix).lstrip()
+        if text.startswith("(") and "): " in text:
+            name, _, rest = text[1:].partition("): ")
+            text = f"{name}: {rest}"
+        text = text.removeprefix(":").lstrip()
     return f"{PROG} {command}: {exc.kind} error: {text}"
 
 
@@ -146,8 +156,26 @@ async def _with_interrupts(main: Callable[[_Interrupt], Awaitable[int]]) -> int:
     return code
 
 
+def _exit_interrupted(signum: int, frame: FrameType | None) -> None:
+    # A second Ctrl-C while the first one's report is printed (or the process exits): stop at
+    # once, skipping the rest of the report, with the code the first one promised (docs/cli.md).
+    # No flushing: this runs between two bytecodes, maybe inside a write to the same stream.
+    os._exit(EXIT_INTERRUPTED)
+
+
 def _run(command: str, main: Callable[[_Interrupt], Awaitable[int]]) -> int:
-    """Run ``main`` in trio; a library error becomes one line and exit 1, Ctrl-C exit 130."""
+    """Run ``main`` in trio; a library error becomes one line and exit 1, Ctrl-C exit 130.
+
+    After a Ctrl-C, a second one ends the process at once with 130 (see _exit_interrupted);
+    the handler stays installed, since the command is about to exit anyway.
+    """
+    code = _run_in_trio(command, main)
+    if code == EXIT_INTERRUPTED and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _exit_interrupted)
+    return code
+
+
+def _run_in_trio(command: str, main: Callable[[_Interrupt], Awaitable[int]]) -> int:
     from .cli import _only_interrupts  # imported here: cli imports this module
 
     try:
@@ -263,7 +291,15 @@ def add_chat_parser(subparsers: _Subparsers[argparse.ArgumentParser]) -> None:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    prompt: str = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt: str = args.prompt
+    if prompt == "-":
+        # Read before trio runs (a worker thread blocked on stdin could not be cancelled), so
+        # Ctrl-C here is a plain KeyboardInterrupt: the same outcome as one during the reply.
+        try:
+            prompt = sys.stdin.read()
+        except KeyboardInterrupt:
+            _say("chat", "interrupted")
+            return EXIT_INTERRUPTED
     return _run("chat", lambda interrupt: _chat_main(args, prompt, interrupt))
 
 
@@ -624,7 +660,7 @@ async def list_models(*, api_key: str, base_url: str | None) -> list[tuple[str, 
     if not response.is_success:
         message, error_type, code = parse_error_body(body[:65536])
         raise error_class_for_status(response.status_code)(
-            message,
+            f"HTTP {response.status_code}: {message}",  # worded as the client words it
             status=response.status_code,
             error_type=error_type,
             code=code,

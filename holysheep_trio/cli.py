@@ -7,24 +7,31 @@ Adding a command: write ``_add_<name>(subparsers)`` that builds its parser and s
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final
 
-import trio
-
-from ._commands import add_bench_parser, add_chat_parser, add_models_parser
+# Only cheap imports here: `main` must be running, with its Ctrl-C guard, before the heavy ones
+# (trio, httpx2, rich: about 100 ms) start, or a Ctrl-C then prints a traceback (docs/cli.md).
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
 
 if sys.version_info >= (3, 11):
     from builtins import BaseExceptionGroup
 else:  # pragma: no cover - trio depends on this backport below 3.11
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
+#: 128 + SIGINT; the same as ``_commands.EXIT_INTERRUPTED``, not imported from there because
+#: that module is one of the slow imports the Ctrl-C guard must cover.
+_EXIT_INTERRUPTED: Final = 130
+_HIGHEST_PORT: Final = 65535
+
 
 def _only_interrupts(exc: BaseException) -> bool:
     """Whether ``exc`` is Ctrl-C, possibly wrapped in exception groups (with trio's Cancelled)."""
     if isinstance(exc, BaseExceptionGroup):
+        import trio  # only trio makes these groups, so it is loaded already
+
         leaves = exc.exceptions
         return any(_is_interrupt(leaf) for leaf in leaves) and all(
             _is_interrupt(leaf) or isinstance(leaf, trio.Cancelled) for leaf in leaves
@@ -38,7 +45,30 @@ def _is_interrupt(exc: BaseException) -> bool:
     )
 
 
+def _interrupted_exit_code(argv: Sequence[str]) -> int:
+    """The exit code of a Ctrl-C: 0 for ``serve`` (its normal end), else 130.
+
+    Read from the raw arguments, as the Ctrl-C may come before argparse has run. The command is
+    the first argument that is not an option (the top-level parser has only ``--help``).
+    """
+    command = next((argument for argument in argv if not argument.startswith("-")), None)
+    return 0 if command == "serve" else _EXIT_INTERRUPTED
+
+
 # ---- serve ---------------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number, 0-65535 (the socket layer would wrap others)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value <= _HIGHEST_PORT:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {_HIGHEST_PORT}, got {value}")
+    return value
 
 
 def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,7 +83,7 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     parser.add_argument(
-        "--port", type=int, default=8080, help="port to listen on, 0 for any free (%(default)s)"
+        "--port", type=_port, default=8080, help="port to listen on, 0 for any free (%(default)s)"
     )
     parser.add_argument(
         "--profile",
@@ -71,6 +101,10 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 async def _serve_until_interrupted(args: argparse.Namespace) -> None:
+    import signal
+
+    import trio
+
     from .simulator import open_simulator
 
     # Ctrl-C and SIGTERM end the server through a signal receiver, so shutdown is a normal
@@ -96,6 +130,8 @@ async def _serve_until_interrupted(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import trio
+
     try:
         trio.run(_serve_until_interrupted, args)
     except OSError as exc:
@@ -109,10 +145,29 @@ def _serve(args: argparse.Namespace) -> int:
 
 # ---- entry point ---------------------------------------------------------------------------
 
+
+def _add_chat(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._commands import add_chat_parser
+
+    add_chat_parser(subparsers)
+
+
+def _add_bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._commands import add_bench_parser
+
+    add_bench_parser(subparsers)
+
+
+def _add_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._commands import add_models_parser
+
+    add_models_parser(subparsers)
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    add_chat_parser,
-    add_bench_parser,
-    add_models_parser,
+    _add_chat,
+    _add_bench,
+    _add_models,
     _add_serve,
 ]
 
@@ -123,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser; each subcommand sets ``handler`` (``(args) -> exit code``).
     """
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="holysheep-trio",
         description="Trio client, simulator and tools for OpenAI-compatible streaming chat APIs.",
@@ -134,21 +191,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line.
+    """Run the command line (the ``holysheep-trio`` script and ``python -m holysheep_trio``).
 
     Args:
-        argv: Arguments without the program name; ``sys.argv[1:]`` when ``None``.
+        argv: Arguments without the program name. ``None`` means ``sys.argv[1:]`` and that
+            this call is the whole program: then, once the command is done, Ctrl-C is ignored
+            for the rest of the process, so a late one cannot change the exit code.
 
     Returns:
-        The exit code: 0 on success and on Ctrl-C, non-zero on errors.
+        The exit code: 0 on success, 1 on errors, 2 for bad options (argparse exits with it),
+        130 on Ctrl-C, also one that comes while the modules load, except for ``serve``,
+        where Ctrl-C is the normal way to stop and gives 0.
     """
-    args = build_parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        return handler(args)
+        args = build_parser().parse_args(arguments)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        code = handler(args)
     except BaseException as exc:
-        # Ctrl-C is how a user stops a command: exit 0 without a traceback, also when trio
-        # delivers the KeyboardInterrupt inside an ExceptionGroup.
-        if _only_interrupts(exc):
-            return 0
-        raise
+        # Ctrl-C is how a user stops a command: no traceback, also when trio delivers the
+        # KeyboardInterrupt inside an ExceptionGroup or it comes while trio is still loading.
+        if not _only_interrupts(exc):
+            raise
+        code = _interrupted_exit_code(arguments)
+    if argv is None:
+        _ignore_interrupts()
+    return code
+
+
+def _ignore_interrupts() -> None:
+    # Only exiting is left. A Ctrl-C now (say the second of a quick double press) would raise
+    # KeyboardInterrupt during interpreter shutdown, or, once Python has put back the default
+    # action there, kill the process: exit status -2 instead of the documented code. Python
+    # keeps an "ignore" set at the OS level through shutdown; a Python handler it does not.
+    import contextlib
+    import signal
+
+    # ValueError: not the main thread, whose signals are not ours to set.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -5,6 +5,7 @@ import argparse
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,9 @@ import trio
 from _pytest.capture import CaptureResult
 
 from holysheep_trio import _commands, cli
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -115,6 +119,58 @@ def test_chat_reads_the_prompt_from_stdin_and_takes_a_system_message(
     assert captured.out.strip()
 
 
+class _InterruptedStdin(io.StringIO):
+    def read(self, size: int | None = -1) -> str:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_reading_the_prompt_from_stdin_exits_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It used to escape the guarded path and end as exit 0 with no message.
+    monkeypatch.setattr(sys, "stdin", _InterruptedStdin())
+    try:
+        code = run_cli(["chat", "-", "--profile", "fast"])
+    except KeyboardInterrupt:  # would also stop pytest itself
+        pytest.fail("a Ctrl-C while reading stdin escaped the chat command")
+    captured = capsys.readouterr()
+    assert code == 130
+    assert stderr_lines(captured) == ["holysheep-trio chat: interrupted"]
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("command", ["chat", "bench", "models"])
+@pytest.mark.parametrize(
+    "interrupt",
+    [KeyboardInterrupt(), BaseExceptionGroup("trio", [KeyboardInterrupt()])],
+)
+def test_main_exits_130_on_ctrl_c_that_escapes_a_command(
+    monkeypatch: pytest.MonkeyPatch, command: str, interrupt: BaseException
+) -> None:
+    def interrupted(args: argparse.Namespace) -> int:
+        raise interrupt
+
+    monkeypatch.setattr(_commands, f"_{command}", interrupted)
+    assert cli.main([command, "a prompt"] if command == "chat" else [command]) == 130
+    # Also before argparse has run (a Ctrl-C while the modules load), from argv alone.
+    assert cli._interrupted_exit_code([command, "--profile", "fast"]) == 130
+    assert cli._interrupted_exit_code(["serve", "--port", "0"]) == 0
+    assert cli._interrupted_exit_code(["--help"]) == 130
+    assert cli._EXIT_INTERRUPTED == _commands.EXIT_INTERRUPTED
+
+
+def test_after_an_interrupted_run_a_second_ctrl_c_exits_at_once() -> None:
+    async def interrupted(interrupt: Any) -> int:
+        return _commands.EXIT_INTERRUPTED
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert _commands._run("chat", interrupted) == 130
+        assert signal.getsignal(signal.SIGINT) is _commands._exit_interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_chat_cost_is_unknown_for_models_without_a_price() -> None:
     from holysheep_trio.models import Completion, Usage
 
@@ -205,6 +261,7 @@ def test_chat_network_error_with_a_key_never_shows_the_key(
         "holysheep-trio chat: using http://127.0.0.1:9/v1 (key from HOLYSHEEP_API_KEY)"
     )
     assert lines[-1].startswith("holysheep-trio chat: network error: ")
+    assert "network error" not in lines[-1].removeprefix("holysheep-trio chat: network error")
     assert len(lines) == 2
     assert SECRET not in captured.err + captured.out
     assert "Traceback" not in captured.err
@@ -231,6 +288,22 @@ def test_error_lines_are_one_line_and_never_show_the_key() -> None:
     limited = RateLimitError("slow down", status=429)
     assert _commands._error_line("bench", limited) == (
         "holysheep-trio bench: rate_limit error: slow down (status=429)"
+    )
+
+
+def test_error_lines_name_the_kind_once() -> None:
+    from holysheep_trio.errors import APIConnectionError, APITimeoutError
+
+    # The client's network messages start with their kind; the line used to say it twice.
+    error = APIConnectionError("network error (ConnectError): [Errno 111] Connection refused")
+    assert _commands._error_line("chat", error) == (
+        "holysheep-trio chat: network error: ConnectError: [Errno 111] Connection refused"
+    )
+    plain = APIConnectionError("network error: reset")
+    assert _commands._error_line("chat", plain) == "holysheep-trio chat: network error: reset"
+    other = APITimeoutError("no first token in 5 s", deadline="first_token", seconds=5)
+    assert _commands._error_line("chat", other).startswith(
+        "holysheep-trio chat: timeout error: no first token in 5 s"
     )
 
 
@@ -383,6 +456,7 @@ def test_models_network_error(
     captured = capsys.readouterr()
     assert code == 1
     assert stderr_lines(captured)[-1].startswith("holysheep-trio models: network error: ")
+    assert stderr_lines(captured)[-1].count("network error") == 1
     assert SECRET not in captured.err + captured.out
 
 
@@ -397,6 +471,8 @@ async def test_list_models_maps_statuses_and_bad_bodies_to_kinds() -> None:
             await _commands.list_models(api_key="sk-wrong", base_url=sim.base_url)
         assert wrong_key.value.kind == "authentication"
         assert "sk-wrong" not in str(wrong_key.value)
+        # Worded as chat and bench word status errors.
+        assert wrong_key.value.message.startswith("HTTP 401: ")
         sim.inject_faults("status=503", endpoint="models")
         with pytest.raises(HolySheepError) as overloaded:
             await _commands.list_models(api_key="sk-right", base_url=sim.base_url)
@@ -486,6 +562,87 @@ async def test_ctrl_c_during_bench_prints_the_partial_table(tmp_path: Path) -> N
     report = json.loads(out_file.read_text())
     assert report["interrupted"] is True
     assert report["runs_total"] < 100
+
+
+async def test_a_second_ctrl_c_after_the_report_keeps_exit_code_130(tmp_path: Path) -> None:
+    # The second press lands as the process exits: it used to end it with -2 (death by SIGINT).
+    process = await trio.lowlevel.open_process(
+        child_command("bench", "--runs", "100", "--model", "gemini-2.5-flash"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={
+            key: value
+            for key, value in {**os.environ, "PYTHONUNBUFFERED": "1"}.items()
+            if not key.startswith("HOLYSHEEP_")
+        },
+    )
+    assert process.stderr is not None
+    err = bytearray()
+    try:
+        await read_until(process.stderr, b"built-in simulator", err)
+        process.send_signal(signal.SIGINT)
+        await read_until(process.stderr, b"interrupted after", err)
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(60):
+            while data := await process.stderr.receive_some(65536):
+                err += data
+            code = await process.wait()
+    finally:
+        process.kill()
+        await process.stderr.aclose()
+        await process.wait()
+    assert code == 130
+    assert b"Traceback" not in err
+
+
+#: Modules whose import ends at some moment of start-up: before the slow imports, amid them
+#: (trio done, the commands next), and after them (the simulator is imported inside trio.run).
+_STARTUP_MOMENTS = ["holysheep_trio.cli", "trio", "holysheep_trio._commands"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["bench", "--profile", "fast"], 130),
+        (["chat", "hi", "--profile", "fast"], 130),
+        (["models", "--profile", "fast"], 130),
+        (["serve", "--port", "0", "--profile", "fast"], 0),
+    ],
+)
+@pytest.mark.parametrize("moment", [*_STARTUP_MOMENTS, "holysheep_trio.simulator"])
+async def test_ctrl_c_at_any_moment_of_start_up_is_clean(
+    args: list[str], expected: int, moment: str
+) -> None:
+    # `-X importtime` reports each import as it ends, on stderr: the child is then in our code,
+    # past the interpreter's own start-up (a Ctrl-C there is Python's, not ours), and the
+    # signal follows at once. It used to print a KeyboardInterrupt traceback and exit with -2.
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-X", "importtime", "-m", "holysheep_trio", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={key: value for key, value in os.environ.items() if not key.startswith("HOLYSHEEP_")},
+    )
+    assert process.stderr is not None
+    marker = re.compile(rb"\| +" + re.escape(moment.encode()) + rb"\n")
+    err = bytearray()
+    try:
+        with trio.fail_after(60):
+            while not marker.search(err):
+                data = await process.stderr.receive_some(65536)
+                assert data, f"the child exited before importing {moment}: {bytes(err)!r}"
+                err += data
+            process.send_signal(signal.SIGINT)
+            while data := await process.stderr.receive_some(65536):
+                err += data
+            code = await process.wait()
+    finally:
+        process.kill()
+        await process.stderr.aclose()
+        await process.wait()
+    text = err.decode()
+    assert "Traceback" not in text
+    assert "KeyboardInterrupt" not in text
+    assert code == expected
 
 
 async def test_with_a_key_and_a_base_url_the_cli_talks_to_that_server() -> None:

@@ -99,6 +99,19 @@ def test_help_names_the_default_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert build_parser().parse_args(["serve"]).profile == "realistic"
 
 
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "http"])
+def test_out_of_range_ports_are_usage_errors(capsys: pytest.CaptureFixture[str], port: str) -> None:
+    # 99999 used to be wrapped by the socket layer: serve printed some other port and ran.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--port", port])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port" in err
+    assert "65535" in err or "not an integer" in err
+    assert build_parser().parse_args(["serve", "--port", "65535"]).port == 65535
+    assert build_parser().parse_args(["serve", "--port", "0"]).port == 0
+
+
 def test_interrupts_inside_exception_groups_count_as_ctrl_c() -> None:
     assert _only_interrupts(KeyboardInterrupt())
     assert _only_interrupts(BaseExceptionGroup("g", [KeyboardInterrupt()]))

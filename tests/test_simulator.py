@@ -257,6 +257,18 @@ async def test_without_max_tokens_the_reply_runs_to_natural_length(
     assert payloads[-2]["choices"][0]["finish_reason"] == "stop"
 
 
+def test_max_completion_tokens_wins_unless_it_is_null() -> None:
+    def max_tokens(**fields: Any) -> int | None:
+        body = {key: value for key, value in chat_body().items() if key != "max_tokens"}
+        return ChatRequest.from_body(json.dumps({**body, **fields}).encode()).max_tokens
+
+    assert max_tokens(max_completion_tokens=5, max_tokens=9) == 5
+    assert max_tokens(max_completion_tokens=5) == 5
+    # An explicit null is "not given": max_tokens still counts (it used to be ignored).
+    assert max_tokens(max_completion_tokens=None, max_tokens=9) == 9
+    assert max_tokens(max_completion_tokens=None) is None
+
+
 async def test_non_stream_completion(sim: Simulator, client: httpx2.AsyncClient) -> None:
     body = chat_body(stream=False, max_tokens=7)
     response = await client.post("/chat/completions", json=body)
@@ -989,6 +1001,46 @@ async def test_clients_leaving_at_any_moment_do_not_hurt_the_server(
         assert sim.stats().internal_errors == 0
 
 
+async def test_a_client_that_half_closes_still_gets_the_whole_stream(
+    sim: Simulator, autojump_clock: MockClock
+) -> None:
+    # `send_eof()` after a complete request (what `curl --no-keepalive`-style clients and
+    # shell `nc -N` do) says "no more requests", not "I left": the answer goes on to [DONE].
+    stream = await start_raw_chat(sim, chat_body(max_tokens=5))
+    async with stream:
+        await stream.send_eof()
+        received = bytearray()
+        with trio.fail_after(30):
+            while data := await stream.receive_some(65536):
+                received += data
+    response, body = parse_raw_response(bytes(received))
+    assert response.status_code == 200
+    payloads, _ = parse_stream(body)
+    assert payloads[-1] == "[DONE]"
+    assert len(payloads) == 1 + 5 + 1 + 1
+    assert payloads[-2]["choices"][0]["finish_reason"] == "length"
+    await wait_until(lambda: sim.stats().open_connections == 0)
+    assert sim.stats().active["gpt-4.1"] == 0
+
+
+async def test_a_half_closed_client_in_a_fault_silence_is_let_go(
+    sim: Simulator, autojump_clock: MockClock
+) -> None:
+    # A stall sends nothing, so a client that left cannot be told from one that half-closed:
+    # the EOF ends the answer instead of holding the connection for the whole stall.
+    start = trio.current_time()
+    stream = await start_raw_chat(sim, chat_body(max_tokens=5), "stall_after=2;seconds=3600")
+    async with stream:
+        received = await receive_until(stream, lambda data: data.count(b'"content":"') >= 2)
+        await stream.send_eof()
+        with trio.fail_after(30):
+            while data := await stream.receive_some(65536):
+                received += data
+    assert b"[DONE]" not in received
+    assert trio.current_time() - start < 30
+    await wait_until(lambda: sim.stats().open_connections == 0)
+
+
 async def test_leaving_the_simulator_closes_every_connection(autojump_clock: MockClock) -> None:
     async with open_simulator(api_key=API_KEY, profile="realistic") as sim:
         idle = await trio.open_tcp_stream(sim.host, sim.port)
@@ -1009,6 +1061,14 @@ async def test_leaving_the_simulator_closes_every_connection(autojump_clock: Moc
                     pass  # the rest of the reply, then EOF
     with pytest.raises(OSError, match="connect"):
         await trio.open_tcp_stream(sim.host, sim.port)
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 99999])
+async def test_out_of_range_ports_are_refused(port: int) -> None:
+    # The socket layer wraps 65536 to 0: it used to listen on some random port instead.
+    with pytest.raises(ValueError, match="port must be between 0 and 65535"):
+        async with open_simulator(api_key=API_KEY, port=port):
+            pass  # pragma: no cover
 
 
 async def test_an_error_in_the_block_propagates_unwrapped() -> None:

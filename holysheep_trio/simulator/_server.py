@@ -55,6 +55,8 @@ _BATCH_CHUNKS = 512
 _MAX_EARLY_INPUT = 64 * 1024
 _FAULT_HEADER = "x-simulator-fault"
 _LINGER_SECONDS = 2.0
+#: The highest TCP port number.
+_MAX_PORT = 65535
 
 Endpoint = Literal["chat", "models"]
 
@@ -241,6 +243,8 @@ class _Connection:
         self._close = False
         self._request_id = ""
         self._active_model: str | None = None
+        # Set by the peer watcher when the client half-closes (or leaves) during an answer.
+        self._peer_eof = trio.Event()
         # Set after an error answer that ends the connection while the client may still be
         # sending: closing at once would reset the connection and could destroy the answer.
         self.linger = False
@@ -310,6 +314,7 @@ class _Connection:
 
     async def _answer_watching_peer(self, request: _Request) -> None:
         """Answer while watching the socket, so a client that leaves stops its answer at once."""
+        self._peer_eof = trio.Event()
         async with trio.open_nursery() as nursery:
 
             async def answer() -> None:
@@ -329,16 +334,33 @@ class _Connection:
             while early <= _MAX_EARLY_INPUT:
                 data = await self._stream.receive_some(_READ_SIZE)
                 if not data:
-                    break
+                    # EOF is a half-close (RFC 9293, section 3.6: the client may still read),
+                    # not a departure: finish the answer; a failed send ends it if the client
+                    # really left. h11 learns of the EOF so no next request is awaited.
+                    self._h11.receive_data(b"")
+                    self._peer_eof.set()
+                    return
                 # Bytes of a next request are kept for the next keep-alive cycle.
                 self._h11.receive_data(data)
                 early += len(data)
-            else:
-                return
+            return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         self._close = True
         answer_scope.cancel()
+
+    async def _fault_silence(self, seconds: float) -> None:
+        """A fault's wait without content (stall, slow headers, between keep-alive pings).
+
+        Only a failed send tells a client that left from one that half-closed its side, and
+        these faults send nothing (or only pings, which a departed client's kernel may still
+        accept): rather than hold a possibly dead connection for the whole stretch, the
+        client's EOF, during or before the wait, ends the answer. Elsewhere an EOF is a
+        half-close and the answer goes on.
+        """
+        with trio.move_on_after(seconds):
+            await self._peer_eof.wait()
+            raise trio.BrokenResourceError("the client sent EOF during a fault's silence")
 
     # ---- writing ---------------------------------------------------------------------------
 
@@ -445,7 +467,7 @@ class _Connection:
         """Apply ``slow_headers`` and ``status``; True when the request is answered."""
         if plan.slow_headers is not None:
             self._served("slow_headers")
-            await trio.sleep(plan.slow_headers)
+            await self._fault_silence(plan.slow_headers)
         if plan.status is None:
             return False
         self._served("status")
@@ -583,7 +605,7 @@ class _Connection:
             await trio.sleep(self._ttft(model) + tokens / model.tokens_per_second)
         if plan.stall_after is not None:
             self._served("stall_after")
-            await trio.sleep(plan.stall_seconds)
+            await self._fault_silence(plan.stall_seconds)
         body = completion_body(
             completion_id=_completion_id(),
             created=int(time.time()),
@@ -687,7 +709,7 @@ class _Connection:
         }
         if "stall_after" in due:
             self._served("stall_after")
-            await trio.sleep(plan.stall_seconds)
+            await self._fault_silence(plan.stall_seconds)
         if "malformed_after" in due:
             self._served("malformed_after")
             await self._send(h11.Data(data=MALFORMED))
@@ -700,7 +722,7 @@ class _Connection:
         if "keepalive_after" in due:
             self._served("keepalive_after")
             while True:
-                await trio.sleep(plan.keepalive_every)
+                await self._fault_silence(plan.keepalive_every)
                 await self._send(h11.Data(data=PING))
         if "disconnect_after" in due:
             self._served("disconnect_after")
@@ -787,10 +809,13 @@ async def open_simulator(
         The :class:`Simulator` handle.
 
     Raises:
-        ValueError: Unknown profile name, a capacity for an unknown model, or a capacity
-            below 1.
+        ValueError: Unknown profile name, a capacity for an unknown model, a capacity
+            below 1, or a port outside 0-65535.
         OSError: The address cannot be bound.
     """
+    if not 0 <= port <= _MAX_PORT:
+        # The socket layer would wrap 65536 to 0 and listen on a random port.
+        raise ValueError(f"port must be between 0 and {_MAX_PORT}, got {port}")
     resolved = _with_capacity(_resolve_profile(profile), capacity)
     listeners = await trio.open_tcp_listeners(port, host=host)
     sockname = listeners[0].socket.getsockname()

@@ -164,7 +164,10 @@ class ChatRequest:
             )
         for index, message in enumerate(messages):
             _check_message(index, message)
-        max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
+        # The newer name wins, but an explicit null means "not given" (OpenAI reads it so).
+        max_tokens = payload.get("max_completion_tokens")
+        if max_tokens is None:
+            max_tokens = payload.get("max_tokens")
         if max_tokens is not None and (
             not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
         ):
