@@ -65,18 +65,35 @@ DEFAULT_PER_MODEL: Mapping[str, int] = MappingProxyType(
     {"gpt-4.1": 5, "claude-sonnet-4.5": 3, "gemini-2.5-flash": 8, "deepseek-v3.2": 10}
 )
 
-#: HTTP statuses that mean "too much load from you": 429 Too Many Requests (RFC 6585 §4),
+#: HTTP statuses that mean "too much load": 429 Too Many Requests (RFC 6585 §4),
 #: 503 Service Unavailable (RFC 9110 §15.6.4) and 529, which Anthropic-style relays use for
-#: "overloaded". They shrink the model's effective limit.
+#: "overloaded". They shrink the model's effective limit; only 429 teaches its ceiling (see
+#: :class:`AdaptiveLimit`).
 OVERLOAD_STATUSES: frozenset[int] = frozenset({429, 503, 529})
 
 #: Error kinds that mean the same when the server reports overload in-band (no HTTP status).
 OVERLOAD_KINDS: frozenset[str] = frozenset({"rate_limit", "overloaded"})
 
+#: The capacity signal: 429 is addressed to *this client* ("you sent too many requests",
+#: RFC 6585 §4), so the concurrency it was answered at says something about the capacity the
+#: server grants us. 503/529 say the server as a whole is unavailable or overloaded (RFC 9110
+#: §15.6.4), which is often transient or caused by other clients, and is answered at any
+#: concurrency: learning a ceiling from it pinned the limit to 1 under a steady 5 % of random
+#: 503s (review finding: 7.4x slower than not adapting).
+CAPACITY_STATUS: Final = 429
+#: The in-band error kind of the capacity signal, when no HTTP status is known.
+CAPACITY_KIND: Final = "rate_limit"
+
 #: Multiplicative decrease of the effective limit on an overload signal.
 DECREASE_FACTOR = 0.5
-#: Seconds without an overload signal after which the learned ceiling rises by one slot.
+#: Seconds without a capacity signal after which the learned ceiling rises by one slot.
 CEILING_RELAX_SECONDS = 30.0
+#: Successes without a capacity signal after which the learned ceiling rises by one slot,
+#: however little time they took. Time alone never relaxes a ceiling under busy traffic with
+#: an occasional stray 429 (a quiet 30 s may never come); counting successes bounds what a
+#: probe costs at a real capacity to one 429 per this many requests (1 %), while 30 s bounds it
+#: for slow traffic. Large enough that a found capacity is not probed every few round trips.
+CEILING_RELAX_SUCCESSES = 100
 #: The longest Retry-After pause honoured; a larger value is clamped (a typo on the server
 #: must not freeze a model for a day).
 MAX_RETRY_AFTER = 600.0
@@ -130,7 +147,10 @@ class RateLimit:
 
     Each is a token bucket holding one minute's allowance and refilled continuously: a fresh
     pool may start ``rpm`` requests at once, then ``rpm / 60`` per second. Over any window of
-    ``T`` seconds at most ``rpm * (1 + T / 60)`` requests start.
+    ``T`` seconds at most ``rpm * (1 + T / 60)`` requests start. The bucket starts full, so a
+    fresh client may admit up to ``rpm`` requests at once and up to about ``2 * rpm`` in its
+    first sliding minute (the burst plus a minute's refill): that is the token-bucket design,
+    not a leak.
 
     Attributes:
         rpm: Requests per minute, or ``None`` for no request limit.
@@ -345,20 +365,43 @@ class AdaptiveLimit:
       window of data, RFC 3168 §6.1.2).
     - **Additive increase**: each success adds ``1 / limit``, so the limit grows by about one
       slot per ``limit`` successes (one "round trip" of the pool), up to the ceiling.
-    - **Learned ceiling**: an overload reported while ``n > 1`` requests of the model are in
-      flight (itself included) suggests the server holds fewer than ``n``; the ceiling becomes
-      the smallest such ``n - 1`` seen, so the limit stops probing above the capacity it found
-      and 429s stop. The count is taken when the failure is reported, not at admission:
-      requests admitted together may reach the server in any order. After
-      :data:`CEILING_RELAX_SECONDS` without an overload the ceiling rises by one (towards the
-      configured limit), to notice when the server's capacity comes back.
+    - **Quick recovery after a 503/529**: below the limit it had when the last 503/529 halved
+      it, each success adds a whole slot, so the limit is back within one round trip at the
+      halved level if those requests succeed. Such an answer says the server as a whole is
+      unavailable, not that this client holds too many slots: halving gives relief at once,
+      and a server really overloaded by us keeps answering 503 and keeps halving us; a
+      random, load-independent one (review finding: a steady 5 %) no longer holds the limit
+      at a fraction of the configured one, as plain AIMD does (about 6 of 8 on average).
+    - **Learned ceiling**, from capacity signals only (:data:`CAPACITY_STATUS`, 429, or an
+      in-band ``rate_limit`` error): a 429 reported while ``n > 1`` requests of the model are
+      in flight (itself included) suggests the server grants fewer than ``n``; the ceiling
+      becomes the smallest such ``n - 1`` seen, so the limit stops probing above the capacity
+      it found and 429s stop. The count is taken when the failure is reported, not at
+      admission: requests admitted together may reach the server in any order. A 503/529
+      never lowers the ceiling: it is answered at any concurrency, and learning from it pinned
+      the limit to 1 under random 503s.
+    - **Relaxing the ceiling**: after :data:`CEILING_RELAX_SECONDS` or
+      :data:`CEILING_RELAX_SUCCESSES` successes, whichever comes first, without a fresh
+      capacity signal, the ceiling rises by one (towards the configured limit), to notice when
+      the server's capacity comes back or to forget a stray 429. A fresh signal is one from a
+      request admitted since the last decrease, or one that lowers the ceiling; a late echo of
+      an old burst (and any 503/529) does not restart the count.
 
     Args:
         configured: The configured limit (the maximum).
         now: The current time.
     """
 
-    __slots__ = ("_credit", "_relax_at", "ceiling", "configured", "epoch", "limit")
+    __slots__ = (
+        "_credit",
+        "_recover_to",
+        "_relax_at",
+        "_successes",
+        "ceiling",
+        "configured",
+        "epoch",
+        "limit",
+    )
 
     def __init__(self, *, configured: int, now: float) -> None:
         self.configured = configured
@@ -367,27 +410,57 @@ class AdaptiveLimit:
         #: Bumped on every decrease; admissions remember it to recognise stale signals.
         self.epoch = 0
         self._credit = 0.0
+        # The limit before the last 503/529 decrease: below it, recovery is quick. 0: none.
+        self._recover_to = 0
         self._relax_at = now + CEILING_RELAX_SECONDS
+        # Successes since the last fresh capacity signal (or the last relaxation).
+        self._successes = 0
 
-    def on_overload(self, *, admitted_epoch: int, in_flight: int, now: float) -> None:
-        """An overload from a request admitted at ``admitted_epoch``, ``in_flight`` now."""
-        if in_flight > 1:
-            self.ceiling = max(1, min(self.ceiling, in_flight - 1))
-        self._relax_at = now + CEILING_RELAX_SECONDS
-        if admitted_epoch == self.epoch:
+    def on_overload(
+        self, *, admitted_epoch: int, in_flight: int, now: float, capacity: bool = True
+    ) -> None:
+        """An overload from a request admitted at ``admitted_epoch``, ``in_flight`` now.
+
+        Args:
+            admitted_epoch: :attr:`epoch` when the request was admitted.
+            in_flight: Requests of the model in flight now, the failed one included.
+            now: The current time.
+            capacity: Whether it is a capacity signal (a 429, see :data:`CAPACITY_STATUS`),
+                which may lower the ceiling, or a 503/529, which only halves the limit.
+        """
+        current = admitted_epoch == self.epoch
+        if capacity:
+            lowered = 1 < in_flight <= self.ceiling
+            if lowered:
+                self.ceiling = in_flight - 1
+            if current or lowered:
+                self._relax_at = now + CEILING_RELAX_SECONDS
+                self._successes = 0
+            # The server spoke of our share: grow back carefully, one slot per round trip.
+            self._recover_to = 0
+        if current:
+            if not capacity:
+                self._recover_to = self.limit
             self.limit = max(1, math.floor(self.limit * DECREASE_FACTOR))
             self.epoch += 1
             self._credit = 0.0
         self.limit = min(self.limit, self.ceiling)
 
     def on_success(self, now: float) -> None:
-        """A success: grow by ``1 / limit``; relax the ceiling if it has been quiet."""
-        if now >= self._relax_at:
-            steps = 1 + int((now - self._relax_at) // CEILING_RELAX_SECONDS)
+        """A success: grow the limit; relax the ceiling after enough time or successes."""
+        self._successes += 1
+        if now >= self._relax_at or self._successes >= CEILING_RELAX_SUCCESSES:
+            steps = 1
+            if now >= self._relax_at:
+                steps += int((now - self._relax_at) // CEILING_RELAX_SECONDS)
             self.ceiling = min(self.configured, self.ceiling + steps)
             self._relax_at = now + CEILING_RELAX_SECONDS
+            self._successes = 0
         if self.limit >= self.ceiling:
             self.limit = self.ceiling
+            return
+        if self.limit < self._recover_to:
+            self.limit += 1
             return
         self._credit += 1.0 / self.limit
         if self._credit >= 1.0:
@@ -1062,7 +1135,12 @@ class Pool:
             # must not hold up unrelated requests there (B4). The refused request's own retry
             # still honours it through the RetryPolicy.
             return
-        state.adaptive.on_overload(admitted_epoch=admission._epoch, in_flight=state.active, now=now)
+        # The status, when there is one, says which signal it is; an in-band error has only
+        # its kind.
+        capacity = status == CAPACITY_STATUS if status is not None else kind == CAPACITY_KIND
+        state.adaptive.on_overload(
+            admitted_epoch=admission._epoch, in_flight=state.active, now=now, capacity=capacity
+        )
         self._apply_limit(state)
         if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
             state.paused_until = max(state.paused_until, now + min(retry_after, MAX_RETRY_AFTER))

@@ -1,7 +1,9 @@
 # Tests of the pool: pure buckets/windows/AIMD (sync, hypothesis) and admission under trio.
 from __future__ import annotations
 
+import heapq
 import math
+import random
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 import holysheep_trio as hs
 from holysheep_trio.pool import (
     CEILING_RELAX_SECONDS,
+    CEILING_RELAX_SUCCESSES,
     DEFAULT_COMPLETION_ESTIMATE,
     DEFAULT_PER_MODEL,
     UNLIMITED,
@@ -292,6 +295,86 @@ def test_adaptive_learns_a_ceiling_and_relaxes_it_slowly() -> None:
     assert limit.limit == 4
     limit.on_success(10 * CEILING_RELAX_SECONDS)
     assert limit.ceiling == 10
+
+
+def test_adaptive_learns_the_ceiling_from_429_only() -> None:
+    # A 503/529 is answered at any concurrency: it halves the limit but says nothing of the
+    # capacity granted to us (review finding: learning from it pinned the limit to 1).
+    limit = AdaptiveLimit(configured=8, now=0.0)
+    limit.on_overload(admitted_epoch=0, in_flight=4, now=0.0, capacity=False)
+    assert (limit.limit, limit.ceiling) == (4, 8)
+    # Quick recovery: a whole slot per success back to where the 503 found it, ...
+    for expected in (5, 6, 7, 8):
+        limit.on_success(0.1)
+        assert limit.limit == expected
+    # ... while after a 429 the learned ceiling holds and growth is additive.
+    limit.on_overload(admitted_epoch=limit.epoch, in_flight=7, now=1.0, capacity=True)
+    assert (limit.limit, limit.ceiling) == (4, 6)
+    limit.on_success(1.1)
+    assert limit.limit == 4  # +1/4
+
+
+def test_adaptive_relaxes_the_ceiling_after_enough_successes() -> None:
+    limit = AdaptiveLimit(configured=8, now=0.0)
+    limit.on_overload(admitted_epoch=0, in_flight=4, now=0.0)
+    assert limit.ceiling == 3
+    for _ in range(CEILING_RELAX_SUCCESSES - 1):
+        limit.on_success(1.0)
+    assert (limit.limit, limit.ceiling) == (3, 3)
+    # A late echo of the old burst (admitted before the decrease) that teaches nothing new
+    # does not restart the count, nor does a 503.
+    limit.on_overload(admitted_epoch=0, in_flight=4, now=1.0)
+    limit.on_overload(admitted_epoch=0, in_flight=4, now=1.0, capacity=False)
+    limit.on_success(1.0)
+    assert limit.ceiling == 4  # long before CEILING_RELAX_SECONDS
+    # A fresh 429 does restart it.
+    limit.on_overload(admitted_epoch=limit.epoch, in_flight=4, now=2.0)
+    assert limit.ceiling == 3
+    for _ in range(CEILING_RELAX_SUCCESSES - 1):
+        limit.on_success(2.0)
+    assert limit.ceiling == 3
+
+
+def _run_with_random_failures(
+    *, adaptive: bool, seed: int, configured: int = 8, requests: int = 300
+) -> tuple[float, float, int]:
+    """The review's scenario, as a pure event simulation of a pool in front of a server with
+    no capacity limit that answers 503 to a random 5 % of requests (0.05 s), else succeeds
+    after 0.6 s. Returns the run's duration, the share of that time the limit was within one
+    slot of ``configured``, and the final limit."""
+    rng = random.Random(seed)
+    control = AdaptiveLimit(configured=configured, now=0.0)
+    running: list[tuple[float, int, bool, int]] = []  # (finish, index, failed, epoch)
+    now = near_configured = 0.0
+    started = 0
+    while started < requests or running:
+        while started < requests and len(running) < (control.limit if adaptive else configured):
+            failed = rng.random() < 0.05
+            finish = now + (0.05 if failed else 0.6)
+            heapq.heappush(running, (finish, started, failed, control.epoch))
+            started += 1
+        finish, _, failed, epoch = heapq.heappop(running)
+        if control.limit >= configured - 1:
+            near_configured += finish - now
+        now = finish
+        if failed:
+            control.on_overload(
+                admitted_epoch=epoch, in_flight=len(running) + 1, now=now, capacity=False
+            )
+        else:
+            control.on_success(now)
+    return now, near_configured / now, control.limit
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_503s_do_not_pin_the_limit_down(seed: int) -> None:
+    # Review finding: 300 requests, a random 5 % of 503s, limit 8: adaptive took 5-7x the
+    # time of non-adaptive with the limit stuck at 1 (the ceiling learned from 503s).
+    fixed, _, _ = _run_with_random_failures(adaptive=False, seed=seed)
+    adaptive, near_configured, final = _run_with_random_failures(adaptive=True, seed=seed)
+    assert adaptive < 1.2 * fixed
+    assert near_configured > 0.5
+    assert final == 8
 
 
 # --------------------------------------------------------------------------- admission
@@ -1089,6 +1172,35 @@ async def test_adaptive_limit_finds_the_simulators_hidden_capacity_and_429s_stop
     assert first.models["deepseek-v3.2"].effective_limit == 3
     assert second.models["deepseek-v3.2"].effective_limit == 3
     assert (second.succeeded, second.active) == (48, 0)
+
+
+async def test_random_503s_cost_little_through_the_client(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Review finding, end to end: every 20th request answered 503 by a server with no
+    # capacity limit, no retries; adaptive limits must cost about what no adaptation costs.
+    fault = {"X-Simulator-Fault": "status=503"}
+    requests = [
+        _request(max_tokens=4, **({"extra_headers": fault} if i % 20 == 19 else {}))
+        for i in range(200)
+    ]
+    elapsed: dict[bool, float] = {}
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        for adaptive in (False, True):
+            limits = Limits(per_model={"deepseek-v3.2": 8}, max_concurrent=8, adaptive=adaptive)
+            async with hs.open_client(
+                api_key=KEY,
+                base_url=sim.base_url,
+                limits=limits,
+                retry=hs.RetryPolicy(max_retries=0),
+            ) as client:
+                start = trio.current_time()
+                results = await client.batch(requests)
+                elapsed[adaptive] = trio.current_time() - start
+                stats = client.statistics()
+            assert sum(not r.ok for r in results) == 10
+            assert stats.models["deepseek-v3.2"].effective_limit == 8
+    assert elapsed[True] < 1.5 * elapsed[False]
 
 
 async def test_retries_give_their_slot_back_while_backing_off(
