@@ -1247,6 +1247,7 @@ async def test_waiting_for_admission_respects_deadlines(
                 await client.chat(**_request(), timeouts=hs.Timeouts(total=3))
             assert info.value.deadline == "total"
             assert info.value.model == "deepseek-v3.2"
+            assert info.value.attempt is None  # it never got to make an attempt
             assert trio.current_time() - began == pytest.approx(5, abs=0.01)
             stats = client.statistics()
             assert (stats.active, stats.waiting, stats.total) == (1, 0, 1)
