@@ -79,7 +79,9 @@ def test_distribution_properties(values: list[float]) -> None:
 
 
 def test_streaming_rate_counts_time_after_the_first_token() -> None:
-    assert streaming_rate(45, ttft=0.5, duration=1.5) == 45
+    # 46 tokens: the first at 0.5 s, the other 45 in the second after it.
+    assert streaming_rate(46, ttft=0.5, duration=1.5) == 45
+    assert streaming_rate(1, ttft=0.5, duration=1.5) is None  # one token: no rate to measure
     assert streaming_rate(45, ttft=None, duration=1.5) is None
     assert streaming_rate(0, ttft=0.5, duration=1.5) is None
     assert streaming_rate(10, ttft=1.5, duration=1.5) is None  # one piece: no rate
@@ -92,12 +94,12 @@ def run(model: str = "m", **fields: Any) -> BenchRun:
 def test_a_failed_run_has_no_rate() -> None:
     good = run(ttft=0.2, duration=1.2, completion_tokens=50)
     assert good.ok
-    assert good.tokens_per_second == 50
+    assert good.tokens_per_second == 49  # 50 - 1 tokens after the first, in 1 s
     bad = attrs.evolve(good, error_kind="timeout", error="idle deadline")
     assert not bad.ok
     assert bad.tokens_per_second is None
     assert bad.to_json()["tokens_per_second"] is None
-    assert good.to_json()["tokens_per_second"] == 50
+    assert good.to_json()["tokens_per_second"] == 49
 
 
 def test_model_summary_counts_errors_by_kind_and_ignores_them_in_timings() -> None:
@@ -119,8 +121,8 @@ def test_model_summary_counts_errors_by_kind_and_ignores_them_in_timings() -> No
     assert summary.to_json()["error_rates"] == summary.error_rates
     assert summary.ttft == Distribution(count=2, mean=0.2, min=0.1, max=0.3, p50=0.1, p95=0.3)
     assert summary.tokens_per_second is not None
-    assert summary.tokens_per_second.min == pytest.approx(20)
-    assert summary.tokens_per_second.max == pytest.approx(40)
+    assert summary.tokens_per_second.min == pytest.approx(19.5)  # (40 - 1) / 2 s
+    assert summary.tokens_per_second.max == pytest.approx(39)  # (40 - 1) / 1 s
     assert summary.completion_tokens == 80
     empty = ModelSummary.of("nobody", runs)
     assert (empty.runs, empty.error_rate, empty.ttft, empty.tokens_per_second) == (0, 0, None, None)
@@ -154,7 +156,7 @@ def test_report_totals_and_json_round_trip() -> None:
     assert data["runs_total"] == 3
     assert data["interrupted"] is False
     assert data["models"][0]["ttft"]["p50"] == 0.5
-    assert data["models"][0]["tokens_per_second"]["max"] == 20
+    assert data["models"][0]["tokens_per_second"]["max"] == 18  # (10 - 1) / 0.5 s
     assert data["models"][1]["error_rate"] == 1.0
     assert data["models"][1]["ttft"] is None
     assert data["runs"][2]["error_kind"] == "authentication"

@@ -177,7 +177,7 @@ def test_chat_cost_is_unknown_for_models_without_a_price() -> None:
     usage = Usage(prompt_tokens=3, completion_tokens=9, total_tokens=12)
     known = Completion(model="gpt-4.1", usage=usage, ttft=0.5, duration=1.5)
     assert _commands._chat_summary("gpt-4.1", known) == (
-        "model gpt-4.1, TTFT 0.500 s, 9.0 tokens/s, tokens 3 in / 9 out, cost $0.000078"
+        "model gpt-4.1, TTFT 0.500 s, 8.0 tokens/s, tokens 3 in / 9 out, cost $0.000078"
     )
     # The server may report a dated snapshot name: the requested name is priced first.
     dated = Completion(model="gpt-4.1-2025-04-14", usage=usage, ttft=0.5, duration=1.5)
