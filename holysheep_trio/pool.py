@@ -848,6 +848,10 @@ class Pool:
         limits: The limits; defaults to ``Limits()``.
         window_samples: Samples kept for latency/TTFT percentiles.
         window_seconds: Maximum age of those samples.
+        max_pause: The longest ``Retry-After`` pause (seconds) honoured for a model, at most
+            :data:`MAX_RETRY_AFTER`. The client passes its ``RetryPolicy.max_retry_after``: a
+            request refuses to wait longer than that, so a longer pause would only stall the
+            other requests of the model.
     """
 
     def __init__(
@@ -856,8 +860,10 @@ class Pool:
         *,
         window_samples: int = 1024,
         window_seconds: float = 300.0,
+        max_pause: float = MAX_RETRY_AFTER,
     ) -> None:
         self._limits = Limits() if limits is None else limits
+        self._max_pause = min(float(max_pause), MAX_RETRY_AFTER)
         self._global = trio.CapacityLimiter(self._limits.max_concurrent)
         self._models: dict[str, _ModelState] = {}
         self._latency = RollingWindow(max_samples=window_samples, max_age=window_seconds)
@@ -1143,7 +1149,7 @@ class Pool:
         )
         self._apply_limit(state)
         if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
-            state.paused_until = max(state.paused_until, now + min(retry_after, MAX_RETRY_AFTER))
+            state.paused_until = max(state.paused_until, now + min(retry_after, self._max_pause))
 
     @staticmethod
     def _apply_limit(state: _ModelState) -> None:

@@ -7,7 +7,8 @@ seconds or None ("do not retry"). Randomness (jitter) comes from an injectable
 :class:`random.Random`; the current time for HTTP-date ``Retry-After`` values is injectable too.
 
 The defaults follow the official OpenAI SDKs: 2 retries, backoff ``min(0.5 * 2**n, 8)`` seconds
-minus up to 25 % jitter, ``retry-after-ms`` then ``retry-after`` honoured when between 0 and 60 s,
+minus up to 25 % jitter, ``retry-after-ms`` then ``retry-after`` honoured up to 60 s (a longer
+one is not retried),
 ``x-should-retry`` obeyed, and retried: connection errors, 408, 409, 429 and 5xx. We also retry
 a ``connect`` or ``first_token`` timeout (nothing was delivered yet, so a retry is invisible).
 """
@@ -102,8 +103,11 @@ class RetryPolicy:
         initial_delay: Backoff before the first retry, in seconds.
         max_delay: Cap of the exponential backoff, in seconds.
         jitter: Fraction (0..1) of the backoff that is randomly taken off.
-        max_retry_after: A server's ``Retry-After`` above this many seconds is not honoured;
-            the normal backoff is used instead (as the official SDKs do).
+        max_retry_after: The longest ``Retry-After`` we wait for, in seconds. When the server
+            asks for longer, the request is not retried: its error (e.g. the
+            :class:`~holysheep_trio.RateLimitError`) is raised at once, since retrying
+            earlier than asked would only be refused again. The client's pool never pauses a
+            model for longer than this either.
         retry_statuses: HTTP statuses (besides 5xx) that are retried.
         retry_server_errors: Whether 5xx statuses are retried.
     """
@@ -165,13 +169,16 @@ class RetryPolicy:
             rng: Source of jitter (default: the ``random`` module).
 
         Returns:
-            The delay, or None when the error is not retryable, the retries are spent or the
-            delay would outlast the total deadline.
+            The delay, or None when the error is not retryable, the retries are spent, the
+            server's ``Retry-After`` exceeds :attr:`max_retry_after`, or the delay would outlast
+            the total deadline.
         """
         if attempt > self.max_retries or not self.is_retryable(error):
             return None
         retry_after = getattr(error, "retry_after", None)
-        if isinstance(retry_after, int | float) and 0 <= retry_after <= self.max_retry_after:
+        if isinstance(retry_after, int | float) and retry_after >= 0:
+            if retry_after > self.max_retry_after:
+                return None  # the server asks for more than we wait: report it now
             delay = float(retry_after)
         else:
             delay = self.backoff(attempt, rng)

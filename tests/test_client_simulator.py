@@ -543,11 +543,29 @@ async def test_malformed_before_first_token_is_raised(
 async def test_oversized_event_is_a_protocol_error(
     autojump_clock: MockClock, sim: Simulator
 ) -> None:
-    sim.inject_faults("oversized_event")
-    async with client_for(sim) as client:
+    sim.inject_faults("oversized_event;size=2097152")
+    async with client_for(sim, max_event_size=1 << 20) as client:
         with pytest.raises(hs.StreamProtocolError):
             await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5)
     await no_open_connections(sim)
+
+
+async def test_a_2_mib_event_is_read_by_default(autojump_clock: MockClock, sim: Simulator) -> None:
+    # A delta may carry a base64 image: the default bound (16 MiB) takes it.
+    sim.inject_faults("oversized_event;size=2097152")
+    async with (
+        client_for(sim) as client,
+        client.stream_chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5) as stream,
+    ):
+        chunks = [chunk async for chunk in stream]
+    assert chunks
+    assert stream.completion.finish_reason is not None
+
+
+async def test_max_event_size_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_event_size"):
+        async with hs.open_client(api_key=KEY, max_event_size=0):
+            pass  # pragma: no cover
 
 
 async def test_drip_gives_the_same_text(autojump_clock: MockClock, sim: Simulator) -> None:
@@ -627,7 +645,9 @@ async def test_key_appears_in_no_error_text_or_log(
         "error_event_after=2",
         "oversized_event",
     ]
-    async with client_for(sim, retry=hs.RetryPolicy(max_retries=1)) as client:
+    async with client_for(
+        sim, retry=hs.RetryPolicy(max_retries=1), max_event_size=1 << 20
+    ) as client:
         for fault in faults:
             with pytest.raises(hs.HolySheepError) as info:
                 await client.chat(

@@ -100,8 +100,10 @@ def test_retry_after_is_honoured_up_to_the_cap() -> None:
     policy = hs.RetryPolicy()
     assert policy.next_delay(1, _status(429, retry_after=2.0)) == 2.0
     assert policy.next_delay(1, _status(429, retry_after=0.0)) == 0.0
-    capped = policy.next_delay(1, _status(429, retry_after=3600.0), rng=_FixedRandom(0.0))
-    assert capped == 0.5  # beyond max_retry_after: normal backoff, as the SDKs do
+    # Beyond max_retry_after the server would refuse an earlier retry again: the caller gets
+    # the error at once instead of a retry that is bound to fail (or a long silent wait).
+    assert policy.next_delay(1, _status(429, retry_after=3600.0)) is None
+    assert policy.next_delay(1, _status(429, retry_after=60.0)) == 60.0
 
 
 def test_never_sleeps_past_the_total_deadline() -> None:

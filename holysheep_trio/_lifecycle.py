@@ -1,0 +1,968 @@
+# The request lifecycle every stream type shares: admit, attempt(s), first output, end, release.
+"""One request, whatever its wire format: admission → attempt(s) → first output → end → release.
+
+A :class:`Request` owns what outlives one try: the total deadline, the attempt loop (retry
+policy, fallback endpoints, back-off), the time to first output, the items ready for the caller
+and the clean-up that runs however the request ends. Each try is an :class:`_Attempt`, which
+owns its admission (a global slot and a slot of the model, taken by :meth:`_Attempt.admit` and
+given back by :meth:`_Attempt.release`), its HTTP response, its SSE parser, its decoder and its
+own deadlines. An attempt is admitted before it sends and released before the next one starts,
+so a retry or a fallback is admitted, rate-limited and counted on its own.
+
+What differs between wire formats is the per-attempt :class:`Decoder`: it turns one server-sent
+event into an item for the caller and says what the item means (:data:`OUTPUT`,
+:data:`PROGRESS`, :data:`END`, :data:`FINISH`, :data:`DROPPABLE`). Stream types
+(:class:`~holysheep_trio.ChatStream`, the Responses stream) are thin shells over a Request: they
+enter it, pop its ready items, fold them into their accumulator and exit it.
+
+Deadlines (see ``docs/deadlines.md``): ``total`` covers the whole request; ``first_token`` runs
+from the start of each attempt to its first output; ``idle`` is the server's silence, counted
+only while we wait for bytes (never the caller's own time between two reads), and reset only by
+events that are progress. Before a ``first_token`` or ``idle`` deadline is declared passed, the
+body is asked once for bytes that are already there.
+
+Cancellation: the reads are cancel-safe with :class:`~holysheep_trio.TrioTransport` (a caller's
+cancel scope around one ``__anext__`` leaves the stream usable). Bodies of other transports
+cannot be resumed after a cancelled read; the next read then says so (:class:`_IteratorBody`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
+
+import attrs
+import httpx2
+import trio
+
+from ._wire import parse_error_body
+from .errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ClientClosedError,
+    ConfigurationError,
+    DeadlineName,
+    HolySheepError,
+    StreamInterruptedError,
+    StreamProtocolError,
+    _scrub,
+    error_class_for_status,
+)
+from .models import Usage
+from .retry import parse_retry_after
+from .sse import ServerSentEvent, SSEParser, SSEProtocolError
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .pool import Admission
+
+__all__ = [
+    "DROPPABLE",
+    "END",
+    "FINISH",
+    "OUTPUT",
+    "PROGRESS",
+    "SECRET_HEADERS",
+    "AttemptOutcome",
+    "Decoder",
+    "Request",
+]
+
+ItemT = TypeVar("ItemT")
+ItemT_co = TypeVar("ItemT_co", covariant=True)
+
+#: Decoder flags: what a decoded event means to the lifecycle.
+#: Model output (text, refusal, tool-call arguments, reasoning): the first one is the first
+#: token; retries stop there.
+OUTPUT: Final = 1
+#: The server is making progress: pushes the idle deadline back. Keep-alives are not progress.
+PROGRESS: Final = 2
+#: The stream is complete (``[DONE]``, a terminal event): the body should end now.
+END: Final = 4
+#: The server announced a natural end (a ``finish_reason``): the body may end without END.
+FINISH: Final = 8
+#: Carries nothing the caller could miss (an empty delta): may be dropped before the first
+#: output when the held buffer is full.
+DROPPABLE: Final = 16
+
+#: At most this much of an error response's body is read (the rest is discarded with the
+#: connection), so a hostile or broken server cannot make us buffer without bound.
+MAX_ERROR_BODY: Final = 64 * 1024
+#: Bound on every await during clean-up (STYLE rule 6).
+CLOSE_TIMEOUT: Final = 5.0
+#: After the end of a stream (``[DONE]``) the body should end at once; wait this long for its
+#: end (so the connection can be reused) before simply closing it. Not an error either way.
+DRAIN_AFTER_END: Final = 0.25
+#: Closing a response of a user's httpx2 client early first reads what is already in flight
+#: for this long (see _IteratorBody.aclose).
+DRAIN_ON_CLOSE: Final = 0.05
+#: Items held back before the first output (role chunks, empty deltas, response.created...),
+#: at most. Beyond it, droppable items are dropped and others are a protocol error: a server
+#: that streams nothing but empty chunks must not fill our memory.
+MAX_HELD_ITEMS: Final = 64
+_INF: Final = math.inf
+
+logger = logging.getLogger("holysheep_trio")
+
+#: Exceptions a transport may raise for a network failure; anything else is a bug and escapes.
+TRANSPORT_ERRORS = (httpx2.HTTPError, OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+#: Transport failures after which the server cannot have seen the request.
+_NOT_SENT = (
+    httpx2.ConnectError,
+    httpx2.ConnectTimeout,
+    httpx2.PoolTimeout,
+    httpx2.UnsupportedProtocol,
+    httpx2.LocalProtocolError,
+    httpx2.InvalidURL,
+)
+
+
+class Decoder(Protocol[ItemT_co]):
+    """Turns the events of one attempt into items; one per attempt, sans-I/O.
+
+    Attributes:
+        usage: The billed tokens, once the server sent them (in chat-completions terms).
+    """
+
+    usage: Usage | None
+
+    def decode(self, event: ServerSentEvent) -> tuple[ItemT_co | None, int]:
+        """Decode one event: the item for the caller (or None) and its flags.
+
+        Raises:
+            HolySheepError: an in-band error or a malformed event.
+        """
+        ...
+
+
+class Body(Protocol):
+    """A response body as the lifecycle reads it (``TrioResponseStream`` or _IteratorBody)."""
+
+    async def receive_some(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _IteratorBody:
+    """A generator-based response body behind the ``receive_some``/``aclose`` interface.
+
+    Used when the transport is not our ``TrioTransport`` (a user's ``http_client``, a
+    ``MockTransport``). httpx2's default transport leaks httpcore2's body generators when a
+    response is closed before the end of its body, even with ``aclosing``; closing the network
+    stream first and then draining the iterator lets the generators unwind normally.
+
+    Such a body cannot resume after a read was cancelled (the generator is finished by the
+    cancellation): the next read raises :class:`~holysheep_trio.APIConnectionError` saying so,
+    instead of reporting a truncated stream.
+    """
+
+    __slots__ = ("_cancelled", "_ended", "_iterator", "_preloaded", "_response")
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self._response = response
+        self._iterator = response.aiter_raw()
+        self._ended = False
+        self._cancelled = False
+        # A transport may hand back a response whose body is already in memory (e.g. a
+        # MockTransport built with `content=`); streaming it again raises StreamConsumed.
+        try:
+            self._preloaded: bytes | None = response.content
+        except httpx2.ResponseNotRead:
+            self._preloaded = None
+
+    async def receive_some(self) -> bytes:
+        if self._cancelled:
+            raise APIConnectionError(
+                "a read of this stream was cancelled earlier, and a response body of this"
+                " http_client's transport cannot be resumed (TrioTransport's can)"
+            )
+        if self._preloaded is not None:
+            data, self._preloaded = self._preloaded, b""
+            self._ended = True
+            return data
+        while not self._ended:
+            try:
+                data = await self._iterator.__anext__()
+            except StopAsyncIteration:
+                self._ended = True
+                break
+            except trio.Cancelled:
+                self._cancelled = True
+                raise
+            if data:
+                return data
+        return b""
+
+    async def aclose(self) -> None:
+        if not self._ended and not self._cancelled:
+            # When the rest of the body is already on its way (an in-band error event, then the
+            # end of the body), reading it to the end lets httpcore2 release the connection
+            # normally: closing the network stream under a complete body would put a closed
+            # socket back into its pool, and the next request would fail outside our errors.
+            with trio.move_on_after(DRAIN_ON_CLOSE), contextlib.suppress(Exception):
+                async for _ in self._iterator:
+                    pass
+                self._ended = True
+        if not self._ended:
+            self._ended = True
+            network_stream = self._response.extensions.get("network_stream")
+            if network_stream is not None:
+                with contextlib.suppress(Exception):
+                    await network_stream.aclose()
+                # The stream is closed, so this ends at once, with an error we don't need.
+                with contextlib.suppress(Exception):
+                    async for _ in self._iterator:
+                        pass
+        await self._iterator.aclose()
+
+
+#: Request headers whose values are secrets: scrubbed from every error text.
+SECRET_HEADERS: Final = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
+)
+
+
+def header_secrets(headers: Mapping[str, str]) -> list[str]:
+    """The values of secret headers (``Authorization``, API-key headers, cookies) to scrub.
+
+    Both the whole value and its credentials without the scheme (``Bearer``, ``Basic``), so that
+    either form is caught in a message.
+    """
+    found: list[str] = []
+    for name, value in headers.items():
+        if name.lower() in SECRET_HEADERS and value:
+            found.append(value)
+            _, _, credentials = value.partition(" ")
+            if credentials.strip():
+                found.append(credentials.strip())
+    return found
+
+
+def translate(exc: BaseException, *, connect_timeout: float | None) -> HolySheepError:
+    """Map a transport or parser exception to our tree (the one translation boundary).
+
+    Raise the result ``from cause_of(exc)``.
+    """
+    if isinstance(exc, HolySheepError):
+        return exc
+    if isinstance(exc, httpx2.ConnectTimeout | httpx2.PoolTimeout):
+        return APITimeoutError(
+            f"connecting timed out ({type(exc).__name__})",
+            deadline="connect",
+            seconds=connect_timeout,
+        )
+    if isinstance(exc, httpx2.TimeoutException):
+        return APITimeoutError(f"the transport timed out ({type(exc).__name__})", deadline="idle")
+    if isinstance(exc, httpx2.InvalidURL | httpx2.UnsupportedProtocol):
+        return ConfigurationError(f"bad URL: {exc}")
+    if isinstance(exc, httpx2.LocalProtocolError):
+        # Not a network failure and not retried: the request itself cannot be sent. The
+        # transport's text may quote a header value (the key, with a stray newline), so it is
+        # not shown.
+        return ConfigurationError(
+            "the request cannot be sent as HTTP/1.1: a header name or value is invalid (e.g. a"
+            " control character in the API key or in extra_headers); values are not shown"
+        )
+    if isinstance(exc, SSEProtocolError):
+        return StreamProtocolError(f"bad server-sent event stream: {exc}")
+    detail = str(exc) or "no detail"
+    return APIConnectionError(f"network error ({type(exc).__name__}): {detail}")
+
+
+def cause_of(exc: BaseException) -> BaseException | None:
+    """The cause to chain to the translation of ``exc``: itself, unless it may hold secrets.
+
+    h11's ``LocalProtocolError`` quotes the header value it refused (the API key, with a stray
+    newline), so it is never chained: ``raise translate(exc) from cause_of(exc)``.
+    """
+    return None if isinstance(exc, httpx2.LocalProtocolError) else exc
+
+
+@attrs.frozen(kw_only=True)
+class AttemptOutcome:
+    """What one finished attempt reports to the client (the seam for pools and metrics).
+
+    Attributes:
+        model: The requested model.
+        base_url: The endpoint the attempt went to.
+        attempt: The 1-based attempt number within the request.
+        error: The failure, or None for a success or an abandoned stream.
+        completed: Whether the stream was read to its end.
+        usage: Billed tokens, when known.
+        ttft: Seconds from the start of this attempt to its first output, if any.
+        duration: Seconds from the start of this attempt to its end.
+    """
+
+    model: str
+    base_url: str
+    attempt: int
+    error: HolySheepError | None = None
+    completed: bool = False
+    usage: Usage | None = None
+    ttft: float | None = None
+    duration: float = 0.0
+
+
+class _Attempt(Generic[ItemT]):
+    """One try of a request: its admission, its response and its deadlines."""
+
+    __slots__ = (
+        "admission",
+        "base_url",
+        "body",
+        "decoder",
+        "end_at",
+        "eof",
+        "failure",
+        "first_output_at",
+        "first_token_deadline",
+        "held",
+        "held_bytes",
+        "idle_left",
+        "number",
+        "output_began",
+        "output_pieces",
+        "parser",
+        "released",
+        "reported",
+        "response",
+        "saw_end",
+        "saw_finish",
+        "sent",
+        "started_at",
+        "status",
+        "ticket",
+    )
+
+    def __init__(self, *, number: int, base_url: str, decoder: Decoder[ItemT], parser: SSEParser):
+        self.number = number
+        self.base_url = base_url
+        self.decoder = decoder
+        self.parser = parser
+        self.admission: contextlib.AbstractAsyncContextManager[Admission | None] | None = None
+        self.ticket: Admission | None = None
+        self.released = False
+        self.started_at = 0.0
+        self.first_token_deadline = _INF
+        # Seconds of server silence still allowed; counted down only while we wait for bytes.
+        self.idle_left = _INF
+        self.response: httpx2.Response | None = None
+        self.body: Body | None = None
+        self.sent = False  # the server may have seen the request
+        self.status: int | None = None
+        self.held: list[ItemT] = []
+        self.held_bytes = 0
+        self.output_pieces = 0
+        self.output_began = False
+        self.first_output_at: float | None = None
+        self.saw_end = False
+        self.end_at: float | None = None
+        self.saw_finish = False
+        self.eof = False
+        self.failure: HolySheepError | None = None
+        self.reported = False
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the server answered with a success status (it took the prompt)."""
+        return self.status is not None and 200 <= self.status < 300
+
+    async def release(self, exc: BaseException | None) -> None:
+        """Give the admission back (shielded: it never waits, and it must not be skipped)."""
+        admission = self.admission
+        if admission is None or self.released:
+            return
+        self.released = True
+        with trio.CancelScope(shield=True):
+            await admission.__aexit__(
+                None if exc is None else type(exc),
+                exc,
+                None if exc is None else exc.__traceback__,
+            )
+
+
+class Request(Generic[ItemT]):
+    """The lifecycle of one streamed request (see the module docs).
+
+    Args:
+        client: The client whose HTTP client, pool, policy and secrets are used.
+        model: The requested model.
+        path: The endpoint path below the base URL, e.g. ``/chat/completions``.
+        body: The JSON request body.
+        max_tokens: The output bound, for the automatic total deadline.
+        timeouts: The request's deadlines.
+        extra_headers: Headers added to the request.
+        estimated_tokens: The pool's TPM reservation (prompt estimate plus output bound).
+        estimated_prompt_tokens: The prompt estimate, counted when a stream is cut short.
+        new_decoder: Makes the decoder of one attempt.
+        partial: The result accumulated so far, for :class:`StreamInterruptedError`.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        model: str,
+        path: str,
+        body: bytes,
+        max_tokens: int | None,
+        timeouts: Any,
+        extra_headers: Mapping[str, str] | None,
+        estimated_tokens: int,
+        estimated_prompt_tokens: int,
+        new_decoder: Callable[[], Decoder[ItemT]],
+        partial: Callable[[], Any],
+    ) -> None:
+        self._client = client
+        self.model = model
+        self._path = path
+        self._body = body
+        self._max_tokens = max_tokens
+        self._timeouts = timeouts
+        self._extra_headers = dict(extra_headers or {})
+        self._extra_secrets = tuple(header_secrets(self._extra_headers))
+        self._estimated_tokens = estimated_tokens
+        self._estimated_prompt_tokens = estimated_prompt_tokens
+        self._new_decoder = new_decoder
+        self._partial = partial
+        #: Items decoded and ready for the caller, in order.
+        self.ready: deque[ItemT] = deque()
+        self.state = "new"  # new -> open -> done
+        self.closed_by_client = False
+        self.attempts = 0
+        self.request_id: str | None = None
+        self.ttft: float | None = None
+        self.start = 0.0
+        self.end: float | None = None
+        self._total_deadline = _INF
+        self._attempt: _Attempt[ItemT] | None = None
+        # The cancel scope of the library await in progress (entering, or reading the next
+        # item), so that Client.aclose() can cancel it. Never held across the caller's own
+        # code: a caller's cancel scope may open and close around any of our calls.
+        self._scope: trio.CancelScope | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the start (admission) to the end, or to now while open."""
+        end = self.end if self.end is not None else trio.current_time()
+        return max(0.0, end - self.start)
+
+    # ---- entering and leaving ---------------------------------------------------------------
+
+    async def enter(self) -> None:
+        """Admit the request and run attempts up to the first output (``__aenter__``)."""
+        if self.state != "new":
+            raise RuntimeError("a stream can be entered only once")
+        self.state = "open"
+        client = self._client
+        if client._closed:
+            self.state = "done"
+            raise ClientClosedError("the client is closed", model=self.model)
+        client._streams.add(self)
+        try:
+            scope = self._guard()
+            try:
+                with scope:
+                    await self._run()
+            finally:
+                self._scope = None
+            if scope.cancelled_caught:
+                raise self.closed_error()
+        except BaseException as exc:
+            outcome = await self.finish(exc)
+            if outcome is exc:
+                raise
+            if outcome is None:  # pragma: no cover - finish swallows nothing on entry
+                raise RuntimeError("stream entry was cancelled") from None
+            raise outcome from None
+
+    async def exit(self, exc: BaseException | None) -> bool:
+        """Leave the block (``__aexit__``): release everything; whether to swallow ``exc``."""
+        outcome = await self.finish(exc)
+        if outcome is None:
+            return exc is not None
+        if outcome is exc:
+            return False
+        raise outcome from None
+
+    async def finish(self, exc: BaseException | None) -> BaseException | None:
+        """Release everything; return the exception to propagate (None: nothing to raise)."""
+        self.state = "done"
+        attempt = self._attempt
+        try:
+            if attempt is not None:
+                await self._close_response(attempt)
+                if not attempt.reported:
+                    self._report(attempt, error=None, completed=False)
+                await attempt.release(exc)
+        finally:
+            self._client._streams.discard(self)
+            if self.end is None:
+                self.end = trio.current_time()
+        # A stream the client closed reports that, whether our own cancellation or a transport
+        # error from the closed connection reached it first.
+        if (
+            self.closed_by_client
+            and isinstance(exc, HolySheepError)
+            and not isinstance(exc, ClientClosedError)
+        ):
+            return self.closed_error()
+        return exc
+
+    def _guard(self) -> trio.CancelScope:
+        """A cancel scope for one library await, cancelled at once if the client is closed."""
+        scope = trio.CancelScope()
+        if self.closed_by_client:
+            scope.cancel()
+        self._scope = scope
+        return scope
+
+    def cancel_by_client(self) -> None:
+        """``Client.aclose()``: cancel the await in progress; later calls raise."""
+        self.closed_by_client = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def closed_error(self) -> ClientClosedError:
+        return ClientClosedError(
+            "the client was closed while this stream was open",
+            model=self.model,
+            request_id=self.request_id,
+            attempt=self.attempts or None,
+        )
+
+    # ---- the attempt loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        # An explicit total deadline covers the whole call, waiting for admission included;
+        # the automatic one estimates the stream's own duration, so it starts on admission
+        # (a request queued behind the caller's own limits must not time out for that).
+        explicit = self._timeouts.total
+        if explicit is not None and explicit != "auto":
+            self._total_deadline = trio.current_time() + explicit
+        client = self._client
+        urls = client._base_urls
+        policy = client._retry
+        url_index = 0
+        endpoint_attempt = 0
+        while True:
+            attempt = await self._admit(urls[url_index])
+            endpoint_attempt += 1
+            try:
+                await self._try(attempt)
+            except HolySheepError as error:
+                self._tag(error)
+                await self._close_response(attempt)
+                self._report(attempt, error=error, completed=False)
+                # Every attempt is admitted on its own: a back-off, a fallback or a retry
+                # holds no slot of this one (and after a 429 the pool's pause applies to it).
+                await attempt.release(None)
+                time_left = self._total_deadline - trio.current_time()
+                delay = policy.next_delay(
+                    endpoint_attempt, error, time_left=None if time_left == _INF else time_left
+                )
+                if delay is None:
+                    if url_index + 1 < len(urls) and policy.should_fall_over(error):
+                        url_index += 1
+                        endpoint_attempt = 0
+                        logger.info(
+                            "%s: falling over to the next endpoint after %s",
+                            self.model,
+                            type(error).__name__,
+                        )
+                        continue
+                    raise
+                logger.info(
+                    "%s: attempt %d failed with %s; retrying in %.3f s",
+                    self.model,
+                    self.attempts,
+                    type(error).__name__,
+                    delay,
+                )
+                await trio.sleep(delay)
+                continue
+            return
+
+    async def _admit(self, base_url: str) -> _Attempt[ItemT]:
+        """Wait for admission of a new attempt (within the total deadline) and start it."""
+        client = self._client
+        admission = client._admit(model=self.model, estimated_tokens=self._estimated_tokens)
+        if self._total_deadline == _INF:  # the common case; a cancel scope costs ~2 µs
+            ticket = await admission.__aenter__()
+        else:
+            with trio.move_on_at(self._total_deadline) as scope:
+                ticket = await admission.__aenter__()
+            if scope.cancelled_caught:
+                seconds = self._timeouts.total_for(self.model, self._max_tokens)
+                error = APITimeoutError(
+                    "waiting for admission (the client's limits) outlasted the total deadline"
+                    f" of {seconds} s",
+                    deadline="total",
+                    seconds=seconds,
+                )
+                self._tag(error)
+                raise error
+        now = trio.current_time()
+        if not self.attempts:
+            self.start = now
+            if self._timeouts.total == "auto":
+                total = self._timeouts.total_for(self.model, self._max_tokens)
+                self._total_deadline = _INF if total is None else now + total
+        self.attempts += 1
+        self.request_id = None
+        attempt: _Attempt[ItemT] = _Attempt(
+            number=self.attempts,
+            base_url=base_url,
+            decoder=self._new_decoder(),
+            parser=SSEParser(max_event_size=client._max_event_size),
+        )
+        attempt.admission = admission
+        attempt.ticket = ticket
+        attempt.started_at = now
+        first_token = self._timeouts.first_token
+        attempt.first_token_deadline = _INF if first_token is None else now + first_token
+        self._attempt = attempt
+        self.ready.clear()
+        return attempt
+
+    async def _try(self, attempt: _Attempt[ItemT]) -> None:
+        """One HTTP attempt, up to the first output (or the end of a stream without output)."""
+        # Admission may end with a shielded checkpoint, during which Client.aclose() can run:
+        # take its cancellation here, before using the (then closed) httpx2 client.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        client = self._client
+        connect = self._timeouts.connect
+        request = client._http.build_request(
+            "POST",
+            attempt.base_url + self._path,
+            content=self._body,
+            headers={**client._request_headers(), **self._extra_headers},
+            timeout=httpx2.Timeout(None, connect=connect),
+        )
+        deadline, name = self._deadline(attempt, trio.current_time())
+        attempt.sent = True  # from here on the server may see it, unless the send says not
+        with trio.move_on_at(deadline) as scope:
+            try:
+                response = await client._http.send(request, stream=True, follow_redirects=False)
+            except TRANSPORT_ERRORS as exc:
+                if isinstance(exc, _NOT_SENT):
+                    attempt.sent = False
+                raise translate(exc, connect_timeout=connect) from cause_of(exc)
+        if scope.cancelled_caught:
+            raise self._timeout(name)
+        attempt.response = response
+        attempt.status = response.status_code
+        self.request_id = response.headers.get("x-request-id")
+        body = response.extensions.get("holysheep.body")
+        attempt.body = body if body is not None else _IteratorBody(response)
+        idle = self._timeouts.idle
+        attempt.idle_left = _INF if idle is None else idle
+        if not attempt.accepted:
+            raise await self._status_error(attempt, response)
+        content_type = response.headers.get("content-type", "text/event-stream")
+        if not content_type.lower().startswith("text/event-stream"):
+            raise StreamProtocolError(
+                f"expected a text/event-stream response, got {content_type!r}"
+            )
+        while not attempt.output_began and not attempt.eof:
+            if attempt.failure is not None:
+                raise attempt.failure
+            await self._pump(attempt)
+        if attempt.failure is not None and not attempt.output_began:
+            raise attempt.failure
+        if not attempt.output_began:  # a stream without output: deliver what it had
+            self.ready.extend(attempt.held)
+            attempt.held.clear()
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    async def next_slow(self) -> ItemT:
+        """The next item when none is ready: read on (``__anext__``'s slow path)."""
+        attempt = self._attempt
+        if self.state != "open" or attempt is None or attempt.response is None:
+            if self.state == "new":
+                raise RuntimeError("use the stream inside `async with`")
+            raise StopAsyncIteration
+        scope = self._guard()
+        try:
+            with scope:
+                await self._fill(attempt)
+        except HolySheepError as error:
+            self._tag(error)
+            self.end = trio.current_time()
+            await self._close_response(attempt)
+            self._report(attempt, error=error, completed=False)
+            raise StreamInterruptedError.from_error(error, partial=self._partial()) from error
+        finally:
+            self._scope = None
+        if scope.cancelled_caught:
+            raise self.closed_error()
+        return self.ready.popleft()
+
+    async def _fill(self, attempt: _Attempt[ItemT]) -> None:
+        """Read until an item is ready; raise StopAsyncIteration at the end of the stream."""
+        while not self.ready:
+            if attempt.failure is not None:
+                raise attempt.failure
+            if attempt.eof:
+                # The stream ended; waiting for the end of the body was only for reuse.
+                self.end = attempt.end_at if attempt.end_at is not None else trio.current_time()
+                await self._close_response(attempt)
+                self._report(attempt, error=None, completed=True)
+                raise StopAsyncIteration
+            await self._pump(attempt)
+
+    def _deadline(self, attempt: _Attempt[ItemT], now: float) -> tuple[float, DeadlineName]:
+        deadline: float = self._total_deadline
+        name: DeadlineName = "total"
+        idle_at = now + attempt.idle_left
+        if idle_at < deadline:
+            deadline, name = idle_at, "idle"
+        if not attempt.output_began and attempt.first_token_deadline < deadline:
+            deadline, name = attempt.first_token_deadline, "first_token"
+        return deadline, name
+
+    def _timeout(self, name: DeadlineName) -> APITimeoutError:
+        if name == "total":
+            seconds = self._timeouts.total_for(self.model, self._max_tokens)
+            what = "the request did not finish"
+        elif name == "first_token":
+            seconds = self._timeouts.first_token
+            what = "no first token arrived"
+        else:
+            seconds = self._timeouts.idle
+            what = "no data event arrived"
+        return APITimeoutError(f"{what} within {seconds} s", deadline=name, seconds=seconds)
+
+    async def _pump(self, attempt: _Attempt[ItemT]) -> None:
+        """Receive one piece of the body and decode the events it completes."""
+        body = attempt.body
+        assert body is not None
+        waiting_since = trio.current_time()
+        deadline, name = self._deadline(attempt, waiting_since)
+        if attempt.saw_end:
+            deadline = min(deadline, waiting_since + DRAIN_AFTER_END)
+        with trio.move_on_at(deadline) as scope:
+            try:
+                data = await body.receive_some()
+            except TRANSPORT_ERRORS as exc:
+                if attempt.saw_end:  # complete; only the end of the body was lost
+                    attempt.eof = True
+                    return
+                raise translate(exc, connect_timeout=None) from cause_of(exc)
+        if scope.cancelled_caught:
+            if attempt.saw_end:  # complete; the server just did not end the body
+                attempt.eof = True
+                return
+            # The deadline passed while we waited; bytes that are already here still count
+            # (the total deadline is the caller's bound on everything, so it does not ask).
+            found = None if name == "total" else await _receive_nowait(body)
+            if found is None:
+                raise self._timeout(name)
+            data = found
+        now = trio.current_time()
+        try:
+            events = attempt.parser.feed(data) if data else attempt.parser.close()
+        except SSEProtocolError as exc:
+            raise StreamProtocolError(f"bad server-sent event stream: {exc}", data=data) from None
+        # Only events that are progress (output, the end, usage) push the idle deadline back:
+        # comments, keep-alive events such as `event: ping` and empty deltas do not.
+        if events and self._decode(attempt, events, now):
+            idle = self._timeouts.idle
+            attempt.idle_left = _INF if idle is None else idle
+        else:
+            attempt.idle_left -= now - waiting_since
+        if not data:
+            attempt.eof = True
+            if not attempt.saw_end and not attempt.saw_finish and attempt.failure is None:
+                attempt.failure = APIConnectionError("the stream ended before it was complete")
+
+    def _decode(
+        self, attempt: _Attempt[ItemT], events: Iterable[ServerSentEvent], now: float
+    ) -> bool:
+        """Decode events into items; return whether any of them was progress."""
+        progress = False
+        decoder = attempt.decoder
+        ready = self.ready
+        for event in events:
+            if attempt.saw_end or attempt.failure is not None:
+                return progress
+            try:
+                item, flags = decoder.decode(event)
+            except HolySheepError as error:
+                attempt.failure = error
+                return progress
+            if flags & PROGRESS:
+                progress = True
+            if flags & END:
+                attempt.saw_end = True
+                attempt.end_at = now
+            if flags & FINISH:
+                attempt.saw_finish = True
+            if item is None:
+                continue
+            if flags & OUTPUT:
+                attempt.output_pieces += 1
+            if attempt.output_began:
+                ready.append(item)
+            elif flags & OUTPUT:
+                attempt.output_began = True
+                attempt.first_output_at = now
+                if self.ttft is None:
+                    self.ttft = now - self.start
+                ready.extend(attempt.held)
+                attempt.held.clear()
+                ready.append(item)
+            elif not self._hold(attempt, item, flags, len(event.data)):
+                return progress
+        return progress
+
+    def _hold(self, attempt: _Attempt[ItemT], item: ItemT, flags: int, size: int) -> bool:
+        """Keep an item until the first output; False if the stream broke the bound."""
+        limit = self._client._max_event_size
+        if len(attempt.held) < MAX_HELD_ITEMS and attempt.held_bytes + size <= limit:
+            attempt.held.append(item)
+            attempt.held_bytes += size
+            return True
+        if flags & DROPPABLE:
+            return True
+        attempt.failure = StreamProtocolError(
+            f"more than {MAX_HELD_ITEMS} events (or {limit} bytes) before the first output"
+        )
+        return False
+
+    async def _status_error(
+        self, attempt: _Attempt[ItemT], response: httpx2.Response
+    ) -> APIStatusError:
+        body = await self._read_bounded(attempt, MAX_ERROR_BODY)
+        message, error_type, code = parse_error_body(body)
+        headers = response.headers
+        raw_should_retry = headers.get("x-should-retry", "").strip().lower()
+        should_retry = {"true": True, "false": False}.get(raw_should_retry)
+        status = response.status_code
+        cls = error_class_for_status(status)
+        return cls(
+            f"HTTP {status}: {message}",
+            status=status,
+            body=body.decode("utf-8", "replace"),
+            error_type=error_type,
+            code=code,
+            retry_after=parse_retry_after(headers),
+            should_retry=should_retry,
+            headers=dict(headers.items()),
+        )
+
+    async def _read_bounded(self, attempt: _Attempt[ItemT], limit: int) -> bytes:
+        """Up to ``limit`` bytes of the body, within the current deadlines (errors ignored)."""
+        body = attempt.body
+        assert body is not None
+        parts: list[bytes] = []
+        size = 0
+        deadline, _ = self._deadline(attempt, trio.current_time())
+        with trio.move_on_at(deadline):
+            try:
+                while size < limit:
+                    data = await body.receive_some()
+                    if not data:
+                        break
+                    parts.append(data)
+                    size += len(data)
+            except TRANSPORT_ERRORS:
+                pass
+        return b"".join(parts)[:limit]
+
+    async def _close_response(self, attempt: _Attempt[ItemT]) -> None:
+        body, response = attempt.body, attempt.response
+        attempt.body = None
+        attempt.response = None
+        if response is None:
+            return
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+            try:
+                if body is not None:
+                    await body.aclose()
+                await response.aclose()
+            except TRANSPORT_ERRORS as exc:  # closing a broken connection may fail; it is gone
+                logger.debug("closing a response failed: %s", type(exc).__name__)
+
+    # ---- accounting -------------------------------------------------------------------------
+
+    def _tag(self, error: HolySheepError) -> None:
+        """Attach the request's context to an error and scrub secrets from its text."""
+        if error.model is None:
+            error.model = self.model
+        if error.request_id is None:
+            error.request_id = self.request_id
+        if error.attempt is None:
+            error.attempt = self.attempts or None  # None: it failed before any attempt
+        secrets = self._client._secrets() + self._extra_secrets
+        if secrets:
+            error.message = _scrub(error.message, secrets)
+            error.args = (error.message,)
+            if isinstance(error, APIStatusError):
+                error.body = _scrub(error.body, secrets)
+            if isinstance(error, StreamProtocolError) and error.data:
+                text = error.data.decode("utf-8", "replace")
+                scrubbed = _scrub(text, secrets)
+                if scrubbed != text:
+                    error.data = scrubbed.encode("utf-8")
+
+    def _report(
+        self, attempt: _Attempt[ItemT], *, error: HolySheepError | None, completed: bool
+    ) -> None:
+        attempt.reported = True
+        now = trio.current_time()
+        first_output_at = attempt.first_output_at
+        usage = attempt.decoder.usage
+        outcome = AttemptOutcome(
+            model=self.model,
+            base_url=attempt.base_url,
+            attempt=attempt.number,
+            error=error,
+            completed=completed,
+            usage=usage,
+            ttft=None if first_output_at is None else first_output_at - attempt.started_at,
+            duration=now - attempt.started_at,
+        )
+        ticket = attempt.ticket
+        if ticket is not None and not attempt.released:
+            if usage is not None:
+                prompt_tokens = usage.prompt_tokens
+            else:
+                # Cut short before the usage (a `break`, a hedging loser): a server that
+                # accepted the request bills its prompt all the same; count our estimate.
+                prompt_tokens = self._estimated_prompt_tokens if attempt.accepted else 0
+            ticket.report_attempt(
+                error=error,
+                completed=completed,
+                prompt_tokens=prompt_tokens,
+                # Without usage, count the output pieces received so far, one token each, as
+                # the server bills them.
+                completion_tokens=attempt.output_pieces
+                if usage is None
+                else usage.completion_tokens,
+                ttft=outcome.ttft,
+                duration=outcome.duration,
+            )
+        self._client._report(outcome)
+
+
+async def _receive_nowait(body: Body) -> bytes | None:
+    """Bytes of ``body`` that are already here, without waiting; None if none.
+
+    ``TrioResponseStream.receive_some_nowait`` knows (plain TCP and TLS); other bodies cannot
+    tell without waiting, so for them a passed deadline is final.
+    """
+    receive_nowait = getattr(body, "receive_some_nowait", None)
+    if receive_nowait is None:
+        return None
+    try:
+        found: bytes | None = await receive_nowait()
+    except TRANSPORT_ERRORS:
+        return None
+    return found

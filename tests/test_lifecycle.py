@@ -1,0 +1,346 @@
+# The request lifecycle under unlucky timing: deadlines, admissions, held chunks, cancels, keys.
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import pytest
+import trio
+from trio.testing import MockClock
+
+import holysheep_trio as hs
+from holysheep_trio._lifecycle import MAX_HELD_ITEMS
+from holysheep_trio.simulator import Simulator, open_simulator
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import ExceptionGroup
+
+KEY = "sk-lifecycle-0123456789-secret"
+MESSAGES = [{"role": "user", "content": "Tell me about trio."}]
+BASE = "https://api.example.test/v1"
+SSE = {"content-type": "text/event-stream"}
+
+
+@pytest.fixture
+async def sim(autojump_clock: MockClock) -> AsyncIterator[Simulator]:
+    async with open_simulator(api_key=KEY, profile="fast") as simulator:
+        yield simulator
+
+
+class Script(httpx2.AsyncByteStream):
+    """A response body from byte strings and (float) pauses in virtual time."""
+
+    def __init__(self, items: Sequence[bytes | float]) -> None:
+        self._items = list(items)
+
+    def __aiter__(self) -> Script:  # type: ignore[override]
+        return self
+
+    async def __anext__(self) -> bytes:
+        while self._items:
+            item = self._items.pop(0)
+            if isinstance(item, float):
+                await trio.sleep(item)
+                continue
+            return item
+        raise StopAsyncIteration
+
+
+class Forever(httpx2.AsyncByteStream):
+    """A body that repeats one event every ``interval`` seconds until closed."""
+
+    def __init__(self, event: bytes, interval: float) -> None:
+        self.event = event
+        self.interval = interval
+        self.sent = 0
+
+    def __aiter__(self) -> Forever:  # type: ignore[override]
+        return self
+
+    async def __anext__(self) -> bytes:
+        await trio.sleep(self.interval)
+        self.sent += 1
+        return self.event
+
+
+def event(delta: dict[str, Any] | None = None, finish: str | None = None) -> bytes:
+    payload = {
+        "id": "c",
+        "model": "gpt-4.1",
+        "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+@asynccontextmanager
+async def mock_client(
+    responses: Sequence[httpx2.Response], **kwargs: Any
+) -> AsyncIterator[hs.Client]:
+    queue = list(responses)
+
+    def serve(request: httpx2.Request) -> httpx2.Response:
+        return queue.pop(0)
+
+    async with (
+        httpx2.AsyncClient(transport=httpx2.MockTransport(serve)) as http_client,
+        hs.open_client(http_client=http_client, api_key=KEY, base_url=BASE, **kwargs) as client,
+    ):
+        yield client
+
+
+# ---- idle is the server's silence, never the caller's own time ---------------------------
+
+
+async def test_a_slow_consumer_does_not_trip_the_idle_deadline(autojump_clock: MockClock) -> None:
+    async with (
+        open_simulator(api_key=KEY, profile="realistic") as sim,
+        hs.open_client(
+            api_key=KEY, base_url=sim.base_url, timeouts=hs.Timeouts(idle=1.0)
+        ) as client,
+    ):
+        async with client.stream_chat(
+            model="gemini-2.5-flash", messages=MESSAGES, max_tokens=30
+        ) as stream:
+            texts = []
+            async for chunk in stream:
+                texts.append(chunk.text)
+                if len(texts) in (1, 5):
+                    await trio.sleep(5.0)  # the caller's own work, longer than `idle`
+        assert stream.completion.finish_reason is not None
+        assert stream.completion.text == "".join(texts)
+
+
+async def test_empty_deltas_are_not_progress(autojump_clock: MockClock) -> None:
+    body = Forever(event({}), interval=0.5)
+    async with mock_client(
+        [httpx2.Response(200, headers=SSE, stream=body)],
+        timeouts=hs.Timeouts(first_token=None, idle=2.0),
+    ) as client:
+        started = trio.current_time()
+        with pytest.raises(hs.APITimeoutError) as info:
+            await client.chat(model="gpt-4.1", messages=MESSAGES)
+    assert info.value.deadline == "idle"
+    assert 1.9 <= trio.current_time() - started <= 2.6
+    assert body.sent < 10
+
+
+async def test_output_resets_the_idle_deadline(autojump_clock: MockClock) -> None:
+    items: list[bytes | float] = []
+    for index in range(10):
+        items += [1.5, event({"content": f"t{index} "})]
+    items += [event(finish="stop"), DONE]
+    async with mock_client(
+        [httpx2.Response(200, headers=SSE, stream=Script(items))],
+        timeouts=hs.Timeouts(idle=2.0),
+    ) as client:
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES)
+    assert completion.text.split() == [f"t{index}" for index in range(10)]
+
+
+# ---- bounded memory before the first token ----------------------------------------------
+
+
+async def test_empty_chunks_before_output_are_bounded(autojump_clock: MockClock) -> None:
+    items: list[bytes | float] = [event({"role": "assistant"})]
+    items += [event({})] * 5000
+    items += [event({"content": "hi"}), event(finish="stop"), DONE]
+    async with (
+        mock_client([httpx2.Response(200, headers=SSE, stream=Script(items))]) as client,
+        client.stream_chat(model="gpt-4.1", messages=MESSAGES) as stream,
+    ):
+        chunks = [chunk async for chunk in stream]
+    assert len(chunks) <= MAX_HELD_ITEMS + 2
+    assert chunks[0].choices[0].delta.role == "assistant"  # the informative one is kept
+    assert stream.completion.text == "hi"
+    assert stream.completion.finish_reason == "stop"
+
+
+async def test_too_many_informative_chunks_before_output_is_a_protocol_error(
+    autojump_clock: MockClock,
+) -> None:
+    items: list[bytes | float] = [event({"role": "assistant"})] * (MAX_HELD_ITEMS + 1)
+    items += [event({"content": "hi"}), DONE]
+    async with mock_client(
+        [httpx2.Response(200, headers=SSE, stream=Script(items))],
+        retry=hs.RetryPolicy(max_retries=0),
+    ) as client:
+        with pytest.raises(hs.StreamProtocolError, match="before the first output"):
+            await client.chat(model="gpt-4.1", messages=MESSAGES)
+
+
+# ---- admissions: one per attempt, fallbacks included -------------------------------------
+
+
+async def test_a_fallback_attempt_is_admitted_on_its_own(sim: Simulator) -> None:
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    listener.close()
+    async with hs.open_client(
+        api_key=KEY,
+        base_url=dead,
+        fallback_urls=[sim.base_url],
+        retry=hs.RetryPolicy(max_retries=0),
+        limits=hs.Limits(rate={"gpt-4.1": hs.RateLimit(rpm=100)}),
+    ) as client:
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=4)
+        stats = client.statistics()
+    assert completion.attempts == 2
+    assert stats.total == stats.succeeded + stats.failed_total + stats.active == 2
+    assert stats.failed == {"network": 1}
+
+
+# ---- Retry-After longer than the policy waits --------------------------------------------
+
+
+async def test_a_retry_after_beyond_the_policy_fails_at_once_and_pauses_no_longer(
+    sim: Simulator,
+) -> None:
+    sim.inject_faults("status=429;retry_after=3600")
+    async with hs.open_client(
+        api_key=KEY, base_url=sim.base_url, limits=hs.Limits(), retry=hs.RetryPolicy()
+    ) as client:
+        started = trio.current_time()
+        with pytest.raises(hs.RateLimitError) as info:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=4)
+        assert trio.current_time() - started < 1.0  # at once, not after a back-off and a pause
+        assert info.value.attempt == 1
+        paused = client.statistics().models["gpt-4.1"].paused_for
+        assert 0 < paused <= hs.RetryPolicy().max_retry_after
+        started = trio.current_time()
+        await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=4)
+        assert trio.current_time() - started <= hs.RetryPolicy().max_retry_after + 1
+
+
+# ---- a cancel scope around one read ------------------------------------------------------
+
+
+async def test_a_cancelled_read_leaves_the_stream_usable(sim: Simulator) -> None:
+    async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+        reference = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=40)
+    async with (
+        open_simulator(api_key=KEY, profile="realistic") as slow,
+        hs.open_client(api_key=KEY, base_url=slow.base_url) as client,
+        client.stream_chat(model="gpt-4.1", messages=MESSAGES, max_tokens=40) as stream,
+    ):
+        texts = []
+        cancelled = 0
+        while True:
+            with trio.move_on_after(0.001) as scope:
+                try:
+                    chunk = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+                texts.append(chunk.text)
+            cancelled += scope.cancelled_caught
+    assert cancelled > 0
+    assert "".join(texts) == stream.completion.text
+    assert len(stream.completion.text) == len(reference.text)
+    assert stream.completion.finish_reason is not None
+
+
+async def test_a_cancelled_read_of_another_transport_says_so(autojump_clock: MockClock) -> None:
+    items: list[bytes | float] = [event({"content": "a"}), 5.0, event({"content": "b"}), DONE]
+    async with (
+        mock_client([httpx2.Response(200, headers=SSE, stream=Script(items))]) as client,
+        client.stream_chat(model="gpt-4.1", messages=MESSAGES) as stream,
+    ):
+        assert (await stream.__anext__()).text == "a"
+        with trio.move_on_after(1.0):
+            await stream.__anext__()
+        with pytest.raises(hs.StreamInterruptedError) as info:
+            await stream.__anext__()
+    assert "cancelled" in str(info.value.__cause__)
+    assert info.value.partial.text == "a"
+
+
+# ---- the key never leaks -----------------------------------------------------------------
+
+
+async def test_surrounding_whitespace_of_a_key_is_stripped(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with hs.open_client(api_key=KEY + "\n", base_url=sim.base_url) as client:
+        await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=2)
+    monkeypatch.setenv("HOLYSHEEP_API_KEY", f" {KEY}\r\n")
+    async with hs.open_client(base_url=sim.base_url) as client:
+        await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=2)
+
+
+@pytest.mark.parametrize("bad", [f"{KEY[:10]}\n{KEY[10:]}", f"{KEY} {KEY}", KEY + "é", "  \t"])
+async def test_a_key_no_header_can_carry_is_refused_unseen(bad: str) -> None:
+    with pytest.raises(hs.ConfigurationError) as info:
+        async with hs.open_client(api_key=bad, base_url=BASE):
+            pass  # pragma: no cover
+    text = "".join(traceback.format_exception(info.value))
+    assert KEY[:10] not in text
+    assert KEY[10:] not in text
+
+
+async def test_a_bad_extra_header_is_not_retried_and_not_shown(sim: Simulator) -> None:
+    secret = "sk-extra-header-secret-42"
+    async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+        with pytest.raises(hs.ConfigurationError) as info:
+            await client.chat(
+                model="gpt-4.1",
+                messages=MESSAGES,
+                max_tokens=2,
+                extra_headers={"X-Api-Key": secret + "\r\n"},
+            )
+    text = "".join(traceback.format_exception(info.value))
+    assert secret not in text
+    assert info.value.attempt == 1
+    assert sim.stats().requests["gpt-4.1"] == 0
+
+
+async def test_secrets_of_users_auth_and_extra_headers_are_scrubbed() -> None:
+    seen: list[str] = []
+
+    def echo(request: httpx2.Request) -> httpx2.Response:
+        headers = " ".join(f"{name}: {value}" for name, value in request.headers.items())
+        seen.append(headers)
+        return httpx2.Response(400, json={"error": {"message": f"you sent {headers}"}})
+
+    async with (
+        httpx2.AsyncClient(
+            transport=httpx2.MockTransport(echo), auth=httpx2.BasicAuth("user", "pass-word-123")
+        ) as http_client,
+        hs.open_client(http_client=http_client, base_url=BASE) as client,
+    ):
+        with pytest.raises(hs.BadRequestError) as info:
+            await client.chat(
+                model="gpt-4.1",
+                messages=MESSAGES,
+                extra_headers={"X-Api-Key": "extra-secret-value"},
+            )
+    basic = seen[0].split("authorization: Basic ")[1].split()[0]
+    error = info.value
+    for secret in (basic, "extra-secret-value"):
+        assert secret in seen[0]
+        assert secret not in str(error)
+        assert secret not in error.body
+
+
+async def test_client_repr_hides_userinfo() -> None:
+    async with hs.open_client(api_key=KEY, base_url="http://me:pa55word@127.0.0.1:9/v1") as client:
+        assert "pa55word" not in repr(client)
+        assert "me:" not in repr(client)
+
+
+# ---- open_client never rewrites the caller's exceptions ----------------------------------
+
+
+async def test_a_one_member_group_from_the_block_comes_out_unchanged() -> None:
+    group = ExceptionGroup("mine", [ValueError("inner")])
+    with pytest.raises(ExceptionGroup) as info:
+        async with hs.open_client(api_key=KEY, base_url=BASE):
+            raise group
+    assert info.value is group
