@@ -1865,3 +1865,22 @@ async def test_receive_some_nowait_keeps_a_partial_tls_record(
         assert await body.receive_some_nowait() == PART_ONE
         assert await body.receive_some() == b""
         assert stats(transport) == (1, 1, 1)
+
+
+async def test_response_sent_during_the_upload_is_returned_over_tls(nursery: trio.Nursery) -> None:
+    # Over TLS too: the failed write must not break the TLS stream for reading.
+    ca = trustme.CA()
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async def handler(tls: trio.SSLStream[trio.SocketStream]) -> None:
+        await read_head(tls)
+        await tls.send_all(EARLY_REPLY)
+        reset(tls.transport_stream)
+
+    url = await start_tls_server(nursery, handler, ca)  # type: ignore[arg-type]
+    transport = TrioTransport(verify=client_context)
+    async with client_for(transport) as client:
+        response = await client.post(url, content=b"x" * 32_000_000)
+        assert (response.status_code, response.content) == (413, b"too large")
+        assert stats(transport) == (0, 0, 1)
