@@ -29,12 +29,20 @@ Connection reuse rules:
 * Before an idle connection is reused it is polled: readable means the server closed it (EOF) or
   sent bytes nobody asked for; either way it is discarded (RFC 9112 §9.5: a server may close an
   idle connection at any time).
-* Retry rule: if a request on a *reused* connection fails with "connection closed" (EOF or reset
-  while sending, or EOF before the first response byte), it is sent once more on a fresh
-  connection. The race this covers is a server closing an idle connection while we send on it
-  (RFC 9112 §9.3.1 allows retrying when the server can't have processed the request; a server
-  that sent no byte of a response and closed the connection has not answered it). A fresh
-  connection is never retried.
+* Retry rule: a request is sent again, once and on a fresh connection in the same pool slot,
+  only when provably nothing of it was written: the first send on a *reused* connection failed
+  with zero bytes accepted by the kernel (an idle connection already found dead by the poll above
+  is not a retry: it is simply replaced before anything is written). Anything else, a connection
+  that broke or closed after the request was written in part or in full, raises
+  ``httpx2.WriteError``, ``httpx2.ReadError`` or ``httpx2.RemoteProtocolError`` with the request
+  attached: the server may have read the request and acted on it, so whether to send it again
+  belongs to the caller's retry policy, where it is counted (RFC 9110 §9.2.2 and RFC 9112 §9.3.1:
+  no automatic retry of a non-idempotent request unless it was never applied). A fresh connection
+  is never retried.
+* A response sent before the request was fully written is still read: if the server answers
+  (e.g. 413) and closes while the body is being sent, the write fails, and the response the
+  server sent is returned if its head is complete (RFC 9112 §9.5; httpcore does the same). Such
+  a connection is never reused.
 """
 
 from __future__ import annotations
@@ -89,6 +97,10 @@ _CHUNK_SIZE_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,20})[ \t]*(?:;[^\r\n]*)?"
 # head (h11.Connection's max_incomplete_event_size).
 _MAX_CHUNK_SIZE_LINE: Final = 4096
 _MAX_TRAILER_LINE: Final = 16384
+# Bound on a response head (status line and fields) while it is incomplete, as httpcore sets
+# it: h11's default (16 KiB) refuses real-world heads with many or long fields once they arrive
+# in more than one read.
+_MAX_HEAD_SIZE: Final = 100 * 1024
 _INCOMPLETE_BODY: Final = "peer closed connection without sending complete message body"
 
 # What a _ChunkedDecoder expects next.
@@ -322,18 +334,95 @@ def _socket_is_readable(sock: trio.socket.SocketType) -> bool:
     return bool(readable)  # pragma: no cover - Windows
 
 
+class _SocketWriter(trio.abc.Stream):
+    """The socket of one connection as a trio stream that keeps account of what it wrote.
+
+    Writes go to the trio socket directly, so that ``bytes_sent`` counts the bytes the kernel
+    accepted: ``trio.SocketStream.send_all`` does not say how many went out before a failure,
+    and the retry rule needs to know that none did. A write failure is kept in ``error`` instead
+    of being raised; whoever writes checks it afterwards. This is what lets a response be read
+    after a failed upload: under a ``trio.SSLStream`` (which wraps this object for https), a
+    raised error would mark the TLS stream broken for reading too (RFC 9112 §9.5).
+
+    With ``nowait`` set, ``receive_some`` takes only bytes already in the socket and raises
+    ``trio.WouldBlock`` instead of waiting; ``trio.SSLStream`` passes that through without
+    losing anything (the bytes of a partial TLS record stay in its buffer), which makes a
+    non-blocking read through TLS possible (POSIX only: it reads the file descriptor).
+    """
+
+    __slots__ = ("bytes_sent", "error", "nowait", "socket", "stream")
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.socket = stream.socket
+        self.bytes_sent = 0
+        self.error: BaseException | None = None
+        self.nowait = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.error is not None or not data:
+            # The connection is dead (nothing more may go out), or there is nothing to send.
+            await trio.lowlevel.checkpoint()
+            return
+        socket = self.socket
+        try:
+            with memoryview(data) as view:
+                total = len(view)
+                sent = 0
+                while sent < total:
+                    with view[sent:] as remaining:
+                        accepted = await socket.send(remaining)
+                    sent += accepted
+                    self.bytes_sent += accepted
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.error = exc
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if not self.nowait:
+            return await self.stream.receive_some(max_bytes)
+        fd = self.socket.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the connection was closed")
+        try:
+            return _os_read(fd, _RECEIVE_SIZE if max_bytes is None else max_bytes)
+        except BlockingIOError:
+            raise trio.WouldBlock from None
+        except OSError as exc:  # as trio.SocketStream translates it
+            raise trio.BrokenResourceError(exc) from exc
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 class _Connection:
-    """One HTTP/1.1 connection: a trio stream, its raw socket and its h11 state machine."""
+    """One HTTP/1.1 connection: a trio stream, its raw socket and its h11 state machine.
 
-    __slots__ = ("expires_at", "h11", "key", "read_ahead", "socket", "stream")
+    ``stream`` is what is read (a ``trio.SocketStream``, or a ``trio.SSLStream`` over
+    ``writer``); ``sender`` is what the request is written to (``writer`` itself for plain TCP,
+    the ``trio.SSLStream`` for TLS). Either way ``writer`` counts the bytes and keeps the error.
+    """
 
-    def __init__(
-        self, *, key: _PoolKey, stream: trio.abc.Stream, socket: trio.socket.SocketType
-    ) -> None:
+    __slots__ = (
+        "expires_at",
+        "h11",
+        "key",
+        "read_ahead",
+        "sender",
+        "socket",
+        "stream",
+        "writer",
+    )
+
+    def __init__(self, *, key: _PoolKey, stream: trio.abc.Stream, writer: _SocketWriter) -> None:
         self.key = key
         self.stream = stream
-        self.socket = socket
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.writer = writer
+        self.sender: trio.abc.SendStream = writer if stream is writer.stream else stream
+        self.socket = writer.socket
+        self.h11 = _new_h11_connection()
         self.expires_at = math.inf
         self.read_ahead = False
 
@@ -382,6 +471,43 @@ class _Connection:
             self.read_ahead = len(data) == _RECEIVE_SIZE
             return data
 
+    async def receive_nowait(self) -> bytes | None:
+        """Return bytes the server already sent (``b""`` at EOF), or None if there are none.
+
+        Never waits for the network; a checkpoint like ``receive()``, and like it cancel-safe:
+        a ``trio.Cancelled`` is raised only before anything was taken from the socket.
+
+        Raises:
+            trio.BrokenResourceError, trio.ClosedResourceError, OSError: The socket failed or
+                was closed.
+        """
+        if not _RAW_READS:  # pragma: no cover - Windows: no non-blocking read of our own
+            await trio.lowlevel.checkpoint()
+            return None
+        if self.stream.__class__ is trio.SocketStream:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            fd = self.socket.fileno()
+            if fd < 0:
+                raise trio.ClosedResourceError("the connection was closed")
+            try:
+                data = _os_read(fd, _RECEIVE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return None
+            self.read_ahead = len(data) == _RECEIVE_SIZE
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        # TLS: decrypted bytes already buffered come first; otherwise the raw socket is read
+        # without waiting, and a partial TLS record stays buffered in the SSLStream.
+        writer = self.writer
+        writer.nowait = True
+        try:
+            return bytes(await self.stream.receive_some(_RECEIVE_SIZE))
+        except trio.WouldBlock:
+            return None
+        finally:
+            writer.nowait = False
+
     def close(self) -> None:
         # Synchronous and abortive on purpose: it cannot block or be cancelled, so clean-up is
         # bounded; HTTP/1.1 framing (not TLS close_notify) tells the server where messages end.
@@ -403,12 +529,12 @@ class _Waiter:
         self.connection: _Connection | None = None  # or an idle connection handed over
 
 
-class _StaleConnectionError(Exception):
-    """The server closed a connection before any byte of a response (see the retry rule)."""
+class _UnsentRequestError(Exception):
+    """The first send on a reused connection failed with nothing written (the retry rule)."""
 
-    def __init__(self, during: str) -> None:
-        super().__init__(during)
-        self.during = during
+
+def _new_h11_connection() -> h11.Connection:
+    return h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD_SIZE)
 
 
 class TrioResponseStream(httpx2.AsyncByteStream):
@@ -423,6 +549,25 @@ class TrioResponseStream(httpx2.AsyncByteStream):
     Closing (``aclose()``, idempotent) returns the connection to the pool only if the body was
     read to the end and HTTP/1.1 allows reuse; otherwise the socket is closed at once. An unread
     body is never drained. Reading to the end returns the connection by itself.
+
+    Reads are cancel-safe: a ``trio.Cancelled`` (a caller's cancel scope or deadline around one
+    ``receive_some()``) or an ``httpx2.ReadTimeout`` is raised only while waiting for bytes,
+    before any was taken from the connection, so the stream stays usable: the next
+    ``receive_some()`` continues where the last one stopped, and the connection can still be
+    reused if the body then ends cleanly. Only failures that lose or corrupt the stream's state
+    (the connection broke, the server broke HTTP/1.1 framing) close the connection; every later
+    call then raises ``httpx2.ReadError``. (Over TLS, a cancellation that lands while TLS itself
+    must write, for a renegotiation or key update, breaks the ``trio.SSLStream``: the next read
+    raises ``httpx2.ReadError``.)
+
+    ``receive_some_nowait()`` returns body bytes that have already arrived without waiting for
+    the server (for a deadline that must not fire while data is waiting): bytes buffered with
+    the head, then a non-blocking read of the socket. Over TLS, decrypted bytes already buffered
+    come first, then the socket is read without waiting; bytes of an incomplete TLS record are
+    kept for the next read but are no body bytes yet (``None``). On Windows, where the transport
+    does not read the socket itself, only bytes buffered with the head are found.
+
+    One task reads at a time: neither method may run concurrently with the other.
     """
 
     __slots__ = (
@@ -444,6 +589,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         request: httpx2.Request,
         read_timeout: float | None,
         decoder: _BodyDecoder | None = None,
+        keep_alive: bool = True,
     ) -> None:
         self._transport = transport
         self._connection: _Connection | None = connection
@@ -454,9 +600,10 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         # (read together with the head) go to the decoder instead, and whether the connection
         # may carry another request is settled now. After the head, our side of h11 is DONE
         # exactly when neither message asked to close (h11 moves it to MUST_CLOSE otherwise).
+        # keep_alive=False: the exchange went wrong in a way h11 cannot see (a failed write).
         self._decoder = decoder
         self._leftover = connection.h11.trailing_data[0] if decoder is not None else b""
-        self._keep_alive = connection.h11.our_state is h11.DONE
+        self._keep_alive = keep_alive and connection.h11.our_state is h11.DONE
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -474,7 +621,8 @@ class TrioResponseStream(httpx2.AsyncByteStream):
             Non-empty bytes, or ``b""`` once the body has ended (and on every later call).
 
         Raises:
-            httpx2.ReadTimeout: Nothing arrived within the request's read timeout.
+            httpx2.ReadTimeout: Nothing arrived within the request's read timeout; like a
+                cancellation, it leaves the stream usable (see the class docstring).
             httpx2.ReadError: The connection broke or the stream was closed before the end.
             httpx2.RemoteProtocolError: The server broke HTTP/1.1 framing (e.g. closed the
                 connection in the middle of the body).
@@ -486,7 +634,9 @@ class TrioResponseStream(httpx2.AsyncByteStream):
             return b""
         decoder = self._decoder
         if decoder is None:
-            return await self._receive_some_with_h11(connection)
+            data = await self._receive_some_with_h11(connection, nowait=False)
+            assert data is not None  # None only with nowait
+            return data
         try:
             body = b""
             data = self._leftover
@@ -500,15 +650,72 @@ class TrioResponseStream(httpx2.AsyncByteStream):
                 if not data:
                     decoder.close()  # the body is incomplete, so this raises
                 body = decoder.feed(data)
+        except (trio.Cancelled, httpx2.ReadTimeout):
+            # Only _receive() waits, and it raises these before taking any byte from the
+            # connection; what came before is in the decoder: nothing is lost.
+            raise
         except BaseException as exc:
-            self._abort()
-            if isinstance(exc, httpx2.RemoteProtocolError):
-                exc.request = self._request  # the decoders raise it without one
+            self._fail(exc)
             raise
         self._end(connection)
         return body
 
-    async def _receive_some_with_h11(self, connection: _Connection) -> bytes:
+    async def receive_some_nowait(self) -> bytes | None:
+        """Return the body bytes that have already arrived, without waiting for the server.
+
+        For a deadline on server silence: try this before declaring that nothing came. It is a
+        checkpoint but never waits for the network (the read timeout does not apply), and it is
+        cancel-safe like ``receive_some()``. See the class docstring for what it can find over
+        TLS and on Windows.
+
+        Returns:
+            Non-empty bytes (as ``receive_some()`` would return them), ``b""`` once the body
+            has ended (and on every later call), or ``None`` if no body byte is available now.
+
+        Raises:
+            httpx2.ReadError: The connection broke or the stream was closed before the end.
+            httpx2.RemoteProtocolError: The server broke HTTP/1.1 framing.
+        """
+        connection = self._connection
+        if connection is None:
+            if self._closed_early:
+                raise httpx2.ReadError("the response stream is closed", request=self._request)
+            return b""
+        decoder = self._decoder
+        if decoder is None:
+            return await self._receive_some_with_h11(connection, nowait=True)
+        try:
+            body = b""
+            data: bytes | None = self._leftover
+            if data:
+                self._leftover = b""
+                body = decoder.feed(data)
+            while not decoder.at_end:
+                if body:
+                    return body
+                data = await self._receive_nowait(connection)
+                if data is None:
+                    return None
+                if not data:
+                    decoder.close()  # the body is incomplete, so this raises
+                body = decoder.feed(data)
+        except trio.Cancelled:  # raised before any byte was taken, as in receive_some()
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        self._end(connection)
+        return body
+
+    def _fail(self, exc: BaseException) -> None:
+        """A read failed in a way that loses or corrupts state: close the connection."""
+        self._abort()
+        if isinstance(exc, httpx2.RemoteProtocolError):
+            exc.request = self._request  # the decoders raise it without one
+
+    async def _receive_some_with_h11(
+        self, connection: _Connection, *, nowait: bool
+    ) -> bytes | None:
         h11_connection = connection.h11
         chunks: list[bytes] = []
         try:
@@ -521,7 +728,13 @@ class TrioResponseStream(httpx2.AsyncByteStream):
                 elif event_type is _NEED_DATA:
                     if chunks:
                         break
-                    h11_connection.receive_data(await self._receive(connection))
+                    if nowait:
+                        data = await self._receive_nowait(connection)
+                        if data is None:
+                            return None
+                    else:
+                        data = await self._receive(connection)
+                    h11_connection.receive_data(data)
                 elif event_type is _EndOfMessage:
                     self._end(connection)
                     break
@@ -529,6 +742,9 @@ class TrioResponseStream(httpx2.AsyncByteStream):
                     raise httpx2.RemoteProtocolError(
                         f"unexpected HTTP/1.1 event {event_type.__name__}", request=self._request
                     )
+        except (trio.Cancelled, httpx2.ReadTimeout):
+            # Raised before any byte was taken (see receive_some); h11 keeps what came before.
+            raise
         except BaseException as exc:
             self._abort()
             # No test reaches this since the decoders took Content-Length and chunked bodies:
@@ -553,6 +769,12 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         assert scope.cancelled_caught
         raise httpx2.ReadTimeout("timed out reading the response body", request=self._request)
 
+    async def _receive_nowait(self, connection: _Connection) -> bytes | None:
+        try:
+            return await connection.receive_nowait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise httpx2.ReadError(_describe(exc), request=self._request) from exc
+
     def _end(self, connection: _Connection) -> None:
         """The body ended: hand the connection back, reusable if HTTP/1.1 allows it."""
         self._connection = None
@@ -560,7 +782,8 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         if decoder is None:
             h11_connection = connection.h11
             reusable = (
-                h11_connection.our_state is h11.DONE
+                self._keep_alive
+                and h11_connection.our_state is h11.DONE
                 and h11_connection.their_state is h11.DONE
                 # Bytes after the end of the response answer nothing we asked: not reusable.
                 and h11_connection.trailing_data == (b"", False)
@@ -574,7 +797,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
             # keep-alive exchange (both sides IDLE, nothing buffered), and costs about 1 µs.
             reusable = self._keep_alive and not decoder.extra
             if reusable:
-                connection.h11 = h11.Connection(h11.CLIENT)
+                connection.h11 = _new_h11_connection()
         self._transport._release(connection, reusable=reusable)
 
     def _abort(self) -> None:
@@ -614,6 +837,40 @@ class TrioResponseStream(httpx2.AsyncByteStream):
                 self._abort()
         with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
             await trio.lowlevel.checkpoint()
+
+
+# What h11 accepts in a header (h11._abnf, RFC 9110 §5.1 and §5.5): a token for the name; for
+# the value, visible bytes (obs-text included) with single spaces or tabs between them, nothing
+# at either end, no CR, LF or NUL.
+_FIELD_NAME: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE: Final = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+
+
+def _unsendable_request_message(request: httpx2.Request, exc: h11.LocalProtocolError) -> str:
+    """Say why h11 refused to encode ``request``, without any header value.
+
+    h11's own message quotes the offending value ("Illegal header value b'Bearer sk-...\\n'"):
+    an API key read from a file with its line ending would end up in logs and tracebacks. The
+    header *name* is shown when it is a valid token; a value never is.
+    """
+    for name, value in request.headers.raw:
+        if not _FIELD_NAME.fullmatch(name):
+            return "a request header name is not a valid HTTP token (RFC 9110 §5.1)"
+        if not _FIELD_VALUE.fullmatch(value):
+            return (
+                f"the value of the request header {name.decode('ascii')!r} is not a valid HTTP"
+                " field value (RFC 9110 §5.5), e.g. it starts or ends with whitespace or holds"
+                " a line break (CR, LF) or a NUL byte; the value is not shown"
+            )
+    text = str(exc)
+    # h11's other messages are fixed texts; a value would only appear here through a future
+    # change of h11, so look for any before quoting it.
+    if any(
+        value and (value in text.encode("latin-1", "replace") or repr(value) in text)
+        for _, value in request.headers.raw
+    ):
+        return "the request cannot be encoded as HTTP/1.1"
+    return f"the request cannot be encoded as HTTP/1.1: {text}"
 
 
 def _describe(exc: BaseException) -> str:
@@ -737,9 +994,14 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             httpx2.PoolTimeout, httpx2.ConnectTimeout, httpx2.WriteTimeout,
                 httpx2.ReadTimeout: The matching entry of ``request.extensions["timeout"]``.
             httpx2.ConnectError, httpx2.WriteError, httpx2.ReadError,
-                httpx2.RemoteProtocolError, httpx2.LocalProtocolError: Network or protocol
-                failures, with ``request`` attached.
-            RuntimeError: The transport is closed.
+                httpx2.RemoteProtocolError: Network or protocol failures, with ``request``
+                attached. The request may have reached the server (see the retry rule in the
+                module docstring).
+            httpx2.LocalProtocolError: The request cannot be sent as HTTP/1.1 (e.g. a header
+                value with a CR, LF or surrounding whitespace); the message names the header
+                but never shows a value.
+            RuntimeError: The transport is closed, or was closed while the request waited for
+                a connection.
         """
         if self._closed:
             raise RuntimeError("this TrioTransport is closed")
@@ -752,6 +1014,19 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             )
         key: _PoolKey = (scheme, url.host, url.port or default_port)
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
+        try:
+            # Validated before a connection is taken: a request that cannot be sent costs none.
+            head = h11.Request(
+                method=request.method, target=url.raw_path, headers=request.headers.raw
+            )
+        except h11.LocalProtocolError as exc:
+            problem: str | None = _unsendable_request_message(request, exc)
+        else:
+            problem = None
+        if problem is not None:
+            # Raised outside the except clause, so that neither __cause__ nor __context__
+            # holds h11's error, whose text shows the offending header value (an API key).
+            raise httpx2.LocalProtocolError(problem, request=request)
         body = await request.aread()
 
         connection = await self._acquire(key, request, _timeout(timeouts, "pool"))
@@ -764,24 +1039,15 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                     self._release_slot()
                     raise
             try:
-                return await self._exchange(connection, request, body, timeouts)
-            except _StaleConnectionError as exc:
-                connection.close()
-                self._connections.discard(connection)
-                if reused:  # the retry rule: once, on a fresh connection in the same slot
-                    reused = False
-                    connection = None
-                    continue
-                self._release_slot()
-                if exc.during == "write":
-                    raise httpx2.WriteError(
-                        "the server closed the connection while the request was sent",
-                        request=request,
-                    ) from exc.__cause__
-                raise httpx2.RemoteProtocolError(
-                    "the server closed the connection without sending a response",
-                    request=request,
-                ) from exc.__cause__
+                return await self._exchange(
+                    connection, request, head, body, timeouts, reused=reused
+                )
+            except _UnsentRequestError:
+                # The retry rule: nothing of the request was written, so the server cannot
+                # have seen it; once, on a fresh connection in the same slot.
+                self._forget(connection)
+                reused = False
+                connection = None
             except BaseException:
                 self._discard(connection)
                 raise
@@ -790,42 +1056,105 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         self,
         connection: _Connection,
         request: httpx2.Request,
+        head: h11.Request,
         body: bytes,
         timeouts: dict[str, Any],
+        *,
+        reused: bool,
     ) -> httpx2.Response:
         h11_connection = connection.h11
         try:
-            data = h11_connection.send(
-                h11.Request(
-                    method=request.method,
-                    target=request.url.raw_path,
-                    headers=request.headers.raw,
-                )
-            )
+            data = h11_connection.send(head)
             if body:
                 data += h11_connection.send(h11.Data(data=body))
             data += h11_connection.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
-            raise httpx2.LocalProtocolError(str(exc), request=request) from exc
+            # e.g. more body than the Content-Length header declares. h11's texts here are
+            # fixed, but go through the same scrubbing as header errors, outside the clause.
+            problem: str | None = _unsendable_request_message(request, exc)
+        else:
+            problem = None
+        if problem is not None:
+            raise httpx2.LocalProtocolError(problem, request=request)
 
+        writer = connection.writer
+        sent_before = writer.bytes_sent
         write_timeout = _timeout(timeouts, "write")
+        failure: BaseException | None = None
         try:
             with trio.move_on_after(math.inf if write_timeout is None else write_timeout) as scope:
-                await connection.stream.send_all(data)
+                await connection.sender.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise _StaleConnectionError("write") from exc
+            failure = exc  # from trio.SSLStream itself; the writer keeps socket errors
         if scope.cancelled_caught:
             raise httpx2.WriteTimeout("timed out sending the request", request=request)
+        failure = writer.error or failure
 
         read_timeout = _timeout(timeouts, "read")
+        if failure is None:
+            response = await self._receive_head(connection, request, read_timeout)
+        elif reused and writer.bytes_sent == sent_before:
+            # The kernel took no byte of the request: provably unsent (see the retry rule).
+            raise _UnsentRequestError from failure
+        else:
+            # The server may have answered before closing, e.g. 413 without reading the whole
+            # body (RFC 9110 §15.5.14): its response is in our receive buffer, ahead of the
+            # reset (RFC 9112 §9.5 asks a client to watch for it). Read it, as httpcore does;
+            # the connection is dead, so this does not wait on a live server.
+            try:
+                response = await self._receive_head(connection, request, read_timeout)
+            except (httpx2.ReadError, httpx2.ReadTimeout, httpx2.RemoteProtocolError):
+                raise httpx2.WriteError(
+                    f"the connection broke while the request was sent: {_describe(failure)}",
+                    request=request,
+                ) from failure
+
+        stream = TrioResponseStream(
+            transport=self,
+            connection=connection,
+            request=request,
+            read_timeout=read_timeout,
+            decoder=_body_decoder(h11_connection, request.method, response),
+            keep_alive=failure is None,
+        )
+        return httpx2.Response(
+            response.status_code,
+            headers=response.headers.raw_items(),
+            stream=stream,
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": response.reason,
+                "holysheep.body": stream,
+            },
+        )
+
+    async def _receive_head(
+        self, connection: _Connection, request: httpx2.Request, read_timeout: float | None
+    ) -> h11.Response:
+        """Read up to the final response head (1xx responses are skipped) and return it.
+
+        Raises:
+            httpx2.ReadTimeout: Nothing arrived for ``read_timeout`` seconds.
+            httpx2.ReadError: The connection broke.
+            httpx2.RemoteProtocolError: The server closed the connection before a complete
+                head, sent something that is not HTTP/1.1, or a head over ``_MAX_HEAD_SIZE``.
+        """
+        h11_connection = connection.h11
         received_any = False
         while True:
             try:
                 event = h11_connection.next_event()
             except h11.RemoteProtocolError as exc:
-                if not received_any:
-                    raise _StaleConnectionError("read") from exc
-                raise httpx2.RemoteProtocolError(str(exc), request=request) from exc
+                if exc.error_status_hint == 431:  # h11: "Receive buffer too long"
+                    message = (
+                        f"the response head is larger than {_MAX_HEAD_SIZE} bytes"
+                        " (the limit on a status line and header fields)"
+                    )
+                elif not received_any:
+                    message = "the server closed the connection without sending a response"
+                else:
+                    message = str(exc)
+                raise httpx2.RemoteProtocolError(message, request=request) from exc
             if event is _NEED_DATA:
                 try:
                     with trio.move_on_after(
@@ -833,17 +1162,18 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                     ) as scope:
                         chunk = await connection.receive()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    if not received_any:
-                        raise _StaleConnectionError("read") from exc
                     raise httpx2.ReadError(_describe(exc), request=request) from exc
                 if scope.cancelled_caught:
                     raise httpx2.ReadTimeout("timed out waiting for the response", request=request)
                 received_any = received_any or bool(chunk)
                 h11_connection.receive_data(chunk)
             elif type(event) is h11.Response:
-                break
+                return event
             elif type(event) is h11.ConnectionClosed:  # pragma: no cover - h11 raises instead
-                raise _StaleConnectionError("read")
+                raise httpx2.RemoteProtocolError(
+                    "the server closed the connection without sending a response",
+                    request=request,
+                )
             elif event is h11.PAUSED:
                 # A 101 to a request with Upgrade: h11 hands the connection over to the new
                 # protocol and would return PAUSED forever. We speak HTTP/1.1 only.
@@ -853,25 +1183,6 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                     request=request,
                 )
             # h11.InformationalResponse (1xx, RFC 9110 §15.2) is skipped: the final one follows.
-
-        assert isinstance(event, h11.Response)
-        stream = TrioResponseStream(
-            transport=self,
-            connection=connection,
-            request=request,
-            read_timeout=read_timeout,
-            decoder=_body_decoder(h11_connection, request.method, event),
-        )
-        return httpx2.Response(
-            event.status_code,
-            headers=event.headers.raw_items(),
-            stream=stream,
-            extensions={
-                "http_version": b"HTTP/1.1",
-                "reason_phrase": event.reason,
-                "holysheep.body": stream,
-            },
-        )
 
     async def _connect(
         self, key: _PoolKey, request: httpx2.Request, connect_timeout: float | None
@@ -884,18 +1195,21 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 math.inf if connect_timeout is None else connect_timeout
             ) as scope:
                 tcp = await open_tcp_stream(host, port)
+                writer = _SocketWriter(tcp)
                 stream: trio.abc.Stream = tcp
                 if scheme == "https":
                     try:
                         # https_compatible: many HTTPS servers close without close_notify
                         # (RFC 9110 §4.2.2 lets HTTP framing, not TLS, mark message ends).
                         stream = trio.SSLStream(
-                            tcp,
+                            writer,
                             self._get_ssl_context(),
                             server_hostname=host,
                             https_compatible=True,
                         )
                         await stream.do_handshake()
+                        if writer.error is not None:  # the writer keeps it instead of raising
+                            raise trio.BrokenResourceError(writer.error) from writer.error
                     except BaseException:
                         tcp.socket.close()
                         raise
@@ -903,7 +1217,12 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             raise httpx2.ConnectError(_describe(exc), request=request) from exc
         if scope.cancelled_caught:
             raise httpx2.ConnectTimeout(f"timed out connecting to {host}:{port}", request=request)
-        connection = _Connection(key=key, stream=stream, socket=tcp.socket)
+        if self._closed:
+            # aclose() ran while we connected: it could not close a socket it did not know of,
+            # and the request must not run on a connection nobody tracks.
+            tcp.socket.close()
+            raise RuntimeError("this TrioTransport was closed while the request connected")
+        connection = _Connection(key=key, stream=stream, writer=writer)
         self._connections.add(connection)
         self._created += 1
         return connection
@@ -947,16 +1266,38 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         try:
             with trio.move_on_after(math.inf if pool_timeout is None else pool_timeout):
                 await waiter.event.wait()
-        finally:
-            if not waiter.event.is_set():
+        except BaseException:
+            # A cancellation from outside (a caller's deadline, a losing hedge) can be delivered
+            # in the same tick in which _release_slot() or _release() served this waiter: hand
+            # back what it was given, or the slot is lost for good and later requests hang.
+            if waiter.event.is_set():
+                self._give_back(waiter)
+            else:
                 self._waiters.remove(waiter)
-        if waiter.connection is not None:
-            return waiter.connection
+            raise
+        if not waiter.event.is_set():  # the pool timeout
+            self._waiters.remove(waiter)
+        if self._closed:  # aclose() woke every waiter and closed every connection
+            raise RuntimeError("this TrioTransport was closed while the request waited")
+        handed = waiter.connection
+        if handed is not None:
+            if not _socket_is_readable(handed.socket):
+                return handed
+            # Closed by the server since it was handed over: found dead before writing, so
+            # open a fresh one in the same slot (RFC 9112 §9.5).
+            self._forget(handed)
+            return None
         if waiter.granted:
             return None
-        if self._closed:
-            raise RuntimeError("this TrioTransport was closed while the request waited")
         raise httpx2.PoolTimeout("timed out waiting for a free connection", request=request)
+
+    def _give_back(self, waiter: _Waiter) -> None:
+        """Return what a waiter was served (a connection or a slot) that it will not use."""
+        if waiter.connection is not None:
+            # Still clean and idle: to the next waiter, or to the pool.
+            self._release(waiter.connection, reusable=True)
+        elif waiter.granted:
+            self._release_slot()
 
     def _evict_one_idle(self) -> None:
         """Close the idle connection that was used longest ago, to free its slot."""
@@ -977,6 +1318,11 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             waiter.event.set()
         else:
             self._slots_used -= 1
+
+    def _forget(self, connection: _Connection) -> None:
+        """Close a connection but keep its slot, for a fresh connection in its place."""
+        connection.close()
+        self._connections.discard(connection)
 
     def _discard(self, connection: _Connection) -> None:
         """Close a connection and free its slot."""

@@ -9,6 +9,8 @@ import itertools
 import json
 import socket
 import ssl
+import struct
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -105,6 +107,23 @@ async def echo_server(stream: trio.SocketStream) -> None:
             "headers": {k.decode(): v.decode() for k, v in request.headers},
         }
         await peer.respond(json.dumps(summary).encode(), headers=[("X-Reply", "yes")])
+
+
+def reset(stream: trio.SocketStream) -> None:
+    """Close abortively: SO_LINGER 0 makes the kernel send RST instead of FIN."""
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    stream.socket.close()
+
+
+async def read_head(stream: trio.abc.ReceiveStream) -> bytes:
+    """Read up to the end of a request head and return it (what follows is left unread)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        data = await stream.receive_some(1)  # byte by byte: nothing of the body is taken
+        if not data:
+            break
+        received += data
+    return received
 
 
 def client_for(transport: TrioTransport, **kwargs: Any) -> httpx2.AsyncClient:
@@ -347,31 +366,67 @@ async def test_idle_connection_closed_by_server_is_replaced(
     assert checks == [True]  # found dead before use, not by the retry rule
 
 
-async def test_request_on_dead_reused_connection_is_retried_once(
-    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+async def test_request_read_by_the_server_on_a_reused_connection_is_not_resent(
+    nursery: trio.Nursery,
 ) -> None:
-    # Blind the idle check so the request really is sent into a connection the server closed.
-    monkeypatch.setattr(_transport, "_socket_is_readable", lambda sock: False)
-    closed = trio.Event()
+    # The server reads the second request on a kept-alive connection, then closes without a
+    # word: it may have acted on it (billed it), so the transport must not send it again.
     bodies: list[bytes] = []
+    accepted = 0
 
     async def handler(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
         peer = Peer(stream)
-        got = await peer.read_request()
-        assert got is not None
-        bodies.append(got[1])
-        await peer.respond(b"fine")
-        await stream.aclose()
-        closed.set()
+        while (got := await peer.read_request()) is not None:
+            bodies.append(got[1])
+            if len(bodies) > 1:
+                return  # read, then close without answering
+            await peer.respond(b"fine")
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        assert (await client.post(url, content=b"first")).content == b"fine"
+        assert stats(transport) == (1, 1, 1)
+        with pytest.raises(httpx2.RemoteProtocolError, match="without sending a response") as info:
+            await client.post(url, content=b"second")
+        assert info.value.request.url == url
+    assert bodies == [b"first", b"second"]  # seen once: never resent
+    assert accepted == 1
+    assert stats(transport) == (0, 0, 1)
+
+
+async def test_request_is_resent_only_when_nothing_of_it_was_written(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blind the idle check, so that the request really is sent into a connection the server
+    # has reset: the first send fails with no byte accepted, so the server cannot have seen it.
+    monkeypatch.setattr(_transport, "_socket_is_readable", lambda sock: False)
+    bodies: list[bytes] = []
+    accepted = 0
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        peer = Peer(stream)
+        while (got := await peer.read_request()) is not None:
+            bodies.append(got[1])
+            await peer.respond(b"fine")
+            if accepted == 1:  # reset the first connection (SO_LINGER 0: RST, not FIN)
+                reset(stream)
+                return
 
     url = await start_server(nursery, handler)
     transport = TrioTransport()
     async with client_for(transport) as client:
         await client.post(url, content=b"first")
-        await closed.wait()
+        (idle,) = transport._connections
+        await trio.lowlevel.wait_readable(idle.socket)  # the reset has arrived
         assert (await client.post(url, json={"n": 2})).content == b"fine"
-    assert bodies == [b"first", b'{"n":2}']  # the retried request carried its body again
-    assert stats(transport) == (0, 0, 2)
+        assert stats(transport) == (1, 1, 2)
+    assert bodies == [b"first", b'{"n":2}']  # the resent request carried its body
+    assert accepted == 2
 
 
 async def test_fresh_connection_closed_without_response_is_not_retried(
@@ -467,6 +522,85 @@ async def test_waiters_for_other_origins_are_served_in_order(
             await held.aread()
         assert order == ["b1", "a1", "b2"]
         assert stats(transport) == (1, 1, 4)  # each hand-over to another origin reconnects
+
+
+@pytest.mark.parametrize("grant", ["slot", "connection"])
+async def test_waiter_cancelled_as_it_is_served_gives_back_what_it_got(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, grant: str
+) -> None:
+    # A waiter's cancellation (a caller's deadline, a losing hedge) and the release that serves
+    # it land in the same tick: the cancellation is delivered first, then the release hands the
+    # waiter a slot (an unread body closes its connection) or the connection itself (a body
+    # read to its end). The waiter must give it back, or the pool shrinks for good.
+    url = await start_server(nursery, echo_server)
+    transport = TrioTransport(max_connections=1)
+    with trio.fail_after(600):  # a lost slot would make a later request wait forever
+        async with client_for(transport) as client:
+            for _ in range(3):
+                response = await client.send(client.build_request("GET", url), stream=True)
+                body = response.extensions["holysheep.body"]
+                assert body._leftover  # the whole body came with the head: no read to wait for
+                waiter_scope = trio.CancelScope()
+
+                async def wait_for_the_pool(scope: trio.CancelScope = waiter_scope) -> None:
+                    with scope:
+                        await client.get(url)
+
+                async with trio.open_nursery() as waiters:
+                    waiters.start_soon(wait_for_the_pool)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert len(transport._waiters) == 1
+                    waiter_scope.cancel()  # no checkpoint from here to the release
+                    if grant == "slot":
+                        await response.aclose()
+                    else:
+                        assert await body.receive_some()  # the end of the body releases
+                assert waiter_scope.cancelled_caught
+                assert not transport._waiters
+                open_connections, idle, _ = stats(transport)
+                assert open_connections == idle <= 1
+            for _ in range(3):
+                assert (await client.get(url)).status_code == 200
+            created = 1 if grant == "connection" else 4
+            assert stats(transport) == (1, 1, created)
+
+
+async def test_connection_handed_over_dead_is_replaced_before_writing(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Like an idle connection, one handed straight to a waiter is checked before the request
+    # is written: here the server closed it before its body was even read.
+    accepted = 0
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        peer = Peer(stream)
+        while await peer.read_request():
+            await peer.respond(b"ok")
+            if accepted == 1:
+                await stream.aclose()
+                return
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport(max_connections=1)
+    async with client_for(transport) as client:
+        response = await client.send(client.build_request("GET", url), stream=True)
+        body = response.extensions["holysheep.body"]
+        (connection,) = transport._connections
+        await trio.lowlevel.wait_readable(connection.socket)  # the server's FIN is here
+        result: list[int] = []
+
+        async def get() -> None:
+            result.append((await client.get(url)).status_code)
+
+        async with trio.open_nursery() as waiters:
+            waiters.start_soon(get)
+            await trio.testing.wait_all_tasks_blocked()
+            assert await body.receive_some() == b"ok"  # hands the connection to the waiter
+        assert result == [200]
+        assert stats(transport) == (1, 1, 2)
+    assert accepted == 2
 
 
 async def test_full_pool_evicts_an_idle_connection_of_another_origin(
@@ -639,6 +773,184 @@ async def test_write_timeout(
         with pytest.raises(httpx2.WriteTimeout):
             await client.post(url, content=b"x" * 50_000_000)
     assert stats(transport) == (0, 0, 1)
+
+
+EARLY_REPLY = (
+    b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large"
+)
+
+
+async def test_response_sent_during_the_upload_is_returned(nursery: trio.Nursery) -> None:
+    # The server answers 413 after the head and closes without reading the body: the upload
+    # fails (the unread body makes the close a reset), but the answer is in our buffer.
+    async def handler(stream: trio.SocketStream) -> None:
+        await read_head(stream)
+        await stream.send_all(EARLY_REPLY)
+        reset(stream)
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        response = await client.post(url, content=b"x" * 32_000_000)
+        assert (response.status_code, response.content) == (413, b"too large")
+        assert stats(transport) == (0, 0, 1)  # a connection whose write failed is not reused
+
+
+async def test_early_response_connection_is_not_reused_even_if_it_says_keep_alive(
+    nursery: trio.Nursery,
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await read_head(stream)
+        await stream.send_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno")
+        reset(stream)
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        response = await client.post(url, content=b"x" * 32_000_000)
+        assert (response.status_code, response.content) == (400, b"no")
+        assert stats(transport) == (0, 0, 1)
+
+
+async def test_upload_cut_off_without_a_response_is_a_write_error(nursery: trio.Nursery) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await read_head(stream)
+        reset(stream)
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        with pytest.raises(httpx2.WriteError, match="while the request was sent") as info:
+            await client.post(url, content=b"x" * 32_000_000)
+        assert info.value.request.url == url
+    assert stats(transport) == (0, 0, 1)
+
+
+@pytest.mark.parametrize("size", [20_000, 90_000])
+async def test_large_response_head_arriving_in_pieces_is_accepted(
+    nursery: trio.Nursery, size: int
+) -> None:
+    # Over 64 KiB (one socket read), the head arrives in several reads and h11 holds it
+    # incomplete; its default bound (16 KiB) would refuse it.
+    value = "v" * size
+
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        while await peer.read_request():
+            await peer.respond(b"ok", headers=[("X-Large", value)])
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        for _ in range(2):  # and again on the reused connection
+            response = await client.get(url)
+            assert (response.headers["x-large"], response.content) == (value, b"ok")
+        assert stats(transport) == (1, 1, 1)
+
+
+async def test_response_head_over_100_kib_is_a_clear_protocol_error(
+    nursery: trio.Nursery,
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await Peer(stream).read_request()
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nX-Large: " + b"v" * 300_000 + b"\r\n\r\n")
+        await Peer(stream).wait_closed()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        with pytest.raises(
+            httpx2.RemoteProtocolError, match="response head is larger than 102400 bytes"
+        ) as info:
+            await client.get(url)
+        assert info.value.request.url == url
+    assert stats(transport) == (0, 0, 1)
+
+
+async def test_transport_closed_during_a_connect_does_not_use_the_new_socket(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = 0
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal requests
+        peer = Peer(stream)
+        while await peer.read_request():
+            requests += 1
+            await peer.respond(b"ok")
+
+    url = await start_server(nursery, handler)
+    real_open_tcp_stream = trio.open_tcp_stream
+    connecting, may_connect = trio.Event(), trio.Event()
+    opened: list[trio.SocketStream] = []
+
+    async def slow_open_tcp_stream(host: str, port: int) -> trio.SocketStream:
+        connecting.set()
+        await may_connect.wait()
+        opened.append(await real_open_tcp_stream(host, port))
+        return opened[-1]
+
+    monkeypatch.setattr(trio, "open_tcp_stream", slow_open_tcp_stream)
+    transport = TrioTransport()
+    outcome: list[BaseException] = []
+
+    async def get() -> None:
+        try:
+            await client_for(transport).get(url)
+        except Exception as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as requesters:
+        requesters.start_soon(get)
+        await connecting.wait()
+        await transport.aclose()  # while the request connects
+        may_connect.set()
+    (error,) = outcome
+    assert isinstance(error, RuntimeError)
+    assert "closed while the request connected" in str(error)
+    assert opened[0].socket.fileno() == -1  # closed, not left to the garbage collector
+    assert requests == 0
+    assert stats(transport) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r", "\t", " "])
+async def test_header_value_never_appears_in_the_error(nursery: trio.Nursery, ending: str) -> None:
+    # A key read from a file with its line ending: h11 refuses the header and its message
+    # quotes the value; ours names the header only, with no chained h11 error.
+    url = await start_server(nursery, echo_server)
+    secret = "sk-very-secret-0123456789"
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        with pytest.raises(httpx2.LocalProtocolError) as info:
+            await client.get(url, headers={"Authorization": f"Bearer {secret}{ending}"})
+        error = info.value
+        assert "'authorization'" in str(error).lower()
+        assert error.request.url == url
+        assert error.__cause__ is None
+        assert error.__context__ is None
+        shown = "".join(traceback.format_exception(error)) + repr(error) + str(error)
+        assert secret not in shown
+        assert "sk-very" not in shown
+        assert stats(transport) == (0, 0, 0)  # refused before a connection was taken
+        assert (await client.get(url)).status_code == 200
+
+
+def test_invalid_header_name_is_reported_without_showing_it() -> None:
+    request = httpx2.Request("GET", "http://127.0.0.1/", headers={"Bad Name sk-1": "v"})
+    try:
+        h11.Request(method="GET", target="/", headers=request.headers.raw)
+    except h11.LocalProtocolError as exc:
+        message = _transport._unsendable_request_message(request, exc)
+    assert message == "a request header name is not a valid HTTP token (RFC 9110 §5.1)"
+
+
+def test_other_h11_refusals_keep_h11_text_unless_it_holds_a_value() -> None:
+    request = httpx2.Request("GET", "http://127.0.0.1/", headers={"X-Token": "secret"})
+    safe = _transport._unsendable_request_message(request, h11.LocalProtocolError("bad thing"))
+    assert safe == "the request cannot be encoded as HTTP/1.1: bad thing"
+    for text in ("saw 'secret'", "saw b'secret'"):
+        message = _transport._unsendable_request_message(request, h11.LocalProtocolError(text))
+        assert message == "the request cannot be encoded as HTTP/1.1"
 
 
 async def test_unsupported_scheme() -> None:
@@ -1319,4 +1631,256 @@ async def test_decoded_body_without_keep_alive_closes_the_connection(
     transport = TrioTransport()
     async with client_for(transport) as client:
         assert (await client.get(url, headers=request_headers)).content == b"ok"
+        assert stats(transport) == (0, 0, 1)
+
+
+# --- cancel-safe reads and reads without waiting -------------------------------------------------
+
+PART_ONE, PART_TWO = b"data: one\n\n", b"data: two\n\n"
+# Each framing's response on the wire, in three stages the server sends one at a time. The
+# cuts fall inside chunk data and inside a chunk-size line, so that reads stop mid-frame.
+STAGED_RESPONSES = {
+    "content-length": [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 22\r\n\r\n" + PART_ONE[:6],
+        PART_ONE[6:],
+        PART_TWO,
+    ],
+    "chunked": [
+        CHUNKED_HEAD + b"b\r\n" + PART_ONE[:6],
+        PART_ONE[6:] + b"\r\nb",
+        b"\r\n" + PART_TWO + b"\r\n0\r\n\r\n",
+    ],
+    "until-close": [b"HTTP/1.1 200 OK\r\n\r\n" + PART_ONE[:6], PART_ONE[6:], PART_TWO],
+}
+# The body bytes the client holds once each stage has arrived.
+BODY_AFTER_STAGE = [PART_ONE[:6], PART_ONE, PART_ONE + PART_TWO]
+
+
+def staged_handler(framing: str, gates: list[trio.Event]) -> Handler:
+    """Send the framing's stages, each after its gate; then serve keep-alive requests."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        await peer.read_request()
+        for stage, gate in zip(STAGED_RESPONSES[framing], [None, *gates], strict=True):
+            if gate is not None:
+                await gate.wait()
+            await stream.send_all(stage)
+        if framing == "until-close":
+            await stream.aclose()
+            return
+        peer.conn = h11.Connection(h11.SERVER)  # we spoke for it: start afresh
+        while await peer.read_request():
+            await peer.respond(b"again")
+
+    return handler
+
+
+@pytest.fixture(params=["http", "https"])
+async def staged_server(
+    request: pytest.FixtureRequest, nursery: trio.Nursery
+) -> Callable[[Handler], Awaitable[tuple[str, TrioTransport]]]:
+    """Start a server with a handler, over TLS or not; return its URL and a transport for it."""
+
+    async def start(handler: Handler) -> tuple[str, TrioTransport]:
+        if request.param == "http":
+            return await start_server(nursery, handler), TrioTransport()
+        ca = trustme.CA()
+        client_context = ssl.create_default_context()
+        ca.configure_trust(client_context)
+        return await start_tls_server(nursery, handler, ca), TrioTransport(verify=client_context)
+
+    return start
+
+
+async def read_until(body: TrioResponseStream, expected: bytes, received: bytes) -> bytes:
+    while len(received) < len(expected):
+        data = await body.receive_some()
+        assert data
+        received += data
+    assert received == expected
+    return received
+
+
+@pytest.mark.parametrize("framing", list(STAGED_RESPONSES))
+async def test_a_cancelled_read_leaves_the_stream_usable(
+    staged_server: Callable[[Handler], Awaitable[tuple[str, TrioTransport]]],
+    autojump_clock: trio.testing.MockClock,
+    framing: str,
+) -> None:
+    gates = [trio.Event(), trio.Event()]
+    url, transport = await staged_server(staged_handler(framing, gates))
+    async with client_for(transport, timeout=httpx2.Timeout(30.0, read=4.0)) as client:
+        async with client.stream("GET", url) as response:
+            body = response.extensions["holysheep.body"]
+            received = b""
+            for expected, gate in zip(BODY_AFTER_STAGE, [*gates, None], strict=True):
+                received = await read_until(body, expected, received)
+                if gate is None:
+                    break
+                # Nothing more is coming until the gate opens: each of these interrupts a read
+                # that is waiting for bytes, and the stream must carry on afterwards.
+                with trio.CancelScope() as scope:
+                    scope.cancel()  # already cancelled when the read starts
+                    await body.receive_some()
+                assert scope.cancelled_caught
+                with trio.move_on_after(1.0) as scope:  # cancelled while the read waits
+                    await body.receive_some()
+                assert scope.cancelled_caught
+                with pytest.raises(httpx2.ReadTimeout):  # the read timeout is no harm either
+                    await body.receive_some()
+                gate.set()
+            assert await body.receive_some() == b""
+        if framing == "until-close":
+            assert stats(transport) == (0, 0, 1)
+        else:  # the body ended cleanly: the connection is reused
+            assert stats(transport) == (1, 1, 1)
+            assert (await client.get(url)).content == b"again"
+            assert stats(transport) == (1, 1, 1)
+
+
+async def wait_for_bytes(body: TrioResponseStream) -> None:
+    """Wait until the server's next bytes are in the client's socket (not read yet)."""
+    connection = body._connection
+    assert connection is not None
+    await trio.lowlevel.wait_readable(connection.socket)
+
+
+@pytest.mark.parametrize("framing", list(STAGED_RESPONSES))
+async def test_receive_some_nowait_returns_what_has_arrived(
+    staged_server: Callable[[Handler], Awaitable[tuple[str, TrioTransport]]],
+    autojump_clock: trio.testing.MockClock,
+    framing: str,
+) -> None:
+    gates = [trio.Event(), trio.Event()]
+    url, transport = await staged_server(staged_handler(framing, gates))
+    async with client_for(transport) as client:
+        async with client.stream("GET", url) as response:
+            body = response.extensions["holysheep.body"]
+            start = trio.current_time()
+            # The first body bytes came with the head.
+            assert await body.receive_some_nowait() == PART_ONE[:6]
+            assert await body.receive_some_nowait() is None
+            gates[0].set()
+            await wait_for_bytes(body)
+            assert await body.receive_some_nowait() == PART_ONE[6:]
+            assert await body.receive_some_nowait() is None
+            gates[1].set()
+            await wait_for_bytes(body)
+            assert await body.receive_some_nowait() == PART_TWO
+            if framing == "until-close":  # the end is the server's close, not yet seen
+                await wait_for_bytes(body)
+            assert await body.receive_some_nowait() == b""
+            assert await body.receive_some_nowait() == b""
+            assert await body.receive_some() == b""
+            assert trio.current_time() == start  # never waited on the clock
+        if framing == "until-close":
+            assert stats(transport) == (0, 0, 1)
+        else:
+            assert stats(transport) == (1, 1, 1)
+            assert (await client.get(url)).content == b"again"
+
+
+async def test_receive_some_nowait_after_a_failure_or_close(nursery: trio.Nursery) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        await Peer(stream).read_request()
+        await stream.send_all(CHUNKED_HEAD + b"zz\r\n")
+        await Peer(stream).wait_closed()
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client, client.stream("GET", url) as response:
+        body = response.extensions["holysheep.body"]
+        with pytest.raises(httpx2.RemoteProtocolError, match="illegal chunk header") as info:
+            await body.receive_some_nowait()
+        assert info.value.request.url == url
+        with pytest.raises(httpx2.ReadError, match="closed"):
+            await body.receive_some_nowait()
+    assert stats(transport) == (0, 0, 1)
+
+
+class SplitRecordStream(trio.abc.Stream):
+    """A server-side transport under trio.SSLStream that can send one write in two halves."""
+
+    def __init__(self, inner: trio.SocketStream) -> None:
+        self.inner = inner
+        self.split_next = False
+        self.half_sent = trio.Event()
+        self.send_rest = trio.Event()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.split_next:
+            self.split_next = False
+            half = len(data) // 2
+            await self.inner.send_all(data[:half])
+            self.half_sent.set()
+            await self.send_rest.wait()
+            data = data[half:]
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_receive_some_nowait_keeps_a_partial_tls_record(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    split: list[SplitRecordStream] = []
+    may_send = trio.Event()
+
+    async def handler(stream: trio.SocketStream) -> None:
+        split.append(SplitRecordStream(stream))
+        tls = trio.SSLStream(split[0], server_context, server_side=True)
+        peer = Peer(tls)
+        await peer.read_request()
+        await peer.send(h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")]))
+        await may_send.wait()
+        split[0].split_next = True  # one TLS record holding this chunk, sent in two halves
+        await peer.send(h11.Data(data=PART_ONE), h11.EndOfMessage())
+        await Peer(tls).wait_closed()
+
+    url = (await start_server(nursery, handler)).replace("http://127.0.0.1", "https://localhost")
+    transport = TrioTransport(verify=client_context)
+    async with client_for(transport) as client, client.stream("GET", url) as response:
+        body = response.extensions["holysheep.body"]
+        assert await body.receive_some_nowait() is None
+        may_send.set()
+        await split[0].half_sent.wait()
+        await wait_for_bytes(body)
+        # Half a record: the bytes are taken from the socket and kept, but none is body yet.
+        assert await body.receive_some_nowait() is None
+        split[0].send_rest.set()
+        await wait_for_bytes(body)
+        assert await body.receive_some_nowait() == PART_ONE
+        assert await body.receive_some() == b""
+        assert stats(transport) == (1, 1, 1)
+
+
+async def test_response_sent_during_the_upload_is_returned_over_tls(nursery: trio.Nursery) -> None:
+    # Over TLS too: the failed write must not break the TLS stream for reading.
+    ca = trustme.CA()
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async def handler(tls: trio.SSLStream[trio.SocketStream]) -> None:
+        await read_head(tls)
+        await tls.send_all(EARLY_REPLY)
+        reset(tls.transport_stream)
+
+    url = await start_tls_server(nursery, handler, ca)  # type: ignore[arg-type]
+    transport = TrioTransport(verify=client_context)
+    async with client_for(transport) as client:
+        response = await client.post(url, content=b"x" * 32_000_000)
+        assert (response.status_code, response.content) == (413, b"too large")
         assert stats(transport) == (0, 0, 1)
