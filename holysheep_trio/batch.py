@@ -465,7 +465,7 @@ async def _open_batch(
         with send:
             async with trio.open_nursery() as workers:
                 index = 0
-                exhausted = False
+                no_more_input = False
                 pulled = _pull(requests)
                 try:
                     while True:
@@ -480,14 +480,14 @@ async def _open_batch(
                             workers.start_soon(settle, *startable, workers)
                             await trio.lowlevel.checkpoint()
                             continue
-                        if not exhausted and lanes.may_pull():
+                        if not no_more_input and lanes.may_pull():
                             if stop_when is not None and stop_when():
-                                exhausted = True
+                                no_more_input = True
                                 continue
                             try:
                                 request = await anext(pulled)
                             except StopAsyncIteration:
-                                exhausted = True
+                                no_more_input = True
                                 continue
                             except Exception as bug:
                                 fail(bug, workers)
@@ -503,7 +503,7 @@ async def _open_batch(
                             index += 1
                             await trio.lowlevel.checkpoint()
                             continue
-                        if exhausted and lanes.parked == 0:
+                        if no_more_input and lanes.parked == 0:
                             break  # the nursery waits for the requests still running
                         await place_freed.park()
                 finally:
