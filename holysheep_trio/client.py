@@ -368,10 +368,11 @@ class Client:
         return self._closed
 
     def _batch_in_flight(self, max_in_flight: int | None) -> int:
-        # Twice the global limit: in a batch mixing models, requests waiting for a busy model's
-        # slots must not keep the other models' requests from starting. Never more than
-        # _MAX_BATCH_IN_FLIGHT by default: with unlimited limits (the default), twice "no limit"
-        # would start every input at once, and a batch must run in bounded memory and sockets.
+        # Twice the global limit: the requests admitted, and as many ready for the next free
+        # global slot (a request of a model at its own limit waits aside, outside this window,
+        # so that other models' requests can start). Never more than _MAX_BATCH_IN_FLIGHT by
+        # default: with unlimited limits (the default), twice "no limit" would start every input
+        # at once, and a batch must run in bounded memory and sockets.
         if max_in_flight is not None:
             return max_in_flight
         return min(2 * self._pool.limits.max_concurrent, _MAX_BATCH_IN_FLIGHT)
@@ -387,7 +388,11 @@ class Client:
         All settled: a request that fails with a :class:`~holysheep_trio.HolySheepError`
         becomes its result's ``error`` and never cancels the others. Any other exception (a
         malformed request, a bug) cancels the batch and propagates, alone. Every request still
-        passes the client's limits; ``max_in_flight`` only bounds how many are started.
+        passes the client's limits; ``max_in_flight`` only bounds how many are started. A
+        request whose model already has as many requests started as the pool admits at once
+        (its limit, at most ``max_concurrent``) waits aside without taking one of those places,
+        so one busy model never keeps the others' requests from starting (see
+        ``docs/pool.md``).
 
         The list holds one result per input, so memory grows with the input: for very large or
         endless inputs use :meth:`open_batch`.
@@ -412,6 +417,8 @@ class Client:
             max_in_flight=self._batch_in_flight(max_in_flight),
             catch=HolySheepError,
             stop_when=self._is_closed,
+            key=_batch._model_of,
+            key_limit=self._pool.max_admitted,
         )
 
     def open_batch(
@@ -427,11 +434,12 @@ class Client:
 
         Use as ``async with client.open_batch(requests) as results:`` then
         ``async for result in results:``. Same semantics as :meth:`batch` (all settled, the
-        client's limits apply), in bounded memory: at most ``max_in_flight`` requests run and at
-        most ``max_pending`` settled results wait for you; while that buffer is full no new
-        input is pulled, so a lazy input of a million requests runs in constant memory. Leaving
-        the block early cancels the requests in flight; their slots and connections are
-        released before the block's exit returns.
+        client's limits apply, a busy model's requests wait aside), in bounded memory: at most
+        ``max_in_flight`` requests run, at most ``4 * max_in_flight`` wait aside for a busy
+        model, and at most ``max_pending`` settled results wait for you; while that buffer is
+        full no new input is pulled, so a lazy input of a million requests runs in constant
+        memory. Leaving the block early cancels the requests in flight; their slots and
+        connections are released before the block's exit returns.
 
         Args:
             requests: ``ChatRequest`` values or mappings of ``chat()`` keyword arguments; an
@@ -454,6 +462,8 @@ class Client:
             max_pending=max_pending,
             catch=HolySheepError,
             stop_when=self._is_closed,
+            key=_batch._model_of,
+            key_limit=self._pool.max_admitted,
         )
 
     async def race_chat(

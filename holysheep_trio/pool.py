@@ -903,6 +903,15 @@ class Pool:
             return self._limits.limit_for(model)
         return int(state.limiter.total_tokens)
 
+    def max_admitted(self, model: str) -> int:
+        """The most requests of ``model`` that can hold slots at once now.
+
+        The model's effective limit, capped by ``limits.max_concurrent``: a request of the model
+        beyond that many would wait for admission whatever other models do. A batch starts no
+        more than this many requests of one model at a time (see ``docs/pool.md``).
+        """
+        return min(self.effective_limit(model), self._limits.max_concurrent)
+
     @asynccontextmanager
     async def admit(self, model: str, *, estimated_tokens: int = 0) -> AsyncIterator[Admission]:
         """Wait for admission of one request of ``model``; hold it for the block's lifetime.

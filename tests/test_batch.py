@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 import holysheep_trio as hs
-from holysheep_trio.batch import BatchResult, ChatRequest, open_batch, race, run_batch
+from holysheep_trio.batch import BatchResult, ChatRequest, _Lanes, open_batch, race, run_batch
 from holysheep_trio.pool import Limits, Pool
 from holysheep_trio.simulator import Simulator, open_simulator
 
@@ -286,6 +286,273 @@ async def test_cancelled_errors_are_not_results(autojump_clock: trio.testing.Moc
     # A caller's deadline around the batch raises TooSlowError; nothing is swallowed.
     with pytest.raises(trio.TooSlowError), trio.fail_after(1.5):
         await run_batch(Recorder(), range(10), max_in_flight=2)
+
+
+# --------------------------------------------------------------------------- keyed batches
+# Requests are (model, n) pairs; key=model. A saturated model's requests must wait aside, not
+# in the window.
+
+
+def _model(request: tuple[str, int]) -> str:
+    return request[0]
+
+
+def test_lanes_park_a_saturated_key_and_start_oldest_first() -> None:
+    limits = {"a": 1, "b": 2}
+    lanes: _Lanes[str, str] = _Lanes(max_in_flight=3, max_parked=3, key_limit=limits.__getitem__)
+    assert lanes.add(0, "a0", "a")
+    assert not lanes.add(1, "a1", "a")  # a is at its limit: parked, no place taken
+    assert lanes.add(2, "b2", "b")
+    assert not lanes.add(3, "a3", "a")
+    assert lanes.add(4, "b4", "b")
+    assert (lanes.in_flight, lanes.parked) == (3, 2)
+    assert not lanes.may_pull()  # every place taken
+    assert lanes.next_startable() is None
+    lanes.finish("b")  # a place, but not one a may use
+    assert lanes.next_startable() is None
+    assert lanes.may_pull()
+    assert lanes.add(5, "b5", "b")  # b has room again: it starts, in the free place
+    assert lanes.next_startable() is None  # every place taken
+    lanes.finish("a")
+    assert lanes.next_startable() == (1, "a1", "a")  # a's oldest first
+    assert lanes.next_startable() is None  # a at its limit again
+    limits["a"] = 0  # a limit below 1 counts as 1
+    lanes.finish("a")
+    assert lanes.next_startable() == (3, "a3", "a")
+    for key in ("a", "b", "b"):
+        lanes.finish(key)
+    assert (lanes.in_flight, lanes.parked) == (0, 0)
+    # Nothing is kept for idle keys.
+    assert lanes._running == {}
+    assert lanes._waiting == {}
+
+
+def test_lanes_keep_input_order_per_key_even_when_the_key_has_room() -> None:
+    limits = {"a": 1}
+    lanes: _Lanes[str, str] = _Lanes(max_in_flight=4, max_parked=4, key_limit=limits.__getitem__)
+    assert lanes.add(0, "a0", "a")
+    assert not lanes.add(1, "a1", "a")
+    limits["a"] = 3  # the limit grew (adaptive), but a1 waits: a2 must not overtake it
+    assert not lanes.add(2, "a2", "a")
+    assert lanes.next_startable() == (1, "a1", "a")
+    assert lanes.next_startable() == (2, "a2", "a")
+    assert lanes.next_startable() is None
+
+
+def test_lanes_start_the_oldest_parked_request_across_keys() -> None:
+    lanes: _Lanes[str, str] = _Lanes(max_in_flight=2, max_parked=4, key_limit=lambda key: 1)
+    assert lanes.add(0, "a0", "a")
+    assert lanes.add(1, "b1", "b")
+    assert not lanes.add(2, "b2", "b")
+    assert not lanes.add(3, "a3", "a")
+    lanes.finish("a")
+    lanes.finish("b")
+    assert lanes.next_startable() == (2, "b2", "b")  # older than a3
+    assert lanes.next_startable() == (3, "a3", "a")
+
+
+async def test_keyed_batch_starts_other_keys_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The review's scenario with fakes and a real pool: 40 requests of a model limited to 2,
+    # then 40 of another; 10 slots in all; a window of 20.
+    pool = Pool(Limits(max_concurrent=10, per_model={"a": 2, "b": 10}))
+    started: dict[str, list[tuple[int, float]]] = {"a": [], "b": []}
+
+    async def run_one(request: tuple[str, int]) -> int:
+        model, n = request
+        async with pool.admit(model) as admission:
+            started[model].append((n, trio.current_time()))
+            await trio.sleep(1)
+            admission.report_success(prompt_tokens=1, completion_tokens=1, ttft=0.1, duration=1)
+        return n
+
+    requests = [("a", n) for n in range(40)] + [("b", n) for n in range(40, 80)]
+    results = await run_batch(
+        run_one, requests, max_in_flight=20, key=_model, key_limit=pool.max_admitted
+    )
+    assert [r.index for r in results] == list(range(80))  # input order
+    assert [r.completion for r in results] == list(range(80))
+    assert started["b"][0][1] == 0.0  # b started at once ...
+    assert [t for _, t in started["b"][:8]] == [0.0] * 8  # ... in every slot a left free
+    assert [n for n, _ in started["a"]] == list(range(40))  # a in input order
+    # a ran 2 at a time all along: 20 rounds of 1 s, not a second more.
+    assert trio.current_time() == pytest.approx(20.0)
+
+    # Without keys, the window fills with a's requests waiting for their model.
+    started = {"a": [], "b": []}
+    await run_batch(run_one, requests, max_in_flight=20)
+    assert started["b"][0][1] >= 9.0
+
+
+async def test_parking_is_bounded_and_pulling_stops_at_the_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A lazy input: one saturated key (1 at a time) for a long stretch, then other keys.
+    pulled = 0
+    received = 0
+    worst = 0
+    closed = False
+    running: list[str] = []
+
+    async def requests() -> AsyncIterator[tuple[str, int]]:
+        nonlocal pulled, closed
+        try:
+            for n in range(1_000_000):
+                pulled += 1
+                yield ("a" if n < 100 else f"k{n % 7}", n)
+        finally:
+            closed = True
+
+    async def run_one(request: tuple[str, int]) -> int:
+        running.append(request[0])
+        try:
+            await trio.sleep(1)
+        finally:
+            running.remove(request[0])
+        return request[1]
+
+    async def probe() -> None:
+        await trio.sleep(0.5)
+        # 1 running, 5 parked; the 3 free places stay free: pulling stopped at the bound.
+        assert (pulled, running) == (6, ["a"])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(probe)
+        async with open_batch(
+            run_one,
+            requests(),
+            max_in_flight=4,
+            max_pending=2,
+            key=_model,
+            key_limit=lambda key: 1,
+            max_parked=5,
+        ) as results:
+            async for result in results:
+                received += 1
+                worst = max(worst, pulled - received)
+                if result.index == 150:
+                    break
+    assert worst <= 4 + 5 + 2 + 1  # in flight + parked + pending (+1 being delivered)
+    assert closed
+    assert running == []
+    # a ran one at a time, and each a that finished made room for one more input.
+    assert trio.current_time() >= 100
+
+
+async def test_a_keyed_batch_ends_early_with_requests_parked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    started: list[int] = []
+    cancelled: list[int] = []
+
+    async def run_one(request: tuple[str, int]) -> int:
+        started.append(request[1])
+        try:
+            await trio.sleep(1 + request[1] % 3)
+        except trio.Cancelled:
+            cancelled.append(request[1])
+            raise
+        return request[1]
+
+    requests = [("a", n) for n in range(10)] + [("b", n) for n in range(10, 20)]
+    async with open_batch(
+        run_one, requests, max_in_flight=6, key=_model, key_limit=lambda key: 2
+    ) as results:
+        async for _ in results:
+            break  # at 1 s, with a's and b's parked
+    assert trio.current_time() == pytest.approx(1.0)
+    # Two of each key started; a2 may have taken a0's place before the consumer left; nothing
+    # else parked ever started, and everything started but a0 was cancelled at once.
+    assert {0, 1, 10, 11} <= set(started) <= {0, 1, 2, 10, 11}
+    assert sorted(cancelled) == sorted(set(started) - {0})
+
+
+@pytest.mark.parametrize("where", ["key", "key_limit", "run_one"])
+async def test_a_bug_in_a_keyed_batch_propagates_alone(
+    autojump_clock: trio.testing.MockClock, where: str
+) -> None:
+    started: list[int] = []
+
+    def key(request: tuple[str, int]) -> str:
+        if where == "key" and request[1] == 5:
+            raise TypeError("bad request 5")
+        return request[0]
+
+    def key_limit(model: str) -> int:
+        if where == "key_limit" and trio.current_time() >= 1:
+            raise TypeError("bad limit")
+        return 1
+
+    async def run_one(request: tuple[str, int]) -> int:
+        started.append(request[1])
+        await trio.sleep(1)
+        if where == "run_one" and request[1] == 0:
+            raise TypeError("bug in run_one")
+        return request[1]
+
+    requests = [("a", n) for n in range(4)] + [("b", n) for n in range(4, 8)]
+    with pytest.raises(TypeError, match=r"bad|bug"):
+        await run_batch(
+            run_one, requests, max_in_flight=3, catch=ValueError, key=key, key_limit=key_limit
+        )
+    assert max(started) < 5  # nothing parked started after the bug
+
+
+async def test_stopping_a_keyed_batch_still_settles_what_was_parked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stop = False
+    pulled = 0
+
+    def requests() -> Any:
+        nonlocal pulled
+        for n in range(1000):
+            pulled += 1
+            yield ("a", n)
+
+    async def run_one(request: tuple[str, int]) -> int:
+        nonlocal stop
+        await trio.sleep(1)
+        stop = True  # e.g. the client was closed after the first request
+        return request[1]
+
+    results = await run_batch(
+        run_one,
+        requests(),
+        max_in_flight=2,
+        stop_when=lambda: stop,
+        key=_model,
+        key_limit=lambda key: 1,
+        max_parked=3,
+    )
+    # 1 ran, 3 were parked when it stopped; every request pulled got its result, in order.
+    assert pulled == 4
+    assert [r.completion for r in results] == [0, 1, 2, 3]
+    assert trio.current_time() == pytest.approx(4.0)
+
+
+async def test_keys_whose_limit_is_never_reached_change_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Limits.unlimited(): every key's limit is far above the window.
+    pool = Pool(Limits.unlimited())
+    plain, keyed = Recorder(), Recorder()
+    await run_batch(plain, range(30), max_in_flight=6)
+    await run_batch(
+        keyed, range(30), max_in_flight=6, key=lambda n: f"m{n % 3}", key_limit=pool.max_admitted
+    )
+    assert keyed.started == plain.started
+    assert keyed.peak == plain.peak == 6
+
+
+def test_keyed_batch_rejects_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="key and key_limit"):
+        open_batch(Recorder(), range(3), max_in_flight=2, key=lambda n: n)
+    with pytest.raises(TypeError, match="key and key_limit"):
+        open_batch(Recorder(), range(3), max_in_flight=2, key_limit=lambda k: 1)
+    with pytest.raises(ValueError, match="max_parked"):
+        open_batch(Recorder(), range(3), max_in_flight=2, max_parked=0)
 
 
 # --------------------------------------------------------------------------- race
@@ -756,3 +1023,111 @@ async def test_closing_the_client_ends_a_batch(autojump_clock: trio.testing.Mock
     # what was in flight or already settled when the client closed, nothing more
     assert len(results) <= 3 + 2
     assert all(isinstance(r.error, hs.ClientClosedError) for r in results[3:])
+
+
+async def test_a_saturated_model_does_not_hold_the_batch_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 40 requests for gpt-4.1 (2 at a time), then 40 for deepseek-v3.2, 10 in all: the default
+    # window of 20 must not fill with gpt-4.1 requests waiting for their model while the global
+    # slots sit idle; deepseek-v3.2 starts at once and the two models use all 10 slots.
+    limits = hs.Limits(max_concurrent=10, per_model={"gpt-4.1": 2, "deepseek-v3.2": 10})
+    requests = [
+        hs.ChatRequest(model=model, messages=MESSAGES, max_tokens=8)
+        for model in ["gpt-4.1"] * 40 + ["deepseek-v3.2"] * 40
+    ]
+    spans: dict[str, list[tuple[float, float]]] = {"gpt-4.1": [], "deepseek-v3.2": []}
+    received: list[int] = []
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        async with (
+            hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client,
+            client.open_batch(requests) as results,
+        ):
+            async for result in results:
+                assert result.completion is not None, result.error
+                # A completion's duration runs from its admission; we receive it at its end.
+                now = trio.current_time()
+                spans[result.request.model].append((now - result.completion.duration, now))
+                received.append(result.index)
+        stats = sim.stats()
+        await _settled(sim)
+    assert sorted(received) == list(range(80))
+    assert min(start for start, _ in spans["deepseek-v3.2"]) < 0.01  # not after 19 s
+    # The limits still hold: gpt-4.1 2 at a time; deepseek-v3.2 takes what gpt-4.1 leaves.
+    assert stats.max_concurrent["gpt-4.1"] == 2
+    assert stats.max_concurrent["deepseek-v3.2"] >= 8
+
+    def peak(intervals: list[tuple[float, float]]) -> int:
+        events = sorted(
+            [(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals]
+        )
+        running = best = 0
+        for _, step in events:
+            running += step
+            best = max(best, running)
+        return best
+
+    assert peak(spans["gpt-4.1"] + spans["deepseek-v3.2"]) == 10  # every global slot used
+
+
+async def test_client_batch_starts_the_second_model_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The same scenario through client.batch, watched from the pool's statistics.
+    limits = hs.Limits(max_concurrent=10, per_model={"gpt-4.1": 2, "deepseek-v3.2": 10})
+    requests = [
+        {"model": model, "messages": MESSAGES, "max_tokens": 8}
+        for model in ["gpt-4.1"] * 40 + ["deepseek-v3.2"] * 40
+    ]
+    samples: list[tuple[float, int, int]] = []  # (time, active in all, active deepseek-v3.2)
+    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client:
+
+            async def watch() -> None:
+                while True:
+                    await trio.sleep(0.05)
+                    stats = client.statistics()
+                    deepseek = stats.models.get("deepseek-v3.2")
+                    samples.append(
+                        (trio.current_time(), stats.active, deepseek.active if deepseek else 0)
+                    )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                results = await client.batch(requests)
+                nursery.cancel_scope.cancel()
+        await _settled(sim)
+    assert [r.index for r in results] == list(range(80))
+    assert all(r.ok and r.request is requests[r.index] for r in results)
+    _, active, deepseek = samples[0]
+    assert (active, deepseek) == (10, 8)  # at 0.05 s: both models running, no slot idle
+
+
+async def test_closing_the_client_ends_a_batch_with_requests_waiting_aside(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # An endless input of a model limited to 1: one request runs, 4 x 20 wait aside. Closing
+    # the client stops the pulling; what was pulled settles (as ClientClosedError) and the
+    # batch ends.
+    limits = hs.Limits(max_concurrent=10, per_model={"gpt-4.1": 1})
+
+    async def endless() -> AsyncIterator[dict[str, Any]]:
+        while True:
+            yield {"model": "gpt-4.1", "messages": MESSAGES, "max_tokens": 2}
+
+    results: list[BatchResult[Any, Any]] = []
+    async with open_simulator(api_key=KEY, profile="fast") as sim:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client:
+            with trio.fail_after(60):
+                async with client.open_batch(endless()) as stream:
+                    async for result in stream:
+                        results.append(result)
+                        if len(results) == 3:
+                            await client.aclose()
+            _no_slot_held(client)
+        await _settled(sim)
+        assert sim.stats().max_concurrent["gpt-4.1"] == 1
+    assert all(result.ok for result in results[:3])
+    assert 3 < len(results) <= 3 + 1 + 4 * 20  # in flight and waiting aside, nothing more
+    assert all(isinstance(r.error, hs.ClientClosedError) for r in results[3:])
+    assert sorted(r.index for r in results) == list(range(len(results)))
