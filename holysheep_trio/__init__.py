@@ -42,8 +42,10 @@ if TYPE_CHECKING:
     from .models import ChatChunk as ChatChunk
     from .models import Choice as Choice
     from .models import Completion as Completion
+    from .models import CompletionTokensDetails as CompletionTokensDetails
     from .models import Delta as Delta
     from .models import Message as Message
+    from .models import PromptTokensDetails as PromptTokensDetails
     from .models import ToolCall as ToolCall
     from .models import ToolCallDelta as ToolCallDelta
     from .models import Usage as Usage
@@ -82,8 +84,10 @@ _LAZY: dict[str, str] = {
     "ChatChunk": ".models",
     "Choice": ".models",
     "Completion": ".models",
+    "CompletionTokensDetails": ".models",
     "Delta": ".models",
     "Message": ".models",
+    "PromptTokensDetails": ".models",
     "ToolCall": ".models",
     "ToolCallDelta": ".models",
     "Usage": ".models",
