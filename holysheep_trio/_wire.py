@@ -35,6 +35,7 @@ __all__ = [
     "decode_event",
     "error_from_success_body",
     "parse_error_body",
+    "status_for_error",
     "stream_error_from_json",
 ]
 
@@ -156,6 +157,20 @@ _ERROR_WORDS: tuple[tuple[str, int], ...] = (
     ("invalidrequest", 400),
     ("badrequest", 400),
 )
+
+
+def status_for_error(code: object, error_type: object) -> int | None:
+    """The HTTP status an error's ``code`` and ``type`` stand for, or None.
+
+    A numeric code (``429``, ``"503"``) is the status; else the words of the code and the
+    type (``rate_limit`` -> 429, ``server_error`` -> 500, ``BadRequestError`` -> 400, ...).
+    """
+    status = _status_of(code)
+    if status is not None:
+        return status
+    return _status_from_words(
+        code if isinstance(code, str) else None, error_type if isinstance(error_type, str) else None
+    )
 
 
 def _status_from_words(code: str | None, error_type: str | None) -> int | None:
