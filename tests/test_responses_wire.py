@@ -581,3 +581,76 @@ def test_any_chunking_of_the_bytes_gives_the_same_response(
                 acc.add(event)
     assert acc.done
     assert acc.response() == _run(events).response()
+
+
+def test_items_that_start_with_content_and_unknown_items() -> None:
+    seeded = {
+        "type": "message",
+        "id": "msg_0",
+        "content": [
+            {"type": "output_text", "text": "Hello"},
+            {"type": "output_audio", "data": "AA"},
+        ],
+    }
+    reasoning = {
+        "type": "reasoning",
+        "id": "rs_1",
+        "summary": [{"type": "summary_text", "text": "s"}],
+    }
+    search = {"type": "web_search_call", "id": "ws_2", "status": "in_progress"}
+    acc = _run(
+        [
+            _added(0, seeded),
+            _added(1, reasoning),
+            _added(2, search),
+            {"type": "response.web_search_call.completed", "output_index": 2, "item_id": "ws_2"},
+            # A refusal without its content_part.added.
+            {
+                "type": "response.refusal.delta",
+                "output_index": 0,
+                "content_index": 2,
+                "delta": "No",
+            },
+        ]
+    )
+    message, summary, unknown = acc.response().output
+    assert isinstance(message, hs.OutputMessage)
+    assert message.content == (
+        hs.OutputText(text="Hello"),
+        hs.UnknownContentPart(type="output_audio"),
+        hs.OutputRefusal(refusal="No"),
+    )
+    assert summary == hs.ReasoningItem(id="rs_1", summary=("s",))
+    assert unknown == hs.UnknownOutputItem(type="web_search_call", id="ws_2")
+    assert acc.terminal is None
+
+
+def test_argument_and_final_form_disagreements_are_reported() -> None:
+    call = {
+        "type": "function_call",
+        "id": "fc_0",
+        "call_id": "call_0",
+        "name": "f",
+        "arguments": "",
+    }
+    done_call = call | {"arguments": '{"a": 1}'}
+    acc = _run(
+        [
+            _added(0, call),
+            {"type": "response.function_call_arguments.delta", "output_index": 0, "delta": '{"a"'},
+            {
+                "type": "response.function_call_arguments.done",
+                "output_index": 0,
+                "arguments": '{"a": 1}',
+            },
+            {"type": "response.output_item.done", "output_index": 0, "item": done_call},
+            _completed([call | {"arguments": '{"a": 2}'}]),
+        ]
+    )
+    mismatches = " | ".join(acc.mismatches())
+    assert "the deltas said '{\"a\"'" in mismatches
+    assert "output_item.done and the terminal response differ" in mismatches
+    assert acc.response().function_calls[0].arguments == '{"a": 2}'  # the terminal wins
+    message = {"type": "message", "id": "msg_0", "content": []}
+    acc = _run([_added(0), _text_delta("x"), _completed([message])])
+    assert "lacks it" in acc.mismatches()[0]
