@@ -1,7 +1,8 @@
 """holysheep-trio: a trio-native client for OpenAI-compatible streaming chat APIs.
 
 The SSE parser lives in :mod:`holysheep_trio.sse` and is usable on its own; the embedded
-OpenAI-compatible server lives in :mod:`holysheep_trio.simulator`.
+OpenAI-compatible server lives in :mod:`holysheep_trio.simulator`; the Responses API's value
+types live in :mod:`holysheep_trio.responses` (and are re-exported here).
 
 Public names are imported lazily (PEP 562), so that ``import holysheep_trio.sse`` stays free of
 trio and httpx2: importing a submodule always runs this file first.
@@ -42,8 +43,10 @@ if TYPE_CHECKING:
     from .models import ChatChunk as ChatChunk
     from .models import Choice as Choice
     from .models import Completion as Completion
+    from .models import CompletionTokensDetails as CompletionTokensDetails
     from .models import Delta as Delta
     from .models import Message as Message
+    from .models import PromptTokensDetails as PromptTokensDetails
     from .models import ToolCall as ToolCall
     from .models import ToolCallDelta as ToolCallDelta
     from .models import Usage as Usage
@@ -52,6 +55,47 @@ if TYPE_CHECKING:
     from .pool import Percentiles as Percentiles
     from .pool import PoolStatistics as PoolStatistics
     from .pool import RateLimit as RateLimit
+    from .responses import ContentPart as ContentPart
+    from .responses import ContentPartAdded as ContentPartAdded
+    from .responses import ContentPartDone as ContentPartDone
+    from .responses import FunctionCall as FunctionCall
+    from .responses import FunctionCallArgumentsDelta as FunctionCallArgumentsDelta
+    from .responses import FunctionCallArgumentsDone as FunctionCallArgumentsDone
+    from .responses import IncompleteDetails as IncompleteDetails
+    from .responses import InputTokensDetails as InputTokensDetails
+    from .responses import OutputItem as OutputItem
+    from .responses import OutputItemAdded as OutputItemAdded
+    from .responses import OutputItemDone as OutputItemDone
+    from .responses import OutputMessage as OutputMessage
+    from .responses import OutputRefusal as OutputRefusal
+    from .responses import OutputText as OutputText
+    from .responses import OutputTextDelta as OutputTextDelta
+    from .responses import OutputTextDone as OutputTextDone
+    from .responses import OutputTokensDetails as OutputTokensDetails
+    from .responses import ReasoningItem as ReasoningItem
+    from .responses import ReasoningSummaryPartAdded as ReasoningSummaryPartAdded
+    from .responses import ReasoningSummaryPartDone as ReasoningSummaryPartDone
+    from .responses import ReasoningSummaryTextDelta as ReasoningSummaryTextDelta
+    from .responses import ReasoningSummaryTextDone as ReasoningSummaryTextDone
+    from .responses import ReasoningText as ReasoningText
+    from .responses import ReasoningTextDelta as ReasoningTextDelta
+    from .responses import ReasoningTextDone as ReasoningTextDone
+    from .responses import RefusalDelta as RefusalDelta
+    from .responses import RefusalDone as RefusalDone
+    from .responses import Response as Response
+    from .responses import ResponseCompleted as ResponseCompleted
+    from .responses import ResponseCreated as ResponseCreated
+    from .responses import ResponseError as ResponseError
+    from .responses import ResponseErrorEvent as ResponseErrorEvent
+    from .responses import ResponseEvent as ResponseEvent
+    from .responses import ResponseFailed as ResponseFailed
+    from .responses import ResponseIncomplete as ResponseIncomplete
+    from .responses import ResponseInProgress as ResponseInProgress
+    from .responses import ResponseQueued as ResponseQueued
+    from .responses import ResponseUsage as ResponseUsage
+    from .responses import UnknownContentPart as UnknownContentPart
+    from .responses import UnknownOutputItem as UnknownOutputItem
+    from .responses import UnknownResponseEvent as UnknownResponseEvent
     from .retry import RetryPolicy as RetryPolicy
     from .timeouts import Timeouts as Timeouts
 
@@ -82,8 +126,10 @@ _LAZY: dict[str, str] = {
     "ChatChunk": ".models",
     "Choice": ".models",
     "Completion": ".models",
+    "CompletionTokensDetails": ".models",
     "Delta": ".models",
     "Message": ".models",
+    "PromptTokensDetails": ".models",
     "ToolCall": ".models",
     "ToolCallDelta": ".models",
     "Usage": ".models",
@@ -92,6 +138,47 @@ _LAZY: dict[str, str] = {
     "Percentiles": ".pool",
     "PoolStatistics": ".pool",
     "RateLimit": ".pool",
+    "ContentPart": ".responses",
+    "ContentPartAdded": ".responses",
+    "ContentPartDone": ".responses",
+    "FunctionCall": ".responses",
+    "FunctionCallArgumentsDelta": ".responses",
+    "FunctionCallArgumentsDone": ".responses",
+    "IncompleteDetails": ".responses",
+    "InputTokensDetails": ".responses",
+    "OutputItem": ".responses",
+    "OutputItemAdded": ".responses",
+    "OutputItemDone": ".responses",
+    "OutputMessage": ".responses",
+    "OutputRefusal": ".responses",
+    "OutputText": ".responses",
+    "OutputTextDelta": ".responses",
+    "OutputTextDone": ".responses",
+    "OutputTokensDetails": ".responses",
+    "ReasoningItem": ".responses",
+    "ReasoningSummaryPartAdded": ".responses",
+    "ReasoningSummaryPartDone": ".responses",
+    "ReasoningSummaryTextDelta": ".responses",
+    "ReasoningSummaryTextDone": ".responses",
+    "ReasoningText": ".responses",
+    "ReasoningTextDelta": ".responses",
+    "ReasoningTextDone": ".responses",
+    "RefusalDelta": ".responses",
+    "RefusalDone": ".responses",
+    "Response": ".responses",
+    "ResponseCompleted": ".responses",
+    "ResponseCreated": ".responses",
+    "ResponseError": ".responses",
+    "ResponseErrorEvent": ".responses",
+    "ResponseEvent": ".responses",
+    "ResponseFailed": ".responses",
+    "ResponseInProgress": ".responses",
+    "ResponseIncomplete": ".responses",
+    "ResponseQueued": ".responses",
+    "ResponseUsage": ".responses",
+    "UnknownContentPart": ".responses",
+    "UnknownOutputItem": ".responses",
+    "UnknownResponseEvent": ".responses",
     "RetryPolicy": ".retry",
     "Timeouts": ".timeouts",
     "TransportStatistics": "._transport",

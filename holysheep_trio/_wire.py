@@ -7,6 +7,8 @@
   raises :class:`~holysheep_trio.APIStreamError`, bad JSON or a bad shape raises
   :class:`~holysheep_trio.StreamProtocolError`.
 - :func:`parse_error_body`: message/type/code of an OpenAI-style error body.
+- :func:`error_from_success_body`: the typed error for a 2xx response whose body is not an
+  event stream (a JSON error body, as some gateways answer a stream request).
 - :class:`CompletionAccumulator`: chunks -> :class:`~holysheep_trio.Completion`, with tool-call
   deltas merged into complete tool calls.
 
@@ -19,8 +21,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from .errors import APIStreamError, StreamProtocolError
-from .models import ChatChunk, Completion, Message, ToolCall, Usage
+from .errors import APIStatusError, APIStreamError, StreamProtocolError, error_class_for_status
+from .models import ChatChunk, Completion, Message, ToolCall, ToolCallDelta, Usage
 
 if TYPE_CHECKING:
     from .sse import ServerSentEvent
@@ -31,7 +33,9 @@ __all__ = [
     "build_request_body",
     "decode_data",
     "decode_event",
+    "error_from_success_body",
     "parse_error_body",
+    "status_for_error",
     "stream_error_from_json",
 ]
 
@@ -132,20 +136,52 @@ def _error_fields(error: object) -> tuple[str, str | None, str | None, int | Non
     )
 
 
-# Error type/code words -> the HTTP status they stand for, for in-band errors without a number.
-# Checked in order; covers OpenAI ("server_error", "rate_limit_exceeded", "invalid_api_key"),
-# Anthropic-style relays ("overloaded_error", "rate_limit_error") and common variants.
+# Error type/code words -> the HTTP status they stand for, for errors without a number. Words
+# are compared without case, "_" or "-", and checked in order. They cover OpenAI
+# ("server_error", "rate_limit_exceeded", "invalid_api_key", "invalid_request_error"),
+# Anthropic-style relays ("overloaded_error", "rate_limit_error", "authentication_error",
+# "permission_error", "not_found_error", "api_error") and vLLM's exception names
+# ("BadRequestError", "NotFoundError", "InternalServerError", "ServiceUnavailableError").
 _ERROR_WORDS: tuple[tuple[str, int], ...] = (
-    ("rate_limit", 429),
+    ("ratelimit", 429),
     ("overloaded", 503),
-    ("server_error", 500),
-    ("api_error", 500),
-    ("invalid_api_key", 401),
+    ("serviceunavailable", 503),
+    ("servererror", 500),
+    ("apierror", 500),
+    ("invalidapikey", 401),
     ("authentication", 401),
+    ("unauthorized", 401),
     ("permission", 403),
-    ("not_found", 404),
-    ("invalid_request", 400),
+    ("forbidden", 403),
+    ("notfound", 404),
+    ("invalidrequest", 400),
+    ("badrequest", 400),
 )
+
+
+def status_for_error(code: object, error_type: object) -> int | None:
+    """The HTTP status an error's ``code`` and ``type`` stand for, or None.
+
+    A numeric code (``429``, ``"503"``) is the status; else the words of the code and the
+    type (``rate_limit`` -> 429, ``server_error`` -> 500, ``BadRequestError`` -> 400, ...).
+    """
+    status = _status_of(code)
+    if status is not None:
+        return status
+    return _status_from_words(
+        code if isinstance(code, str) else None, error_type if isinstance(error_type, str) else None
+    )
+
+
+def _status_from_words(code: str | None, error_type: str | None) -> int | None:
+    for value in (code, error_type):
+        if not value:
+            continue
+        word = value.lower().replace("_", "").replace("-", "")
+        for known, status in _ERROR_WORDS:
+            if known in word:
+                return status
+    return None
 
 
 def stream_error_from_json(payload: Mapping[str, Any]) -> APIStreamError:
@@ -153,20 +189,20 @@ def stream_error_from_json(payload: Mapping[str, Any]) -> APIStreamError:
 
     The status comes from ``error.status`` or a numeric ``error.code``; else from words in
     ``error.code`` and ``error.type`` (``rate_limit`` -> 429, ``overloaded`` -> 503,
-    ``server_error`` -> 500, ``invalid_api_key`` -> 401, ...). Without any, it stays None.
+    ``server_error`` -> 500, ``invalid_api_key`` -> 401, ``BadRequestError`` -> 400, ...).
+    Without any, it stays None (and the error's kind is ``server``). ``error.param`` is kept.
     """
-    message, error_type, code, status = _error_fields(payload.get("error"))
+    error = payload.get("error")
+    message, error_type, code, status = _error_fields(error)
     if status is None:
-        words = f"{code or ''} {error_type or ''}".lower()
-        for word, word_status in _ERROR_WORDS:
-            if word in words:
-                status = word_status
-                break
+        status = _status_from_words(code, error_type)
+    param = error.get("param") if isinstance(error, Mapping) else None
     return APIStreamError(
         f"the server sent an error event: {message}",
         status=status,
         error_type=error_type,
         code=code,
+        param=param if isinstance(param, str) else None,
     )
 
 
@@ -181,6 +217,88 @@ def parse_error_body(body: bytes) -> tuple[str, str | None, str | None]:
         message, error_type, code, _ = _error_fields(payload["error"])
         return message, error_type, code
     return text.strip()[:500], None, None
+
+
+def _error_object(payload: object) -> object:
+    """The error object of a decoded error body, or None when the body is not one.
+
+    ``{"error": {...}}`` (OpenAI, OpenRouter, Anthropic's ``{"type": "error", "error": {...}}``)
+    or vLLM's flat ``{"object": "error", "message": ..., "type": ..., "code": 400}``.
+    """
+    if not isinstance(payload, Mapping):
+        return None
+    error = payload.get("error")
+    if error:
+        return error
+    if payload.get("object") == "error" and isinstance(payload.get("message"), str):
+        return payload
+    return None
+
+
+def error_from_success_body(
+    body: bytes,
+    *,
+    content_type: str | None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    retry_after: float | None = None,
+    should_retry: bool | None = None,
+) -> APIStatusError | StreamProtocolError:
+    """The error to raise for a 2xx response to a stream request that is not an event stream.
+
+    Some gateways answer a stream request that failed with ``200 OK`` and a JSON error body
+    instead of an HTTP error status. Such a body is read like an HTTP error body and typed by
+    the status it names: ``error.status`` or a numeric ``error.code`` (OpenRouter sends the
+    HTTP status there), else the words of ``error.code`` / ``error.type`` (``rate_limit`` ->
+    429, ``overloaded_error`` -> 503, ``invalid_request_error`` -> 400, ...). So
+    ``{"error": {"code": 429, ...}}`` gives a :class:`~holysheep_trio.RateLimitError` with
+    ``status == 429``, retried like one.
+
+    When the body names no status, the error keeps the real HTTP status (``status``, e.g. 200):
+    a plain :class:`~holysheep_trio.APIStatusError` of kind ``server``, which the retry policy
+    does not retry (nothing says a retry would help). The server's message is always kept.
+
+    Args:
+        body: The start of the body (the caller bounds how much it reads).
+        content_type: The response's ``Content-Type``, for the message.
+        status: The HTTP status of the response.
+        headers: The response headers, attached to the error.
+        retry_after: The ``Retry-After`` delay the caller parsed from the headers.
+        should_retry: The caller's reading of ``x-should-retry``.
+
+    Returns:
+        An :class:`~holysheep_trio.APIStatusError` (the subclass for the status) for a JSON
+        error body; otherwise a :class:`~holysheep_trio.StreamProtocolError` naming the content
+        type, with the start of the body as its ``data``.
+    """
+    text = body.decode("utf-8", "replace")
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError):
+        payload = None
+    error = _error_object(payload)
+    if error is None:
+        return StreamProtocolError(
+            f"expected a text/event-stream response, got {content_type!r}", data=body
+        )
+    message, error_type, code, named_status = _error_fields(error)
+    if named_status is None:
+        named_status = _status_from_words(code, error_type)
+    if named_status is None:
+        what = f"the server answered HTTP {status} with an error body: {message}"
+        named_status = status
+    else:
+        what = f"the server answered HTTP {status} with an error body ({named_status}): {message}"
+    return error_class_for_status(named_status)(
+        what,
+        status=named_status,
+        body=text,
+        error_type=error_type,
+        code=code,
+        retry_after=retry_after,
+        should_retry=should_retry,
+        headers=headers,
+    )
 
 
 def decode_data(data: str) -> ChatChunk | _Done | None:
@@ -204,14 +322,33 @@ def decode_data(data: str) -> ChatChunk | _Done | None:
         raise StreamProtocolError("invalid JSON in a stream event", data=data) from None
     if not isinstance(payload, dict):
         raise StreamProtocolError("a stream event is not a JSON object", data=data)
-    if "error" in payload and payload["error"] is not None and "choices" not in payload:
+    # An error object wins over anything else in the event: OpenRouter ends a failed stream
+    # with a chunk that has both a top-level `error` and `choices` (finish_reason "error"), see
+    # its "Streaming" guide, "Handling Errors During Streaming".
+    if payload.get("error"):
         raise stream_error_from_json(payload)
+    # vLLM (and Mistral) send their error object itself as a data event.
+    if payload.get("object") == "error":
+        raise stream_error_from_json({"error": payload})
     try:
-        return ChatChunk.from_json(payload)
+        chunk = ChatChunk.from_json(payload)
     except StreamProtocolError as exc:
         # The model types know which field is wrong but not the bytes it came in; the error
         # carries "the offending bytes, truncated" (errors.StreamProtocolError), as for bad JSON.
         raise StreamProtocolError(exc.message, data=data) from None
+    for choice in chunk.choices:
+        if choice.finish_reason == "error":
+            raise _finish_reason_error(payload)
+    return chunk
+
+
+def _finish_reason_error(payload: Mapping[str, Any]) -> APIStreamError:
+    """The error of a choice that ended with ``finish_reason: "error"`` (and no top-level one)."""
+    for raw in payload["choices"]:
+        error = raw.get("error") if isinstance(raw, Mapping) else None
+        if error and raw.get("finish_reason") == "error":
+            return stream_error_from_json({"error": error})
+    return APIStreamError("the server ended the reply with finish_reason 'error'")
 
 
 def decode_event(event: ServerSentEvent) -> ChatChunk | _Done | None:
@@ -253,15 +390,26 @@ class _ToolCallBuilder:
 class CompletionAccumulator:
     """Merges the chunks of one stream into a :class:`~holysheep_trio.Completion`.
 
-    Only choice 0 is accumulated (``n > 1`` callers read the chunks themselves). Tool-call
-    deltas are merged by their ``index``: the first non-empty ``id``, ``type`` and ``name`` win
-    and ``arguments`` fragments are concatenated.
+    Only choice 0 is accumulated (``n > 1`` callers read the chunks themselves). Content,
+    refusal and reasoning deltas are concatenated. Tool-call fragments are merged into calls:
+
+    - a fragment with an ``id`` not seen before starts a new call, even at an ``index`` already
+      used (gateways that send every call at index 0 with distinct ids);
+    - a fragment with a known ``id`` continues that call (servers that repeat the id);
+    - a fragment without an ``id`` continues the call at its ``index``, or, without an index
+      (Gemini's OpenAI-compatible endpoint sends none), the latest call;
+    - the first non-empty ``id`` and ``name`` win, ``arguments`` fragments are concatenated.
+
+    Calls are listed in the order they started.
     """
 
     def __init__(self) -> None:
         self._text: list[str] = []
         self._refusal: list[str] = []
-        self._tools: dict[int, _ToolCallBuilder] = {}
+        self._reasoning: list[str] = []
+        self._tools: list[_ToolCallBuilder] = []
+        self._tools_by_index: dict[int, _ToolCallBuilder] = {}
+        self._tools_by_id: dict[str, _ToolCallBuilder] = {}
         self.id = ""
         self.model = ""
         self.finish_reason: str | None = None
@@ -285,12 +433,13 @@ class CompletionAccumulator:
                 self._text.append(delta.content)
             if delta.refusal:
                 self._refusal.append(delta.refusal)
+            if delta.reasoning:
+                self._reasoning.append(delta.reasoning)
             for call in delta.tool_calls:
-                builder = self._tools.get(call.index)
-                if builder is None:
-                    builder = self._tools[call.index] = _ToolCallBuilder()
+                builder = self._tool_builder(call)
                 if call.id and not builder.id:
                     builder.id = call.id
+                    self._tools_by_id[call.id] = builder
                 if call.type:
                     builder.type = call.type
                 if call.name and not builder.name:
@@ -300,10 +449,37 @@ class CompletionAccumulator:
             if choice.finish_reason is not None:
                 self.finish_reason = choice.finish_reason
 
+    def _tool_builder(self, call: ToolCallDelta) -> _ToolCallBuilder:
+        """The call a tool-call fragment belongs to (a new one when it starts a call)."""
+        index = call.index
+        if call.id:
+            known = self._tools_by_id.get(call.id)
+            if known is not None:
+                return known
+            at_index = None if index is None else self._tools_by_index.get(index)
+            if at_index is not None and not at_index.id:
+                return at_index  # the call's first fragments came without their id
+            return self._new_tool(index)
+        if index is not None:
+            return self._tools_by_index.get(index) or self._new_tool(index)
+        return self._tools[-1] if self._tools else self._new_tool(None)
+
+    def _new_tool(self, index: int | None) -> _ToolCallBuilder:
+        builder = _ToolCallBuilder()
+        self._tools.append(builder)
+        if index is not None:
+            self._tools_by_index[index] = builder
+        return builder
+
     @property
     def text(self) -> str:
         """The content so far."""
         return "".join(self._text)
+
+    @property
+    def reasoning(self) -> str:
+        """The reasoning text so far."""
+        return "".join(self._reasoning)
 
     def completion(
         self,
@@ -321,13 +497,14 @@ class CompletionAccumulator:
                 name=builder.name,
                 arguments="".join(builder.arguments),
             )
-            for _, builder in sorted(self._tools.items())
+            for builder in self._tools
         )
         return Completion(
             id=self.id,
             model=self.model,
             text=self.text,
             refusal="".join(self._refusal) if self._refusal else None,
+            reasoning="".join(self._reasoning) if self._reasoning else None,
             finish_reason=self.finish_reason,
             usage=self.usage,
             tool_calls=tool_calls,

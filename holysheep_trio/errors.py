@@ -283,6 +283,7 @@ class APIStreamError(APIError):
         status: The HTTP-like status the event carries, or None.
         error_type: The event's ``error.type``, if any.
         code: The event's ``error.code`` (as a string), if any.
+        param: The request parameter the error is about (``error.param``), if any.
     """
 
     def __init__(
@@ -292,6 +293,7 @@ class APIStreamError(APIError):
         status: int | None = None,
         error_type: str | None = None,
         code: str | None = None,
+        param: str | None = None,
         model: str | None = None,
         request_id: str | None = None,
         attempt: int | None = None,
@@ -300,6 +302,7 @@ class APIStreamError(APIError):
         self.status = status
         self.error_type = error_type
         self.code = code
+        self.param = param
         self.kind = kind_for_status(status) if status is not None else "server"
 
     def _context_items(self) -> list[tuple[str, object]]:

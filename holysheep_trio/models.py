@@ -22,8 +22,10 @@ __all__ = [
     "ChatChunk",
     "Choice",
     "Completion",
+    "CompletionTokensDetails",
     "Delta",
     "Message",
+    "PromptTokensDetails",
     "ToolCall",
     "ToolCallDelta",
     "Usage",
@@ -50,6 +52,20 @@ def _int(payload: Mapping[str, Any], key: str, default: int = 0) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     raise _bad(f"{key!r} is not an integer (got {type(value).__name__})")
+
+
+def _opt_int(payload: Mapping[str, Any], key: str) -> int | None:
+    value = payload.get(key)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise _bad(f"{key!r} is not an integer (got {type(value).__name__})")
+
+
+def _opt_object(payload: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = payload.get(key)
+    if value is None or isinstance(value, Mapping):
+        return value
+    raise _bad(f"{key!r} is not an object (got {type(value).__name__})")
 
 
 @attrs.frozen(kw_only=True)
@@ -84,12 +100,85 @@ class Message:
 
 
 @attrs.frozen(kw_only=True)
+class PromptTokensDetails:
+    """Breakdown of the prompt tokens (``usage.prompt_tokens_details``); None = not reported.
+
+    Attributes:
+        cached_tokens: Prompt tokens read from the provider's prompt cache (billed cheaper).
+        cache_write_tokens: Prompt tokens written to the cache (OpenRouter, Anthropic relays).
+        audio_tokens: Audio input tokens.
+    """
+
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    audio_tokens: int | None = None
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> PromptTokensDetails:
+        """Build from a ``prompt_tokens_details`` object; unknown fields are ignored.
+
+        Raises:
+            StreamProtocolError: a known field is not an integer.
+        """
+        return cls(
+            cached_tokens=_opt_int(payload, "cached_tokens"),
+            cache_write_tokens=_opt_int(payload, "cache_write_tokens"),
+            audio_tokens=_opt_int(payload, "audio_tokens"),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class CompletionTokensDetails:
+    """Breakdown of the completion tokens (``usage.completion_tokens_details``).
+
+    Every field is None when the server did not report it.
+
+    Attributes:
+        reasoning_tokens: Tokens the model spent reasoning (included in ``completion_tokens``).
+        audio_tokens: Audio output tokens.
+        accepted_prediction_tokens: Predicted-output tokens that appeared in the completion.
+        rejected_prediction_tokens: Predicted-output tokens that did not (still billed).
+    """
+
+    reasoning_tokens: int | None = None
+    audio_tokens: int | None = None
+    accepted_prediction_tokens: int | None = None
+    rejected_prediction_tokens: int | None = None
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> CompletionTokensDetails:
+        """Build from a ``completion_tokens_details`` object; unknown fields are ignored.
+
+        Raises:
+            StreamProtocolError: a known field is not an integer.
+        """
+        return cls(
+            reasoning_tokens=_opt_int(payload, "reasoning_tokens"),
+            audio_tokens=_opt_int(payload, "audio_tokens"),
+            accepted_prediction_tokens=_opt_int(payload, "accepted_prediction_tokens"),
+            rejected_prediction_tokens=_opt_int(payload, "rejected_prediction_tokens"),
+        )
+
+
+@attrs.frozen(kw_only=True)
 class Usage:
-    """Token counts the server billed for one request."""
+    """Token counts the server billed for one request.
+
+    Attributes:
+        prompt_tokens: Tokens of the prompt.
+        completion_tokens: Tokens generated (reasoning included).
+        total_tokens: Their sum, as the server reported it.
+        prompt_tokens_details: Cached (and audio) prompt tokens, when reported. DeepSeek's
+            top-level ``prompt_cache_hit_tokens`` fills ``cached_tokens`` when the standard
+            field is absent.
+        completion_tokens_details: Reasoning (and audio, prediction) tokens, when reported.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
 
     @classmethod
     def from_json(cls, payload: object) -> Usage:
@@ -103,14 +192,47 @@ class Usage:
         prompt = _int(payload, "prompt_tokens")
         completion = _int(payload, "completion_tokens")
         total = _int(payload, "total_tokens", prompt + completion)
-        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+        raw_prompt = _opt_object(payload, "prompt_tokens_details")
+        raw_completion = _opt_object(payload, "completion_tokens_details")
+        prompt_details = None if raw_prompt is None else PromptTokensDetails.from_json(raw_prompt)
+        # DeepSeek reports cache hits as `prompt_cache_hit_tokens` next to the counts (its
+        # "Context Caching" guide); older deployments send no `prompt_tokens_details` at all.
+        cache_hits = _opt_int(payload, "prompt_cache_hit_tokens")
+        if cache_hits is not None and (
+            prompt_details is None or prompt_details.cached_tokens is None
+        ):
+            prompt_details = attrs.evolve(
+                prompt_details or PromptTokensDetails(), cached_tokens=cache_hits
+            )
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=total,
+            prompt_tokens_details=prompt_details,
+            completion_tokens_details=(
+                None
+                if raw_completion is None
+                else CompletionTokensDetails.from_json(raw_completion)
+            ),
+        )
 
 
 @attrs.frozen(kw_only=True)
 class ToolCallDelta:
-    """A fragment of a tool call inside a streamed delta, merged by ``index``."""
+    """A fragment of a tool call inside a streamed delta (``type`` is ``"function"``).
 
-    index: int
+    Attributes:
+        index: The call's position in the message, or None when the server sent none (Gemini's
+            OpenAI-compatible endpoint omits it). The accumulator merges fragments by ``index``
+            and ``id`` together: a fragment with a new ``id`` starts a new call even at an index
+            already used (some gateways send every call at index 0), and a fragment without an
+            index continues the call of the latest ``id``.
+        id: The call id (on the first fragment of a call; some servers repeat it).
+        name: The function name (on the first fragment).
+        arguments: A piece of the arguments' JSON text.
+    """
+
+    index: int | None = None
     id: str | None = None
     type: str | None = None
     name: str | None = None
@@ -129,7 +251,7 @@ class ToolCallDelta:
         if not isinstance(function, Mapping):
             raise _bad("tool call function is not an object")
         return cls(
-            index=_int(payload, "index"),
+            index=_opt_int(payload, "index"),
             id=_opt_str(payload, "id"),
             type=_opt_str(payload, "type"),
             name=_opt_str(function, "name"),
@@ -164,11 +286,23 @@ class ToolCall:
 
 @attrs.frozen(kw_only=True)
 class Delta:
-    """What one chunk adds to one choice."""
+    """What one chunk adds to one choice.
+
+    Attributes:
+        role: ``"assistant"`` on the first chunk.
+        content: A piece of the reply text.
+        refusal: A piece of a refusal.
+        reasoning: A piece of the model's reasoning text, from DeepSeek's ``reasoning_content``,
+            OpenRouter's (and vLLM's) ``reasoning`` or, when neither is sent, the text of
+            OpenRouter's ``reasoning_details`` entries (``reasoning.text`` and
+            ``reasoning.summary``; encrypted entries carry no text).
+        tool_calls: Fragments of tool calls.
+    """
 
     role: str | None = None
     content: str | None = None
     refusal: str | None = None
+    reasoning: str | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
 
     @classmethod
@@ -186,12 +320,43 @@ class Delta:
             if not isinstance(raw_calls, list):
                 raise _bad("delta.tool_calls is not a list")
             calls = tuple(ToolCallDelta.from_json(item) for item in raw_calls)
+        # Servers that send both fields (vLLM while renaming one to the other) send the same
+        # text in each: take one, never both.
+        reasoning_content = _opt_str(payload, "reasoning_content")
+        alternative = _opt_str(payload, "reasoning")
+        reasoning = reasoning_content or alternative
+        if not reasoning:
+            reasoning = _reasoning_details_text(payload.get("reasoning_details")) or reasoning
         return cls(
             role=_opt_str(payload, "role"),
             content=_opt_str(payload, "content"),
             refusal=_opt_str(payload, "refusal"),
+            reasoning=reasoning,
             tool_calls=calls,
         )
+
+
+def _reasoning_details_text(details: object) -> str | None:
+    """The readable text of OpenRouter ``reasoning_details`` entries, or None.
+
+    Entries are ``{"type": "reasoning.text", "text": ...}``, ``{"type": "reasoning.summary",
+    "summary": ...}`` or ``{"type": "reasoning.encrypted", "data": ...}`` (OpenRouter's
+    "Reasoning Tokens" guide). Only the first two are text; anything malformed is skipped, as
+    the field is an extension the caller may not care about.
+    """
+    if not isinstance(details, list):
+        return None
+    pieces = []
+    for entry in details:
+        if not isinstance(entry, Mapping):
+            continue
+        kind = entry.get("type")
+        text = entry.get("text") if kind == "reasoning.text" else None
+        if kind == "reasoning.summary":
+            text = entry.get("summary")
+        if isinstance(text, str):
+            pieces.append(text)
+    return "".join(pieces) or None
 
 
 @attrs.frozen(kw_only=True)
@@ -248,11 +413,23 @@ class ChatChunk:
         return ""
 
     @property
+    def reasoning(self) -> str:
+        """The reasoning delta of choice 0, or ``""`` when this chunk has none."""
+        for choice in self.choices:
+            if choice.index == 0:
+                return choice.delta.reasoning or ""
+        return ""
+
+    @property
     def has_output(self) -> bool:
-        """Whether the chunk carries model output: content, a refusal or a tool-call delta."""
+        """Whether the chunk carries model output: content, reasoning, a refusal or a tool call.
+
+        Reasoning counts: a model that thinks before it answers is making progress, and what it
+        delivered cannot be taken back by a retry.
+        """
         for choice in self.choices:
             delta = choice.delta
-            if delta.content or delta.tool_calls or delta.refusal:
+            if delta.content or delta.tool_calls or delta.refusal or delta.reasoning:
                 return True
         return False
 
@@ -290,10 +467,13 @@ class ChatChunk:
 # as `sse.py` does for its events (attrs' generated __init__ calls object.__setattr__ per field).
 # Anything unusual -- tool calls, usage, a wrong type -- returns None and takes the careful path,
 # which also produces the error. tests/test_models.py checks both paths build equal values.
+# Reasoning deltas (DeepSeek, vLLM, OpenRouter) stay on the fast path: 1.4 us instead of 4 us
+# per chunk, and a reasoning model sends as many of them as text deltas.
 _new: Final = object.__new__
 _set_delta_role: Final = Delta.__dict__["role"].__set__
 _set_delta_content: Final = Delta.__dict__["content"].__set__
 _set_delta_refusal: Final = Delta.__dict__["refusal"].__set__
+_set_delta_reasoning: Final = Delta.__dict__["reasoning"].__set__
 _set_delta_tool_calls: Final = Delta.__dict__["tool_calls"].__set__
 _set_choice_index: Final = Choice.__dict__["index"].__set__
 _set_choice_delta: Final = Choice.__dict__["delta"].__set__
@@ -339,16 +519,25 @@ def _fast_chunk(payload: dict[str, Any]) -> ChatChunk | None:
         content = raw_delta.get("content")
         role = raw_delta.get("role")
         refusal = raw_delta.get("refusal")
+        reasoning = raw_delta.get("reasoning_content")
+        alternative = raw_delta.get("reasoning")
         if (
             (content is not None and type(content) is not str)
             or (role is not None and type(role) is not str)
             or (refusal is not None and type(refusal) is not str)
+            or (reasoning is not None and type(reasoning) is not str)
+            or (alternative is not None and type(alternative) is not str)
         ):
+            return None
+        reasoning = reasoning or alternative
+        # OpenRouter's `reasoning_details` only matter when there is no reasoning text.
+        if not reasoning and raw_delta.get("reasoning_details"):
             return None
         delta = _new(Delta)
         _set_delta_role(delta, role)
         _set_delta_content(delta, content)
         _set_delta_refusal(delta, refusal)
+        _set_delta_reasoning(delta, reasoning)
         _set_delta_tool_calls(delta, _EMPTY)
         choice = _new(Choice)
         _set_choice_index(choice, index)
@@ -374,12 +563,14 @@ class Completion:
         model: The model that answered (as the server reports it).
         text: The whole content of choice 0.
         refusal: The refusal text of choice 0, if the model refused.
+        reasoning: The whole reasoning text of choice 0 (DeepSeek ``reasoning_content``,
+            OpenRouter ``reasoning``), or None when the model sent none.
         finish_reason: Why generation stopped (``"stop"``, ``"length"``, ``"tool_calls"``, ...)
             or None when the stream did not finish.
         usage: Billed tokens, when the server sent them.
         tool_calls: Complete tool calls of choice 0, in index order.
         ttft: Seconds from the start of the request (after admission, including retries) to
-            the first content or tool-call delta; None if there was none.
+            the first content, reasoning, refusal or tool-call delta; None if there was none.
         duration: Seconds from the start of the request to the end of the stream (or to the
             failure, for a partial completion).
         attempts: How many HTTP attempts the request took (1 without retries).
@@ -390,6 +581,7 @@ class Completion:
     model: str = ""
     text: str = ""
     refusal: str | None = None
+    reasoning: str | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
     tool_calls: tuple[ToolCall, ...] = ()

@@ -15,6 +15,7 @@ from holysheep_trio._wire import (
     build_request_body,
     decode_data,
     decode_event,
+    error_from_success_body,
     parse_error_body,
 )
 from holysheep_trio.errors import MAX_SHOWN_BYTES
@@ -234,3 +235,331 @@ def test_any_chunking_gives_the_same_text(tokens: list[str], cuts: list[int]) ->
                 acc.add(item)
     assert done
     assert acc.text == "".join(tokens)
+
+
+# --- Provider variants (recorded shapes) ---------------------------------------------------
+
+# OpenRouter's documented mid-stream failure: a top-level `error` next to `choices` whose
+# finish_reason is "error" ("Streaming" guide, "Handling Errors During Streaming").
+OPENROUTER_MID_STREAM_ERROR = {
+    "id": "cmpl-abc123",
+    "object": "chat.completion.chunk",
+    "created": 1234567890,
+    "model": "gpt-3.5-turbo",
+    "provider": "openai",
+    "error": {"code": "server_error", "message": "Provider disconnected unexpectedly"},
+    "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "kind", "code", "message"),
+    [
+        (OPENROUTER_MID_STREAM_ERROR, 500, "server", "server_error", "Provider disconnected"),
+        (
+            # The same with OpenRouter's numeric code and the usage it carries.
+            {
+                "id": "gen-1",
+                "error": {"code": 502, "message": "Provider returned error"},
+                "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 3, "cost": 0.001},
+            },
+            502,
+            "server",
+            "502",
+            "Provider returned error",
+        ),
+        (
+            # The error only on the choice.
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {},
+                        "finish_reason": "error",
+                        "error": {"code": 429, "message": "Rate limit exceeded upstream"},
+                    }
+                ]
+            },
+            429,
+            "rate_limit",
+            "429",
+            "Rate limit exceeded upstream",
+        ),
+        (
+            {"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "error"}]},
+            None,
+            "server",
+            None,
+            "finish_reason 'error'",
+        ),
+        (
+            # vLLM's error object as a data event.
+            {
+                "object": "error",
+                "message": "This model's maximum context length is 4096 tokens.",
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            },
+            400,
+            "invalid_request",
+            "400",
+            "maximum context length",
+        ),
+        (
+            {
+                "object": "error",
+                "message": "Internal worker died",
+                "type": "InternalServerError",
+                "code": 503,
+            },
+            503,
+            "server",
+            "503",
+            "Internal worker died",
+        ),
+        (
+            {"object": "error", "message": "boom", "type": "BadRequestError", "code": None},
+            400,
+            "invalid_request",
+            None,
+            "boom",
+        ),
+        # Mistral's flat error without a code.
+        ({"object": "error", "message": "Service unavailable"}, None, "server", None, "Service"),
+    ],
+    ids=[
+        "openrouter",
+        "openrouter-numeric",
+        "choice-error",
+        "bare-finish-error",
+        "vllm-400",
+        "vllm-503",
+        "vllm-type-only",
+        "mistral",
+    ],
+)
+def test_errors_inside_chunks(
+    payload: dict[str, Any], status: int | None, kind: str, code: str | None, message: str
+) -> None:
+    with pytest.raises(hs.APIStreamError) as info:
+        decode_event(_event(json.dumps(payload)))
+    error = info.value
+    assert (error.status, error.kind, error.code) == (status, kind, code)
+    assert message in error.message
+
+
+def test_in_band_error_keeps_param() -> None:
+    payload = {"error": {"message": "bad", "type": "invalid_request_error", "param": "messages"}}
+    with pytest.raises(hs.APIStreamError) as info:
+        decode_data(json.dumps(payload))
+    assert (info.value.param, info.value.status) == ("messages", 400)
+
+
+def test_null_or_empty_error_field_is_not_an_error() -> None:
+    for error in (None, {}):
+        data = json.dumps({"error": error, "choices": [{"index": 0, "delta": {"content": "a"}}]})
+        chunk = decode_data(data)
+        assert isinstance(chunk, hs.ChatChunk)
+        assert chunk.text == "a"
+
+
+@pytest.mark.parametrize(
+    ("body", "cls", "status", "message"),
+    [
+        (
+            b'{"error":{"code":429,"message":"Rate limit exceeded: free-models-per-day",'
+            b'"metadata":{"headers":{"X-RateLimit-Limit":"50"}}}}',
+            hs.RateLimitError,
+            429,
+            "free-models-per-day",
+        ),
+        (
+            b'{"error":{"message":"This model\'s maximum context length is 8192 tokens.",'
+            b'"type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}',
+            hs.BadRequestError,
+            400,
+            "maximum context length",
+        ),
+        (
+            b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+            hs.OverloadedError,
+            503,
+            "Overloaded",
+        ),
+        (
+            b'{"object":"error","message":"The model `x` does not exist.",'
+            b'"type":"NotFoundError","param":null,"code":404}',
+            hs.NotFoundError,
+            404,
+            "does not exist",
+        ),
+        (b'{"error":{"message":"quota","status":401}}', hs.AuthenticationError, 401, "quota"),
+    ],
+    ids=["openrouter-429", "openai-400", "anthropic-529", "vllm-404", "status-field"],
+)
+def test_json_error_body_in_a_success_response(
+    body: bytes, cls: type[hs.APIStatusError], status: int, message: str
+) -> None:
+    error = error_from_success_body(
+        body,
+        content_type="application/json",
+        headers={"retry-after": "3"},
+        retry_after=3.0,
+        should_retry=None,
+    )
+    assert type(error) is cls
+    assert isinstance(error, hs.APIStatusError)
+    assert error.status == status
+    assert message in error.message
+    assert "HTTP 200" in error.message
+    assert error.retry_after == 3.0
+    assert error.headers == {"retry-after": "3"}
+    assert error.body == body.decode()
+
+
+def test_json_error_body_without_a_status_keeps_the_http_status() -> None:
+    error = error_from_success_body(
+        b'{"error": "upstream exploded"}', content_type="application/json"
+    )
+    assert type(error) is hs.APIStatusError
+    assert error.status == 200
+    assert error.kind == "server"
+    assert "upstream exploded" in error.message
+    assert not hs.RetryPolicy().is_retryable(error)
+    limited = error_from_success_body(b'{"error": {"code": 429}}', content_type=None)
+    assert hs.RetryPolicy().is_retryable(limited)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html><body>502 Bad Gateway</body></html>",
+        b'{"id": "chatcmpl-1", "object": "chat.completion", "choices": []}',
+        b"",
+        b"\xff\xfe{",
+    ],
+)
+def test_a_success_body_that_is_no_error_is_a_protocol_error(body: bytes) -> None:
+    error = error_from_success_body(body, content_type="text/html; charset=utf-8")
+    assert isinstance(error, hs.StreamProtocolError)
+    assert "text/html" in error.message
+    assert error.data == body[:MAX_SHOWN_BYTES]
+
+
+def _accumulate(chunks: list[dict[str, Any]]) -> hs.Completion:
+    acc = CompletionAccumulator()
+    for payload in chunks:
+        item = decode_data(json.dumps(payload))
+        assert isinstance(item, hs.ChatChunk)
+        acc.add(item)
+    return acc.completion()
+
+
+def _delta_chunk(**delta: Any) -> dict[str, Any]:
+    return {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": delta}]}
+
+
+def test_accumulator_reasoning() -> None:
+    completion = _accumulate(
+        [
+            _delta_chunk(role="assistant", content=None, reasoning_content=""),
+            _delta_chunk(content=None, reasoning_content="Okay, "),
+            _delta_chunk(content=None, reasoning_content="9.11 < 9.8."),
+            _delta_chunk(content="9.8", reasoning_content=None),
+        ]
+    )
+    assert completion.reasoning == "Okay, 9.11 < 9.8."
+    assert completion.text == "9.8"
+    assert _accumulate([_delta_chunk(content="hi")]).reasoning is None
+
+
+def _call(**fields: Any) -> dict[str, Any]:
+    function = {k: v for k, v in fields.items() if k in ("name", "arguments")}
+    entry = {k: v for k, v in fields.items() if k not in ("name", "arguments")}
+    return {**entry, "function": function}
+
+
+def test_gemini_tool_calls_without_index() -> None:
+    # Two complete calls in one delta, neither with an index.
+    completion = _accumulate(
+        [
+            {
+                "choices": [
+                    {
+                        "delta": {
+                            "role": "assistant",
+                            "tool_calls": [
+                                {
+                                    "extra_content": {"google": {"thought_signature": "c2ln"}},
+                                    **_call(
+                                        id="function-call-1",
+                                        type="function",
+                                        name="get_weather",
+                                        arguments='{"location":"Sydney"}',
+                                    ),
+                                },
+                                _call(
+                                    id="function-call-2",
+                                    type="function",
+                                    name="get_weather",
+                                    arguments='{"location":"Paris"}',
+                                ),
+                            ],
+                        },
+                        "finish_reason": "stop",
+                        "index": 0,
+                    }
+                ],
+                "model": "gemini-2.5-flash",
+                "object": "chat.completion.chunk",
+            }
+        ]
+    )
+    assert completion.tool_calls == (
+        hs.ToolCall(id="function-call-1", name="get_weather", arguments='{"location":"Sydney"}'),
+        hs.ToolCall(id="function-call-2", name="get_weather", arguments='{"location":"Paris"}'),
+    )
+
+
+def test_indexless_fragments_follow_the_latest_id() -> None:
+    completion = _accumulate(
+        [
+            _delta_chunk(tool_calls=[_call(id="call_a", name="f", arguments='{"x"')]),
+            _delta_chunk(tool_calls=[_call(arguments=": 1}")]),
+            _delta_chunk(tool_calls=[_call(id="call_b", name="g", arguments="")]),
+            _delta_chunk(tool_calls=[_call(arguments="{}")]),
+        ]
+    )
+    assert completion.tool_calls == (
+        hs.ToolCall(id="call_a", name="f", arguments='{"x": 1}'),
+        hs.ToolCall(id="call_b", name="g", arguments="{}"),
+    )
+
+
+def test_every_call_at_index_zero_with_distinct_ids() -> None:
+    completion = _accumulate(
+        [
+            _delta_chunk(tool_calls=[_call(index=0, id="call_1", type="function", name="a")]),
+            _delta_chunk(tool_calls=[_call(index=0, arguments='{"q": 1}')]),
+            _delta_chunk(tool_calls=[_call(index=0, id="call_2", type="function", name="b")]),
+            _delta_chunk(tool_calls=[_call(index=0, arguments='{"q": 2}')]),
+            # A server that repeats the id on every fragment continues the same call.
+            _delta_chunk(tool_calls=[_call(index=0, id="call_2", arguments="")]),
+        ]
+    )
+    assert completion.tool_calls == (
+        hs.ToolCall(id="call_1", name="a", arguments='{"q": 1}'),
+        hs.ToolCall(id="call_2", name="b", arguments='{"q": 2}'),
+    )
+
+
+def test_id_arriving_after_the_first_fragment_does_not_split_the_call() -> None:
+    completion = _accumulate(
+        [
+            _delta_chunk(tool_calls=[_call(index=0, name="f", arguments="{")]),
+            _delta_chunk(tool_calls=[_call(index=0, id="call_late", arguments="}")]),
+        ]
+    )
+    assert completion.tool_calls == (hs.ToolCall(id="call_late", name="f", arguments="{}"),)
