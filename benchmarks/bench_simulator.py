@@ -65,7 +65,7 @@ def read_stream(host: str, port: int, tokens: int) -> None:
 
 async def measure(profile: Profile, tokens: int) -> float:
     """One run: chunks/s that the reader saw."""
-    async with open_simulator(api_key=API_KEY, profile=profile) as sim:
+    async with open_simulator(api_key=API_KEY, profile=profile, reply_tokens="max") as sim:
         result = await trio.run_process(
             [sys.executable, __file__, "--reader", sim.host, str(sim.port), str(tokens)],
             capture_stdout=True,

@@ -43,6 +43,7 @@ from holysheep_trio.simulator._wire import (
 API_KEY = "sk-test-key-123"
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 MODELS = ["gpt-4.1", "claude-sonnet-4.5", "gemini-2.5-flash", "deepseek-v3.2"]
+USER = [{"role": "user", "content": "Say hello to the sheep."}]
 
 
 def chat_body(**overrides: Any) -> dict[str, Any]:
@@ -68,6 +69,23 @@ async def client(sim: Simulator) -> AsyncIterator[httpx2.AsyncClient]:
     # No client timeouts: faults stall for long stretches of virtual time.
     async with httpx2.AsyncClient(base_url=sim.base_url, headers=AUTH, timeout=None) as http:
         yield http
+
+
+def usage_with_details(
+    prompt: int, completion: int, *, reasoning: int = 0, cached: int = 0
+) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
 
 
 def parse_stream(body: bytes) -> tuple[list[Any], list[bytes]]:
@@ -203,17 +221,27 @@ async def test_stream_wire_format_with_usage(sim: Simulator, client: httpx2.Asyn
     assert comments == []
     assert payloads[-1] == "[DONE]"
     role, *contents, final, usage, _ = payloads
-    chunk_keys = ["id", "object", "created", "model", "system_fingerprint", "choices", "usage"]
+    chunk_keys = [
+        "id",
+        "object",
+        "created",
+        "model",
+        "service_tier",
+        "system_fingerprint",
+        "choices",
+        "usage",
+    ]
     for chunk in (role, *contents, final, usage):
         assert list(chunk) == chunk_keys
         assert chunk["object"] == "chat.completion.chunk"
         assert chunk["id"] == role["id"]
         assert chunk["id"].startswith("chatcmpl-")
-        assert chunk["model"] == "gpt-4.1"
+        assert chunk["model"] == "gpt-4.1-2025-04-14"  # the dated snapshot, as OpenAI answers
+        assert chunk["service_tier"] == "default"
     assert role["choices"] == [
         {
             "index": 0,
-            "delta": {"role": "assistant", "content": ""},
+            "delta": {"role": "assistant", "content": "", "refusal": None},
             "logprobs": None,
             "finish_reason": None,
         }
@@ -228,11 +256,7 @@ async def test_stream_wire_format_with_usage(sim: Simulator, client: httpx2.Asyn
     assert final["choices"][0]["finish_reason"] == "length"
     assert usage["choices"] == []
     prompt = estimate_prompt_tokens(body["messages"])
-    assert usage["usage"] == {
-        "prompt_tokens": prompt,
-        "completion_tokens": 5,
-        "total_tokens": prompt + 5,
-    }
+    assert usage["usage"] == usage_with_details(prompt, 5)
     stats = sim.stats()
     assert stats.requests["gpt-4.1"] == 1
     assert stats.prompt_tokens["gpt-4.1"] == prompt
@@ -281,11 +305,11 @@ async def test_non_stream_completion(sim: Simulator, client: httpx2.AsyncClient)
     assert choice["message"]["role"] == "assistant"
     assert choice["finish_reason"] == "length"
     prompt = estimate_prompt_tokens(body["messages"])
-    assert payload["usage"] == {
-        "prompt_tokens": prompt,
-        "completion_tokens": 7,
-        "total_tokens": prompt + 7,
-    }
+    assert payload["usage"] == usage_with_details(prompt, 7)
+    assert payload["model"] == "gpt-4.1-2025-04-14"
+    assert payload["service_tier"] == "default"
+    assert choice["message"]["annotations"] == []
+    assert choice["message"]["refusal"] is None
     assert sim.stats().completion_tokens["gpt-4.1"] == 7
 
 
@@ -326,7 +350,7 @@ async def test_fast_and_reference_paths_send_the_same_text(sim: Simulator) -> No
     texts = []
     for simulator_profile in (slow, fast_profile()):
         async with (
-            open_simulator(api_key=API_KEY, profile=simulator_profile) as other,
+            open_simulator(api_key=API_KEY, profile=simulator_profile, reply_tokens="max") as other,
             httpx2.AsyncClient(base_url=other.base_url, headers=AUTH, timeout=None) as http,
         ):
             response = await http.post("/chat/completions", json=chat_body(max_tokens=2000))
@@ -342,10 +366,10 @@ def test_pre_encoded_chunks_are_byte_identical_to_the_reference_encoding() -> No
             completion_id="chatcmpl-x", created=1, model="m", include_usage=include_usage
         )
         request = ChatRequest.from_body(json.dumps(chat_body(max_tokens=500)).encode())
-        model = fast_profile().models["gpt-4.1"]
-        fast = encoder.contents_pre_encoded(TokenSource(request, model).take_encoded(500))
+        seed = request.text_seed
+        fast = encoder.contents_pre_encoded(TokenSource(seed, 500).take_encoded(500))
         reference = b"".join(
-            encoder.content(token) for token in TokenSource(request, model).take_text(500)
+            encoder.content(token) for token in TokenSource(seed, 500).take_text(500)
         )
         assert fast == reference
         # Every vocabulary token, including the non-ASCII ones, survives the JSON round trip.
@@ -780,7 +804,9 @@ async def test_header_fault_wins_over_a_queued_one(
 async def test_realistic_profile_pacing_is_seeded(autojump_clock: MockClock) -> None:
     async def measure(seed: int) -> tuple[float, float]:
         async with (
-            open_simulator(api_key=API_KEY, profile="realistic", seed=seed) as sim,
+            open_simulator(
+                api_key=API_KEY, profile="realistic", seed=seed, reply_tokens="max"
+            ) as sim,
             httpx2.AsyncClient(base_url=sim.base_url, headers=AUTH, timeout=None) as http,
         ):
             start = trio.current_time()
@@ -1231,3 +1257,217 @@ def test_any_valid_spec_parses_to_its_plan(case: tuple[str, dict[str, object]]) 
     plan = parse_faults(spec)
     assert plan == FaultPlan(**fields)  # type: ignore[arg-type]
     assert parse_faults(spec).merged_with(plan) == plan
+
+
+# ---- natural endings and exact lengths -----------------------------------------------------
+
+
+def finish_and_count(payloads: list[Any]) -> tuple[str, int]:
+    contents = [
+        chunk
+        for chunk in payloads
+        if isinstance(chunk, dict)
+        and chunk["choices"]
+        and "content" in chunk["choices"][0]["delta"]
+    ]
+    finishes = [
+        chunk["choices"][0]["finish_reason"]
+        for chunk in payloads
+        if isinstance(chunk, dict) and chunk["choices"] and chunk["choices"][0]["finish_reason"]
+    ]
+    assert len(finishes) == 1
+    return finishes[0], len(contents) - 1  # the role chunk carries content "" too
+
+
+async def test_a_reply_ends_by_itself_below_max_tokens(autojump_clock: MockClock) -> None:
+    async with (
+        open_simulator(api_key=API_KEY) as sim,
+        httpx2.AsyncClient(base_url=sim.base_url, headers=AUTH, timeout=None) as http,
+    ):
+        lengths = set()
+        for index in range(8):
+            messages = [{"role": "user", "content": f"question {index}"}]
+            body = chat_body(max_tokens=1000, messages=messages)
+            response = await http.post("/chat/completions", json=body)
+            finish, count = finish_and_count(parse_stream(response.content)[0])
+            assert finish == "stop"
+            assert 60 <= count <= 180  # the realistic profile's natural lengths
+            lengths.add(count)
+        assert len(lengths) > 4  # seeded per request, so varied
+        # The same request, capped below its natural length: cut, "length".
+        capped = await http.post("/chat/completions", json=chat_body(max_tokens=10))
+        assert finish_and_count(parse_stream(capped.content)[0]) == ("length", 10)
+        whole = await http.post("/chat/completions", json=chat_body(max_tokens=1000, stream=False))
+        choice = whole.json()["choices"][0]
+        assert choice["finish_reason"] == "stop"
+        assert whole.json()["usage"]["completion_tokens"] < 1000
+
+
+async def test_the_reply_tokens_header_asks_for_an_exact_length(
+    client: httpx2.AsyncClient,
+) -> None:
+    async def ask(value: str, max_tokens: int | None) -> tuple[str, int]:
+        response = await client.post(
+            "/chat/completions",
+            json=chat_body(max_tokens=max_tokens),
+            headers={"x-simulator-reply-tokens": value},
+        )
+        assert response.status_code == 200
+        return finish_and_count(parse_stream(response.content)[0])
+
+    assert await ask("200", None) == ("stop", 200)  # longer than the natural 64
+    assert await ask("200", 500) == ("stop", 200)
+    assert await ask("200", 50) == ("length", 50)  # max_tokens still caps it
+    assert await ask("max", 300) == ("length", 300)  # the old exact-length behaviour
+    assert await ask("MAX", None) == ("stop", 64)  # nothing to run to: the natural length
+    for bad in ("0", "-3", "many", "1.5"):
+        response = await client.post(
+            "/chat/completions", json=chat_body(), headers={"x-simulator-reply-tokens": bad}
+        )
+        assert_openai_error(response, 400, "invalid_simulator_header")
+
+
+@pytest.mark.parametrize("where", ["open_simulator", "profile"])
+async def test_reply_tokens_option_runs_every_reply_to_max_tokens(where: str) -> None:
+    profile = fast_profile()
+    options: dict[str, Any] = {}
+    if where == "profile":
+        profile = attrs.evolve(profile, reply_tokens="max")
+    else:
+        options["reply_tokens"] = "max"
+    async with (
+        open_simulator(api_key=API_KEY, profile=profile, **options) as sim,
+        httpx2.AsyncClient(base_url=sim.base_url, headers=AUTH, timeout=None) as http,
+    ):
+        response = await http.post("/chat/completions", json=chat_body(max_tokens=500))
+        assert finish_and_count(parse_stream(response.content)[0]) == ("length", 500)
+        # The header still wins over the option.
+        response = await http.post(
+            "/chat/completions",
+            json=chat_body(max_tokens=500),
+            headers={"x-simulator-reply-tokens": "7"},
+        )
+        assert finish_and_count(parse_stream(response.content)[0]) == ("stop", 7)
+
+
+async def test_reply_tokens_must_be_valid() -> None:
+    for bad in (0, -1, "min", 2.5, True):
+        with pytest.raises(ValueError, match="reply_tokens"):
+            async with open_simulator(reply_tokens=bad):  # type: ignore[arg-type]
+                pass  # pragma: no cover
+        with pytest.raises(ValueError, match="reply_tokens"):
+            attrs.evolve(fast_profile(), reply_tokens=bad)
+
+
+# ---- models: snapshots and retrieval -------------------------------------------------------
+
+
+async def test_models_retrieve_by_name_or_snapshot(
+    sim: Simulator, client: httpx2.AsyncClient
+) -> None:
+    response = await client.get("/models/gpt-4.1")
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": "gpt-4.1",
+        "object": "model",
+        "created": 1_735_689_600,
+        "owned_by": "openai",
+    }
+    snapshot = await client.get("/models/gpt-4.1-2025-04-14")
+    assert snapshot.json()["id"] == "gpt-4.1-2025-04-14"
+    missing = await client.get("/models/gpt-9")
+    assert_openai_error(missing, 404, "model_not_found")
+    assert missing.json()["error"]["param"] == "model"
+    assert sim.stats().requests_by_endpoint["models"] == 3
+
+
+async def test_replies_name_the_dated_snapshot_and_accept_it(client: httpx2.AsyncClient) -> None:
+    for requested, answered in [
+        ("gpt-4.1", "gpt-4.1-2025-04-14"),
+        ("gpt-4.1-2025-04-14", "gpt-4.1-2025-04-14"),
+        ("claude-sonnet-4.5", "claude-sonnet-4-5-20250929"),
+        ("gemini-2.5-flash", "gemini-2.5-flash"),
+    ]:
+        response = await client.post(
+            "/chat/completions", json=chat_body(model=requested, stream=False)
+        )
+        assert response.json()["model"] == answered
+
+
+# ---- parameter validation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "code"),
+    [
+        ({"temperature": 2.5}, "temperature", "decimal_above_max_value"),
+        ({"temperature": -0.1}, "temperature", "decimal_below_min_value"),
+        ({"temperature": "hot"}, "temperature", "invalid_type"),
+        ({"top_p": 1.5}, "top_p", "decimal_above_max_value"),
+        ({"top_p": -1}, "top_p", "decimal_below_min_value"),
+        ({"n": 0}, "n", "integer_below_min_value"),
+        ({"n": 129}, "n", "integer_above_max_value"),
+        ({"n": 1.5}, "n", "invalid_type"),
+        ({"tool_choice": "auto"}, "tool_choice", "invalid_value"),
+        ({"tool_choice": "none"}, "tool_choice", "invalid_value"),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "f"}}},
+            "tool_choice",
+            "invalid_value",
+        ),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort", "invalid_value"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type", "invalid_value"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+            "response_format.json_schema.name",
+            "missing_required_parameter",
+        ),
+        ({"parallel_tool_calls": "yes"}, "parallel_tool_calls", "invalid_type"),
+    ],
+)
+async def test_parameters_are_validated_as_the_api_does(
+    sim: Simulator, client: httpx2.AsyncClient, fields: dict[str, Any], param: str, code: str
+) -> None:
+    response = await client.post("/chat/completions", json=chat_body(**fields))
+    assert_openai_error(response, 400, code)
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert sum(sim.stats().requests.values()) == 0
+
+
+async def test_range_errors_carry_the_apis_message(client: httpx2.AsyncClient) -> None:
+    response = await client.post("/chat/completions", json=chat_body(temperature=3))
+    assert response.json()["error"]["message"] == (
+        "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 3 "
+        "instead."
+    )
+    response = await client.post("/chat/completions", json=chat_body(tool_choice="auto"))
+    assert response.json()["error"]["message"] == (
+        "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified."
+    )
+
+
+async def test_boundary_values_are_accepted(client: httpx2.AsyncClient) -> None:
+    for fields in ({"temperature": 0}, {"temperature": 2}, {"top_p": 0}, {"top_p": 1}, {"n": 1}):
+        response = await client.post("/chat/completions", json=chat_body(**fields))
+        assert response.status_code == 200, fields
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+async def test_a_client_leaving_during_slow_headers_is_no_longer_active(
+    sim: Simulator, autojump_clock: MockClock, path: str
+) -> None:
+    body = json.dumps({"model": "gpt-4.1", "messages": USER, "input": "hi"}).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {API_KEY}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "x-simulator-fault: slow_headers=60\r\n\r\n"
+    ).encode()
+    stream = await trio.open_tcp_stream(sim.host, sim.port)
+    await stream.send_all(head + body)
+    await wait_until(lambda: sim.stats().active["gpt-4.1"] == 1)
+    await stream.aclose()  # leaves before the headers come
+    await wait_until(lambda: sim.stats().open_connections == 0)
+    assert sim.stats().active["gpt-4.1"] == 0
+    assert trio.current_time() < 60
