@@ -1471,3 +1471,120 @@ async def test_a_client_leaving_during_slow_headers_is_no_longer_active(
     await wait_until(lambda: sim.stats().open_connections == 0)
     assert sim.stats().active["gpt-4.1"] == 0
     assert trio.current_time() < 60
+
+
+# ---- health checks: /v1/models down and up on schedule, restarts on the same port --------
+
+
+async def probe(http: httpx2.AsyncClient) -> int | str:
+    """One health probe with a 5 s deadline: the status, or the kind of failure."""
+    try:
+        with trio.fail_after(5):
+            return (await http.get("/models")).status_code
+    except trio.TooSlowError:
+        return "timeout"
+    except httpx2.TransportError as exc:
+        return type(exc).__name__
+
+
+async def test_a_standing_models_fault_fails_every_probe_until_cleared(
+    sim: Simulator, client: httpx2.AsyncClient, autojump_clock: MockClock
+) -> None:
+    timeline: list[tuple[float, int | str]] = []
+
+    async def schedule() -> None:  # between probes, so no two tasks wake at the same instant
+        await trio.sleep(8)
+        sim.set_models_fault("status=503;retry_after=1")
+        await trio.sleep(20)
+        sim.set_models_fault("slow_headers=30")
+        await trio.sleep(10)
+        sim.set_models_fault(None)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(schedule)
+        start = trio.current_time()
+        for _ in range(10):
+            timeline.append((round(trio.current_time() - start), await probe(client)))
+            await trio.sleep(5 - (trio.current_time() - start) % 5)
+    assert timeline == [
+        (0, 200),
+        (5, 200),
+        (10, 503),
+        (15, 503),
+        (20, 503),
+        (25, 503),
+        (30, "timeout"),  # slow_headers: the probe's own deadline fires
+        (40, 200),  # cleared: up again
+        (45, 200),
+        (50, 200),
+    ]
+    stats = sim.stats()
+    assert stats.faults_served["status"] == 4
+    assert stats.requests_by_endpoint["models"] == 10
+    # Chat requests are not affected by a models fault.
+    response = await client.post("/chat/completions", json=chat_body())
+    assert response.status_code == 200
+
+
+async def test_models_fault_applies_to_models_retrieve_and_lets_headers_win(
+    sim: Simulator, client: httpx2.AsyncClient
+) -> None:
+    sim.set_models_fault("status=500")
+    assert (await client.get("/models/gpt-4.1")).status_code == 500
+    header = {"x-simulator-fault": "status=429"}
+    assert (await client.get("/models", headers=header)).status_code == 429
+    sim.inject_faults("status=401", endpoint="models")
+    assert (await client.get("/models")).status_code == 401  # the queued one first
+    assert (await client.get("/models")).status_code == 500  # then the standing one again
+    with pytest.raises(FaultSpecError):
+        sim.set_models_fault("status=nope")
+    assert (await client.get("/models")).status_code == 500  # a bad spec changes nothing
+    sim.clear_faults()  # clears the queues, not the standing fault
+    assert (await client.get("/models")).status_code == 500
+    sim.set_models_fault("")
+    assert (await client.get("/models")).status_code == 200
+
+
+@pytest.mark.parametrize("spec", ["reset", "disconnect_after=0"])
+async def test_models_fault_can_break_the_connection(sim: Simulator, spec: str) -> None:
+    sim.set_models_fault(spec)
+    stream = await trio.open_tcp_stream(sim.host, sim.port)
+    async with stream:
+        head = f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {API_KEY}\r\n\r\n"
+        await stream.send_all(head.encode())
+        if spec == "reset":
+            # RST, not FIN: the client sees "connection reset by peer", with no response.
+            with pytest.raises(trio.BrokenResourceError) as caught:
+                await stream.receive_some(65536)
+            assert isinstance(caught.value.__cause__, ConnectionResetError)
+        else:
+            assert await stream.receive_some(65536) == b""  # closed without an answer
+    assert sim.stats().faults_served[spec.partition("=")[0]] == 1
+
+
+async def test_reset_fault_on_chat_and_responses(
+    sim: Simulator, client: httpx2.AsyncClient
+) -> None:
+    for path, body in (("/chat/completions", chat_body()), ("/responses", {"model": "gpt-4.1"})):
+        with pytest.raises(httpx2.TransportError):
+            await client.post(path, json=body, headers={"x-simulator-fault": "reset"})
+    assert sim.stats().faults_served["reset"] == 2
+    assert sim.stats().active["gpt-4.1"] == 0
+
+
+async def test_a_simulator_restarts_on_the_same_port() -> None:
+    async with httpx2.AsyncClient(headers=AUTH, timeout=None) as http:
+        async with open_simulator(api_key=API_KEY, profile="fast") as first:
+            port = first.port
+            url = f"{first.base_url}/chat/completions"
+            # Keep-alive connections that the server closes first: its side goes to TIME_WAIT,
+            # which only SO_REUSEADDR lets a new listener bind past.
+            for _ in range(3):
+                assert (await http.post(url, json=chat_body())).status_code == 200
+        with pytest.raises(httpx2.ConnectError):
+            await http.post(url, json=chat_body())  # down: connection refused
+        async with open_simulator(api_key=API_KEY, profile="fast", port=port) as second:
+            assert second.port == port
+            response = await http.post(url, json=chat_body())
+            assert response.status_code == 200
+            assert second.stats().connections_accepted == 1
