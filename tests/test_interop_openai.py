@@ -19,6 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
+import httpx2
 import openai
 import pydantic
 import pytest
@@ -698,3 +699,87 @@ async def test_async_client_under_trio_n_choices_calling_tools(sim_in_loop: Simu
     for choice in completion.choices:
         assert choice.finish_reason == "tool_calls"
         assert choice.message.tool_calls
+
+
+# ---- every event validates against the SDK's own types ------------------------------------
+
+RESPONSE_VARIANTS: list[tuple[dict[str, Any], str]] = [
+    ({}, ""),
+    ({"instructions": "Be brief.", "temperature": 0.2, "top_p": 0.9}, ""),
+    ({"max_output_tokens": 16}, ""),
+    ({"tools": RESPONSE_TOOLS, "tool_choice": "required"}, ""),
+    ({"tools": RESPONSE_TOOLS, "tool_choice": {"type": "function", "name": "count_sheep"}}, ""),
+    ({"tools": RESPONSE_TOOLS, "parallel_tool_calls": False}, ""),
+    ({"reasoning": {"effort": "low", "summary": "detailed"}}, ""),
+    ({"reasoning": {"effort": "medium"}, "max_output_tokens": 40}, ""),
+    ({"text": {"format": {"type": "json_object"}}}, ""),
+    (
+        {
+            "text": {
+                "format": {
+                    "type": "json_schema",
+                    "name": "w",
+                    "schema": WEATHER_SCHEMA,
+                    "strict": True,
+                }
+            }
+        },
+        "",
+    ),
+    ({"store": False, "metadata": {"run": "interop"}, "user": "u-1"}, ""),
+    ({}, "failed_after=5"),
+    ({"reasoning": {"effort": "low", "summary": "auto"}}, "failed_after=3"),
+    ({}, "error_event_after=2;status=503"),
+]
+
+
+@pytest.mark.parametrize(("fields", "fault"), RESPONSE_VARIANTS)
+async def test_every_responses_event_validates_against_the_sdk_types(
+    sim_in_loop: Simulator, fields: dict[str, Any], fault: str
+) -> None:
+    events_adapter = pydantic.TypeAdapter(openai.types.responses.ResponseStreamEvent)
+    headers = {"authorization": f"Bearer {API_KEY}"}
+    if fault:
+        headers["x-simulator-fault"] = fault
+    async with httpx2.AsyncClient(base_url=sim_in_loop.base_url, headers=headers) as http:
+        for stream in (True, False):
+            body = {"model": "deepseek-v3.2", "input": "hi", "stream": stream, **fields}
+            response = await http.post("/responses", json=body)
+            if not stream:
+                if not fault:
+                    openai.types.responses.Response.model_validate(response.json())
+                continue
+            for block in response.text.split("\n\n")[:-1]:
+                data = block.split("\n")[1].removeprefix("data: ")
+                # Strict validation, nested response objects included.
+                events_adapter.validate_json(data)
+
+
+CHAT_VARIANTS: list[dict[str, Any]] = [
+    {},
+    {"max_tokens": 3},
+    {"n": 2},
+    {"tools": CHAT_TOOLS, "tool_choice": "required"},
+    {"response_format": {"type": "json_object"}},
+    {"reasoning_effort": "low"},
+    {"reasoning_effort": "low", "n": 2, "tools": CHAT_TOOLS},
+]
+
+
+@pytest.mark.parametrize("fields", CHAT_VARIANTS)
+@pytest.mark.parametrize("model", ["gpt-4.1", "deepseek-v3.2"])
+async def test_every_chat_chunk_validates_against_the_sdk_types(
+    sim_in_loop: Simulator, fields: dict[str, Any], model: str
+) -> None:
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    headers = {"authorization": f"Bearer {API_KEY}"}
+    async with httpx2.AsyncClient(base_url=sim_in_loop.base_url, headers=headers) as http:
+        body = {"model": model, "messages": USER, **fields}
+        ChatCompletion.model_validate((await http.post("/chat/completions", json=body)).json())
+        streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        response = await http.post("/chat/completions", json=streamed)
+        blocks = response.text.split("\n\n")[:-1]
+        assert blocks[-1] == "data: [DONE]"
+        for block in blocks[:-1]:
+            ChatCompletionChunk.model_validate_json(block.removeprefix("data: "))

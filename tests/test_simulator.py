@@ -1588,3 +1588,35 @@ async def test_a_simulator_restarts_on_the_same_port() -> None:
             response = await http.post(url, json=chat_body())
             assert response.status_code == 200
             assert second.stats().connections_accepted == 1
+
+
+async def test_failed_after_on_chat_is_an_openrouter_style_error_chunk(
+    sim: Simulator, client: httpx2.AsyncClient
+) -> None:
+    response = await client.post(
+        "/chat/completions", json=chat_body(), headers={"x-simulator-fault": "failed_after=3"}
+    )
+    payloads, _ = parse_stream(response.content)
+    assert "[DONE]" not in payloads
+    *contents, failed = payloads
+    assert len(contents) == 1 + 3
+    assert failed["error"] == {
+        "code": "server_error",
+        "message": "The server had an error while processing your request.",
+    }
+    assert failed["choices"] == [
+        {"index": 0, "delta": {"content": ""}, "logprobs": None, "finish_reason": "error"}
+    ]
+    assert sim.stats().faults_served == {"failed_after": 1}
+
+
+async def test_stream_faults_count_units_of_any_reply(client: httpx2.AsyncClient) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    body = chat_body(n=2, max_tokens=None, tools=tools, tool_choice="none")
+    response = await client.post(
+        "/chat/completions", json=body, headers={"x-simulator-fault": "error_event_after=5"}
+    )
+    payloads, _ = parse_stream(response.content)
+    units = [chunk for chunk in payloads[:-1] if chunk["choices"][0]["delta"].get("content")]
+    assert len(units) == 5  # across both choices
+    assert payloads[-1]["error"]["type"] == "server_error"

@@ -17,7 +17,7 @@ import json
 import math
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -437,6 +437,7 @@ class ResponseBuilder:
         self._sequence = 0
         # What has been sent of each output item, for the snapshot of a failed response.
         self._sent: dict[int, dict[str, Any]] = {}
+        self._sent_pieces: defaultdict[tuple[int, str, int], list[str]] = defaultdict(list)
         self.final: dict[str, Any] | None = None
 
     # ---- the response object ----------------------------------------------------------
@@ -620,10 +621,14 @@ class ResponseBuilder:
         for piece in pieces:
             yield {"type": "response.function_call_arguments.delta", **where, "delta": piece}, True
         arguments = "".join(pieces)
-        yield (
-            {"type": "response.function_call_arguments.done", **where, "arguments": arguments},
-            False,
-        )
+        # The API names the function here too (newer than some SDKs' types, which ignore it).
+        done_event = {
+            "type": "response.function_call_arguments.done",
+            **where,
+            "name": name,
+            "arguments": arguments,
+        }
+        yield done_event, False
         done = {**added, "status": "incomplete" if cut else "completed", "arguments": arguments}
         output.append(done)
         yield {"type": "response.output_item.done", "output_index": index, "item": done}, False
@@ -634,22 +639,36 @@ class ResponseBuilder:
         event["sequence_number"] = self._sequence
         self._sequence += 1
         kind = event["type"]
-        index = event.get("output_index")
-        if kind in ("response.output_item.added", "response.output_item.done"):
+        index: int = event.get("output_index", -1)
+        if kind == "response.output_text.delta":
+            # Pieces in lists, joined only if a failure needs them: `+=` on a string inside a
+            # dict copies it each time, quadratic over a long reply.
+            self._sent_pieces[(index, "content", event["content_index"])].append(event["delta"])
+        elif kind == "response.function_call_arguments.delta":
+            self._sent_pieces[(index, "arguments", 0)].append(event["delta"])
+        elif kind == "response.reasoning_summary_text.delta":
+            self._sent_pieces[(index, "summary", event["summary_index"])].append(event["delta"])
+        elif kind in ("response.output_item.added", "response.output_item.done"):
             self._sent[event["output_index"]] = copy.deepcopy(event["item"])
-        elif index in self._sent:
-            item = self._sent[index]
-            if kind == "response.content_part.added":
-                item["content"].append(dict(event["part"]))
-            elif kind == "response.output_text.delta":
-                item["content"][event["content_index"]]["text"] += event["delta"]
-            elif kind == "response.function_call_arguments.delta":
-                item["arguments"] += event["delta"]
-            elif kind == "response.reasoning_summary_part.added":
-                item["summary"].append(dict(event["part"]))
-            elif kind == "response.reasoning_summary_text.delta":
-                item["summary"][event["summary_index"]]["text"] += event["delta"]
+            if kind == "response.output_item.done":
+                for key in [key for key in self._sent_pieces if key[0] == index]:
+                    del self._sent_pieces[key]
+        elif kind == "response.content_part.added" and index in self._sent:
+            self._sent[index]["content"].append(dict(event["part"]))
+        elif kind == "response.reasoning_summary_part.added" and index in self._sent:
+            self._sent[index]["summary"].append(dict(event["part"]))
         return event
+
+    def _sent_output(self) -> list[dict[str, Any]]:
+        output = copy.deepcopy([self._sent[index] for index in sorted(self._sent)])
+        by_index = dict(zip(sorted(self._sent), output, strict=True))
+        for (index, where, position), pieces in self._sent_pieces.items():
+            item = by_index[index]
+            if where == "arguments":
+                item["arguments"] += "".join(pieces)
+            else:
+                item[where][position]["text"] += "".join(pieces)
+        return output
 
     def error_event(self, status: int) -> dict[str, Any]:
         """An in-band ``error`` event typed like the HTTP error ``status`` (unstamped)."""
@@ -663,8 +682,7 @@ class ResponseBuilder:
 
     def failed_event(self) -> dict[str, Any]:
         """``response.failed`` with what was sent so far (unstamped)."""
-        output = [self._sent[index] for index in sorted(self._sent)]
-        response = self.snapshot("failed", copy.deepcopy(output))
+        response = self.snapshot("failed", self._sent_output())
         response["error"] = {
             "code": "server_error",
             "message": "The model failed to generate a response. Please try again.",
