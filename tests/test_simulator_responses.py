@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any, Literal
@@ -12,11 +13,19 @@ import httpx2
 import pydantic
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from trio.testing import MockClock
 
 from holysheep_trio.simulator import Simulator, fast_profile, open_simulator
 from holysheep_trio.simulator._reply import ReplySpec, Tool, plan_reply
-from holysheep_trio.simulator._responses import ResponseStore, cached_tokens
+from holysheep_trio.simulator._responses import (
+    ResponseBuilder,
+    ResponseFrames,
+    ResponsesRequest,
+    ResponseStore,
+    cached_tokens,
+)
 from holysheep_trio.simulator._schema import split_pieces, value_for_schema
 from holysheep_trio.simulator._wire import (
     ChatFrames,
@@ -1061,3 +1070,60 @@ def test_plan_reply_units_match_the_frames_for_every_kind() -> None:
             sent += frames.take(3 if frames.units - sent >= 3 else 1)[1]
         assert sent == frames.units == sum(reply.units for reply in replies)
         assert frames.closing().endswith(b"data: [DONE]\n\n")
+
+
+def _drain(source: Any, limits: list[int]) -> bytes:
+    data: bytes = source.head() + source.opening()
+    sent = 0
+    for limit in limits:
+        if sent >= source.units:
+            break
+        payload, count = source.take(max(1, min(limit, source.units - sent)))
+        assert 1 <= count <= limit
+        data += payload
+        sent += count
+    while sent < source.units:
+        payload, count = source.take(source.units - sent)
+        data += payload
+        sent += count
+    return data + source.closing()
+
+
+_IDS = re.compile(rb"(resp|msg|fc|rs)_[0-9a-f]{48}|\"created_at\":\d+|\"completed_at\":\d+")
+
+
+@given(limits=st.lists(st.integers(min_value=1, max_value=40), max_size=30))
+@settings(max_examples=60)
+def test_any_batching_gives_the_same_stream(limits: list[int]) -> None:
+    model = fast_profile().models["deepseek-v3.2"]
+    chat_body = {
+        "model": "deepseek-v3.2",
+        "messages": [{"role": "user", "content": "hi"}],
+        "n": 2,
+        "tools": CHAT_TOOLS,
+        "reasoning_effort": "minimal",
+    }
+    request = ChatRequest.from_body(json.dumps(chat_body).encode())
+
+    def chat() -> ChatFrames:
+        encoder = ChunkEncoder(completion_id="c", created=1, model="m", include_usage=True)
+        return ChatFrames(
+            request.plan(model), encoder, usage={"u": 1}, reasoning_field="reasoning_content"
+        )
+
+    assert _drain(chat(), limits) == _drain(chat(), [10**6])
+    body = {
+        "model": "deepseek-v3.2",
+        "input": "hi",
+        "tools": TOOLS,
+        "reasoning": {"effort": "low", "summary": "auto"},
+    }
+    parsed = ResponsesRequest.from_body(json.dumps(body).encode())
+
+    def response() -> ResponseFrames:
+        builder = ResponseBuilder(
+            request=parsed, reply=parsed.plan(model), model_name="m", input_tokens=5
+        )
+        return ResponseFrames(builder)
+
+    assert _IDS.sub(b"", _drain(response(), limits)) == _IDS.sub(b"", _drain(response(), [10**6]))

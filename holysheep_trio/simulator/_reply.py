@@ -336,12 +336,14 @@ def natural_length(seed: int, model: ModelProfile) -> int:
     )
 
 
+def _sub_seed(seed: int, label: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{label}".encode()).digest()
+    return int.from_bytes(digest[:16], "big")
+
+
 def choice_seed(seed: int, index: int) -> int:
     """The seed of choice ``index`` of ``n``; choice 0 keeps the request's own seed."""
-    if index == 0:
-        return seed
-    digest = hashlib.sha256(f"{seed}:choice:{index}".encode()).digest()
-    return int.from_bytes(digest[:16], "big")
+    return seed if index == 0 else _sub_seed(seed, f"choice:{index}")
 
 
 def plan_reply(spec: ReplySpec, model: ModelProfile, *, index: int = 0) -> Reply:
@@ -444,7 +446,7 @@ def _reasoning(spec: ReplySpec, seed: int, rng: random.Random) -> tuple[int, tup
     if spec.reasoning_shown == "hidden":
         return total, ()
     count = total if spec.reasoning_shown == "full" else min(total, rng.randint(*_SUMMARY_TOKENS))
-    words = TokenSource(choice_seed(seed, -1), count).take_text(count)
+    words = TokenSource(_sub_seed(seed, "reasoning"), count).take_text(count)
     return total - count, tuple(words)
 
 

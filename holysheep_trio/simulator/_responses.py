@@ -302,7 +302,7 @@ class ResponsesRequest:
             max_tokens=max_output,
             reply_tokens=reply_tokens,
             tools=tools,
-            tool_choice=mode,  # type: ignore[arg-type]
+            tool_choice=mode,
             forced_tool=forced,
             parallel_tool_calls=parallel,
             output_format=output_format,

@@ -165,8 +165,8 @@ class SchemaValues:
             names = [name for name in required if isinstance(name, str)]
         else:
             names = list(properties)
-        if depth >= _MAX_DEPTH:
-            names = [name for name in names if isinstance(required, list)]
+        if depth >= _MAX_DEPTH and not isinstance(required, list):
+            names = []  # deep down, only what the schema requires
         result: dict[str, Any] = {}
         for name in names:
             result[name] = self._value(properties.get(name, {}), depth + 1)

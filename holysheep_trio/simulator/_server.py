@@ -724,8 +724,7 @@ class _Connection:
                     reasoning_field=model.reasoning_field,
                 )
                 tokens = sum(reply.output_tokens for reply in replies)
-                units = sum(reply.units for reply in replies)
-                await self._whole_reply(body, model, plan, tokens=tokens, units=units)
+                await self._whole_reply(body, model, plan, tokens=tokens)
                 return
             encoder = ChunkEncoder(
                 completion_id=completion_id,
@@ -783,9 +782,7 @@ class _Connection:
             else:
                 body = _json_bytes(whole_response(builder))
                 reply = builder.reply
-                finished = await self._whole_reply(
-                    body, model, plan, tokens=reply.output_tokens, units=reply.units
-                )
+                finished = await self._whole_reply(body, model, plan, tokens=reply.output_tokens)
             if finished and parsed.store:
                 sim.responses.put(builder.id, builder.context_tokens)
         finally:
@@ -812,7 +809,7 @@ class _Connection:
         return jitter / model.tokens_per_second
 
     async def _whole_reply(
-        self, body: bytes, model: ModelProfile, plan: FaultPlan, *, tokens: int, units: int
+        self, body: bytes, model: ModelProfile, plan: FaultPlan, *, tokens: int
     ) -> bool:
         """Send a non-streamed reply after the time its stream would take; True when sent."""
         if self._sim.profile.delays:

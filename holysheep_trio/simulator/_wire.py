@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 import attrs
 
@@ -46,6 +46,8 @@ _SAMPLING_FIELDS = (
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 # The API's own limit on `n` (chat completions reference).
 MAX_CHOICES = 128
+ToolChoiceMode = Literal["none", "auto", "required", "function"]
+_TOOL_CHOICES: dict[str, ToolChoiceMode] = {"none": "none", "auto": "auto", "required": "required"}
 
 
 def _dumps(value: Any) -> str:
@@ -215,8 +217,8 @@ def _type_name(value: object) -> str:
 
 
 def check_tool_choice(
-    value: Any, tools: tuple[Tool, ...], *, function_name: Any
-) -> tuple[str, str | None]:
+    value: Any, tools: tuple[Tool, ...], *, function_name: Callable[[dict[str, Any]], Any]
+) -> tuple[ToolChoiceMode, str | None]:
     """Validate ``tool_choice`` against the tools offered.
 
     Args:
@@ -242,8 +244,8 @@ def check_tool_choice(
             param="tool_choice",
             code="invalid_value",
         )
-    if value in ("none", "auto", "required"):
-        return (value, None)
+    if isinstance(value, str) and value in _TOOL_CHOICES:
+        return (_TOOL_CHOICES[value], None)
     name = function_name(value) if isinstance(value, dict) else None
     if isinstance(value, dict) and value.get("type") == "function" and isinstance(name, str):
         if name not in {tool.name for tool in tools}:
@@ -498,7 +500,7 @@ class ChatRequest:
             max_tokens=max_tokens,
             reply_tokens=reply_tokens,
             tools=tools,
-            tool_choice=mode,  # type: ignore[arg-type]
+            tool_choice=mode,
             forced_tool=forced,
             parallel_tool_calls=parallel,
             output_format=output_format,
