@@ -84,7 +84,7 @@ class ModelProfile:
         owned_by: ``owned_by`` in ``GET /v1/models``.
         created: ``created`` (Unix seconds) in ``GET /v1/models``.
         capacity: The server's hidden concurrency limit for this model, or ``None`` for none:
-            a chat request arriving while ``capacity`` requests of the model are being answered
+            a request arriving while ``capacity`` requests of the model are being answered
             gets an HTTP 429 (``code: rate_limit_exceeded``, ``retry-after-ms:
             capacity_retry_after_ms``), as an overloaded relay answers.
         capacity_retry_after_ms: The ``retry-after-ms`` (and, rounded up to whole seconds,

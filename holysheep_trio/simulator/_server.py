@@ -1015,7 +1015,7 @@ async def open_simulator(
         seed: Seed of the latency draws, so runs are reproducible.
         capacity: Hidden per-model concurrency limits that override the profile's
             (:attr:`ModelProfile.capacity`): one int for every model, or a mapping of model name
-            to int (``None`` removes a limit). Beyond it, chat requests get a 429.
+            to int (``None`` removes a limit). Beyond it, requests get a 429.
         reply_tokens: The length of text replies, overriding the profile's
             (:attr:`Profile.reply_tokens`): an int for exactly that many tokens, or ``"max"``
             to run every reply to its ``max_tokens`` with ``finish_reason: "length"`` (what
