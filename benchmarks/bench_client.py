@@ -54,7 +54,8 @@ def profile(kind):
     return Profile.from_models("paced", [model], delays=True)
 
 async def main():
-    async with open_simulator(api_key=sys.argv[1], profile=profile(sys.argv[2]), port=0) as sim:
+    kind = profile(sys.argv[2])
+    async with open_simulator(api_key=sys.argv[1], profile=kind, port=0, reply_tokens="max") as sim:
         print(sim.base_url, flush=True)
         await trio.sleep_forever()
 

@@ -77,7 +77,9 @@ models = [
 profile = Profile.from_models("scale", models, delays=True)
 
 async def main():
-    async with open_simulator(api_key=sys.argv[1], profile=profile, port=0) as sim:
+    async with open_simulator(
+        api_key=sys.argv[1], profile=profile, port=0, reply_tokens="max"
+    ) as sim:
         print(sim.base_url, flush=True)
         await trio.sleep_forever()
 

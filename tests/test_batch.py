@@ -755,7 +755,7 @@ async def test_seed_scenario_through_client_batch(autojump_clock: trio.testing.M
         )
         for i in range(100)
     ]
-    async with open_simulator(api_key=KEY, profile="realistic") as sim:
+    async with open_simulator(api_key=KEY, profile="realistic", snapshots=False) as sim:
         async with hs.open_client(api_key=KEY, base_url=sim.base_url, limits=limits) as client:
             results = await client.batch(requests)
             _no_slot_held(client)

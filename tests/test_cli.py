@@ -94,7 +94,7 @@ def test_chat_streams_the_reply_to_stdout_and_the_numbers_to_stderr(
     assert lines[0].startswith("holysheep-trio chat: no HOLYSHEEP_API_KEY set: using the built-in")
     assert "simulator (fast profile) at http://127.0.0.1:" in lines[0]
     summary = lines[-1]
-    assert summary.startswith("holysheep-trio chat: model gpt-4.1, TTFT ")
+    assert summary.startswith("holysheep-trio chat: model gpt-4.1-2025-04-14, TTFT ")
     assert "tokens/s" in summary
     assert "/ 12 out" in summary
     assert "cost $" in summary

@@ -21,7 +21,7 @@ MESSAGES = [{"role": "user", "content": "Tell me about trio."}]
 
 @pytest.fixture
 async def sim(autojump_clock: MockClock) -> AsyncIterator[Simulator]:
-    async with open_simulator(api_key=KEY, profile="fast") as simulator:
+    async with open_simulator(api_key=KEY, profile="fast", snapshots=False) as simulator:
         yield simulator
 
 

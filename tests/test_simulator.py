@@ -43,6 +43,7 @@ from holysheep_trio.simulator._wire import (
 API_KEY = "sk-test-key-123"
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 MODELS = ["gpt-4.1", "claude-sonnet-4.5", "gemini-2.5-flash", "deepseek-v3.2"]
+USER = [{"role": "user", "content": "Say hello to the sheep."}]
 
 
 def chat_body(**overrides: Any) -> dict[str, Any]:
@@ -68,6 +69,23 @@ async def client(sim: Simulator) -> AsyncIterator[httpx2.AsyncClient]:
     # No client timeouts: faults stall for long stretches of virtual time.
     async with httpx2.AsyncClient(base_url=sim.base_url, headers=AUTH, timeout=None) as http:
         yield http
+
+
+def usage_with_details(
+    prompt: int, completion: int, *, reasoning: int = 0, cached: int = 0
+) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
 
 
 def parse_stream(body: bytes) -> tuple[list[Any], list[bytes]]:
@@ -203,17 +221,27 @@ async def test_stream_wire_format_with_usage(sim: Simulator, client: httpx2.Asyn
     assert comments == []
     assert payloads[-1] == "[DONE]"
     role, *contents, final, usage, _ = payloads
-    chunk_keys = ["id", "object", "created", "model", "system_fingerprint", "choices", "usage"]
+    chunk_keys = [
+        "id",
+        "object",
+        "created",
+        "model",
+        "service_tier",
+        "system_fingerprint",
+        "choices",
+        "usage",
+    ]
     for chunk in (role, *contents, final, usage):
         assert list(chunk) == chunk_keys
         assert chunk["object"] == "chat.completion.chunk"
         assert chunk["id"] == role["id"]
         assert chunk["id"].startswith("chatcmpl-")
-        assert chunk["model"] == "gpt-4.1"
+        assert chunk["model"] == "gpt-4.1-2025-04-14"  # the dated snapshot, as OpenAI answers
+        assert chunk["service_tier"] == "default"
     assert role["choices"] == [
         {
             "index": 0,
-            "delta": {"role": "assistant", "content": ""},
+            "delta": {"role": "assistant", "content": "", "refusal": None},
             "logprobs": None,
             "finish_reason": None,
         }
@@ -228,11 +256,7 @@ async def test_stream_wire_format_with_usage(sim: Simulator, client: httpx2.Asyn
     assert final["choices"][0]["finish_reason"] == "length"
     assert usage["choices"] == []
     prompt = estimate_prompt_tokens(body["messages"])
-    assert usage["usage"] == {
-        "prompt_tokens": prompt,
-        "completion_tokens": 5,
-        "total_tokens": prompt + 5,
-    }
+    assert usage["usage"] == usage_with_details(prompt, 5)
     stats = sim.stats()
     assert stats.requests["gpt-4.1"] == 1
     assert stats.prompt_tokens["gpt-4.1"] == prompt
@@ -281,11 +305,11 @@ async def test_non_stream_completion(sim: Simulator, client: httpx2.AsyncClient)
     assert choice["message"]["role"] == "assistant"
     assert choice["finish_reason"] == "length"
     prompt = estimate_prompt_tokens(body["messages"])
-    assert payload["usage"] == {
-        "prompt_tokens": prompt,
-        "completion_tokens": 7,
-        "total_tokens": prompt + 7,
-    }
+    assert payload["usage"] == usage_with_details(prompt, 7)
+    assert payload["model"] == "gpt-4.1-2025-04-14"
+    assert payload["service_tier"] == "default"
+    assert choice["message"]["annotations"] == []
+    assert choice["message"]["refusal"] is None
     assert sim.stats().completion_tokens["gpt-4.1"] == 7
 
 
@@ -326,7 +350,7 @@ async def test_fast_and_reference_paths_send_the_same_text(sim: Simulator) -> No
     texts = []
     for simulator_profile in (slow, fast_profile()):
         async with (
-            open_simulator(api_key=API_KEY, profile=simulator_profile) as other,
+            open_simulator(api_key=API_KEY, profile=simulator_profile, reply_tokens="max") as other,
             httpx2.AsyncClient(base_url=other.base_url, headers=AUTH, timeout=None) as http,
         ):
             response = await http.post("/chat/completions", json=chat_body(max_tokens=2000))
@@ -342,10 +366,10 @@ def test_pre_encoded_chunks_are_byte_identical_to_the_reference_encoding() -> No
             completion_id="chatcmpl-x", created=1, model="m", include_usage=include_usage
         )
         request = ChatRequest.from_body(json.dumps(chat_body(max_tokens=500)).encode())
-        model = fast_profile().models["gpt-4.1"]
-        fast = encoder.contents_pre_encoded(TokenSource(request, model).take_encoded(500))
+        seed = request.text_seed
+        fast = encoder.contents_pre_encoded(TokenSource(seed, 500).take_encoded(500))
         reference = b"".join(
-            encoder.content(token) for token in TokenSource(request, model).take_text(500)
+            encoder.content(token) for token in TokenSource(seed, 500).take_text(500)
         )
         assert fast == reference
         # Every vocabulary token, including the non-ASCII ones, survives the JSON round trip.
@@ -780,7 +804,9 @@ async def test_header_fault_wins_over_a_queued_one(
 async def test_realistic_profile_pacing_is_seeded(autojump_clock: MockClock) -> None:
     async def measure(seed: int) -> tuple[float, float]:
         async with (
-            open_simulator(api_key=API_KEY, profile="realistic", seed=seed) as sim,
+            open_simulator(
+                api_key=API_KEY, profile="realistic", seed=seed, reply_tokens="max"
+            ) as sim,
             httpx2.AsyncClient(base_url=sim.base_url, headers=AUTH, timeout=None) as http,
         ):
             start = trio.current_time()
@@ -1231,3 +1257,366 @@ def test_any_valid_spec_parses_to_its_plan(case: tuple[str, dict[str, object]]) 
     plan = parse_faults(spec)
     assert plan == FaultPlan(**fields)  # type: ignore[arg-type]
     assert parse_faults(spec).merged_with(plan) == plan
+
+
+# ---- natural endings and exact lengths -----------------------------------------------------
+
+
+def finish_and_count(payloads: list[Any]) -> tuple[str, int]:
+    contents = [
+        chunk
+        for chunk in payloads
+        if isinstance(chunk, dict)
+        and chunk["choices"]
+        and "content" in chunk["choices"][0]["delta"]
+    ]
+    finishes = [
+        chunk["choices"][0]["finish_reason"]
+        for chunk in payloads
+        if isinstance(chunk, dict) and chunk["choices"] and chunk["choices"][0]["finish_reason"]
+    ]
+    assert len(finishes) == 1
+    return finishes[0], len(contents) - 1  # the role chunk carries content "" too
+
+
+async def test_a_reply_ends_by_itself_below_max_tokens(autojump_clock: MockClock) -> None:
+    async with (
+        open_simulator(api_key=API_KEY) as sim,
+        httpx2.AsyncClient(base_url=sim.base_url, headers=AUTH, timeout=None) as http,
+    ):
+        lengths = set()
+        for index in range(8):
+            messages = [{"role": "user", "content": f"question {index}"}]
+            body = chat_body(max_tokens=1000, messages=messages)
+            response = await http.post("/chat/completions", json=body)
+            finish, count = finish_and_count(parse_stream(response.content)[0])
+            assert finish == "stop"
+            assert 60 <= count <= 180  # the realistic profile's natural lengths
+            lengths.add(count)
+        assert len(lengths) > 4  # seeded per request, so varied
+        # The same request, capped below its natural length: cut, "length".
+        capped = await http.post("/chat/completions", json=chat_body(max_tokens=10))
+        assert finish_and_count(parse_stream(capped.content)[0]) == ("length", 10)
+        whole = await http.post("/chat/completions", json=chat_body(max_tokens=1000, stream=False))
+        choice = whole.json()["choices"][0]
+        assert choice["finish_reason"] == "stop"
+        assert whole.json()["usage"]["completion_tokens"] < 1000
+
+
+async def test_the_reply_tokens_header_asks_for_an_exact_length(
+    client: httpx2.AsyncClient,
+) -> None:
+    async def ask(value: str, max_tokens: int | None) -> tuple[str, int]:
+        response = await client.post(
+            "/chat/completions",
+            json=chat_body(max_tokens=max_tokens),
+            headers={"x-simulator-reply-tokens": value},
+        )
+        assert response.status_code == 200
+        return finish_and_count(parse_stream(response.content)[0])
+
+    assert await ask("200", None) == ("stop", 200)  # longer than the natural 64
+    assert await ask("200", 500) == ("stop", 200)
+    assert await ask("200", 50) == ("length", 50)  # max_tokens still caps it
+    assert await ask("max", 300) == ("length", 300)  # the old exact-length behaviour
+    assert await ask("MAX", None) == ("stop", 64)  # nothing to run to: the natural length
+    for bad in ("0", "-3", "many", "1.5"):
+        response = await client.post(
+            "/chat/completions", json=chat_body(), headers={"x-simulator-reply-tokens": bad}
+        )
+        assert_openai_error(response, 400, "invalid_simulator_header")
+
+
+@pytest.mark.parametrize("where", ["open_simulator", "profile"])
+async def test_reply_tokens_option_runs_every_reply_to_max_tokens(where: str) -> None:
+    profile = fast_profile()
+    options: dict[str, Any] = {}
+    if where == "profile":
+        profile = attrs.evolve(profile, reply_tokens="max")
+    else:
+        options["reply_tokens"] = "max"
+    async with (
+        open_simulator(api_key=API_KEY, profile=profile, **options) as sim,
+        httpx2.AsyncClient(base_url=sim.base_url, headers=AUTH, timeout=None) as http,
+    ):
+        response = await http.post("/chat/completions", json=chat_body(max_tokens=500))
+        assert finish_and_count(parse_stream(response.content)[0]) == ("length", 500)
+        # The header still wins over the option.
+        response = await http.post(
+            "/chat/completions",
+            json=chat_body(max_tokens=500),
+            headers={"x-simulator-reply-tokens": "7"},
+        )
+        assert finish_and_count(parse_stream(response.content)[0]) == ("stop", 7)
+
+
+async def test_reply_tokens_must_be_valid() -> None:
+    for bad in (0, -1, "min", 2.5, True):
+        with pytest.raises(ValueError, match="reply_tokens"):
+            async with open_simulator(reply_tokens=bad):  # type: ignore[arg-type]
+                pass  # pragma: no cover
+        with pytest.raises(ValueError, match="reply_tokens"):
+            attrs.evolve(fast_profile(), reply_tokens=bad)
+
+
+# ---- models: snapshots and retrieval -------------------------------------------------------
+
+
+async def test_models_retrieve_by_name_or_snapshot(
+    sim: Simulator, client: httpx2.AsyncClient
+) -> None:
+    response = await client.get("/models/gpt-4.1")
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": "gpt-4.1",
+        "object": "model",
+        "created": 1_735_689_600,
+        "owned_by": "openai",
+    }
+    snapshot = await client.get("/models/gpt-4.1-2025-04-14")
+    assert snapshot.json()["id"] == "gpt-4.1-2025-04-14"
+    missing = await client.get("/models/gpt-9")
+    assert_openai_error(missing, 404, "model_not_found")
+    assert missing.json()["error"]["param"] == "model"
+    assert sim.stats().requests_by_endpoint["models"] == 3
+
+
+async def test_replies_name_the_dated_snapshot_and_accept_it(client: httpx2.AsyncClient) -> None:
+    for requested, answered in [
+        ("gpt-4.1", "gpt-4.1-2025-04-14"),
+        ("gpt-4.1-2025-04-14", "gpt-4.1-2025-04-14"),
+        ("claude-sonnet-4.5", "claude-sonnet-4-5-20250929"),
+        ("gemini-2.5-flash", "gemini-2.5-flash"),
+    ]:
+        response = await client.post(
+            "/chat/completions", json=chat_body(model=requested, stream=False)
+        )
+        assert response.json()["model"] == answered
+
+
+# ---- parameter validation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "code"),
+    [
+        ({"temperature": 2.5}, "temperature", "decimal_above_max_value"),
+        ({"temperature": -0.1}, "temperature", "decimal_below_min_value"),
+        ({"temperature": "hot"}, "temperature", "invalid_type"),
+        ({"top_p": 1.5}, "top_p", "decimal_above_max_value"),
+        ({"top_p": -1}, "top_p", "decimal_below_min_value"),
+        ({"n": 0}, "n", "integer_below_min_value"),
+        ({"n": 129}, "n", "integer_above_max_value"),
+        ({"n": 1.5}, "n", "invalid_type"),
+        ({"tool_choice": "auto"}, "tool_choice", "invalid_value"),
+        ({"tool_choice": "none"}, "tool_choice", "invalid_value"),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "f"}}},
+            "tool_choice",
+            "invalid_value",
+        ),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort", "invalid_value"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type", "invalid_value"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+            "response_format.json_schema.name",
+            "missing_required_parameter",
+        ),
+        ({"parallel_tool_calls": "yes"}, "parallel_tool_calls", "invalid_type"),
+    ],
+)
+async def test_parameters_are_validated_as_the_api_does(
+    sim: Simulator, client: httpx2.AsyncClient, fields: dict[str, Any], param: str, code: str
+) -> None:
+    response = await client.post("/chat/completions", json=chat_body(**fields))
+    assert_openai_error(response, 400, code)
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert sum(sim.stats().requests.values()) == 0
+
+
+async def test_range_errors_carry_the_apis_message(client: httpx2.AsyncClient) -> None:
+    response = await client.post("/chat/completions", json=chat_body(temperature=3))
+    assert response.json()["error"]["message"] == (
+        "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 3 "
+        "instead."
+    )
+    response = await client.post("/chat/completions", json=chat_body(tool_choice="auto"))
+    assert response.json()["error"]["message"] == (
+        "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified."
+    )
+
+
+async def test_boundary_values_are_accepted(client: httpx2.AsyncClient) -> None:
+    for fields in ({"temperature": 0}, {"temperature": 2}, {"top_p": 0}, {"top_p": 1}, {"n": 1}):
+        response = await client.post("/chat/completions", json=chat_body(**fields))
+        assert response.status_code == 200, fields
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+async def test_a_client_leaving_during_slow_headers_is_no_longer_active(
+    sim: Simulator, autojump_clock: MockClock, path: str
+) -> None:
+    body = json.dumps({"model": "gpt-4.1", "messages": USER, "input": "hi"}).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {API_KEY}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "x-simulator-fault: slow_headers=60\r\n\r\n"
+    ).encode()
+    stream = await trio.open_tcp_stream(sim.host, sim.port)
+    await stream.send_all(head + body)
+    await wait_until(lambda: sim.stats().active["gpt-4.1"] == 1)
+    await stream.aclose()  # leaves before the headers come
+    await wait_until(lambda: sim.stats().open_connections == 0)
+    assert sim.stats().active["gpt-4.1"] == 0
+    assert trio.current_time() < 60
+
+
+# ---- health checks: /v1/models down and up on schedule, restarts on the same port --------
+
+
+async def probe(http: httpx2.AsyncClient) -> int | str:
+    """One health probe with a 5 s deadline: the status, or the kind of failure."""
+    try:
+        with trio.fail_after(5):
+            return (await http.get("/models")).status_code
+    except trio.TooSlowError:
+        return "timeout"
+    except httpx2.TransportError as exc:
+        return type(exc).__name__
+
+
+async def test_a_standing_models_fault_fails_every_probe_until_cleared(
+    sim: Simulator, client: httpx2.AsyncClient, autojump_clock: MockClock
+) -> None:
+    timeline: list[tuple[float, int | str]] = []
+
+    async def schedule() -> None:  # between probes, so no two tasks wake at the same instant
+        await trio.sleep(8)
+        sim.set_models_fault("status=503;retry_after=1")
+        await trio.sleep(20)
+        sim.set_models_fault("slow_headers=30")
+        await trio.sleep(10)
+        sim.set_models_fault(None)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(schedule)
+        start = trio.current_time()
+        for _ in range(10):
+            timeline.append((round(trio.current_time() - start), await probe(client)))
+            await trio.sleep(5 - (trio.current_time() - start) % 5)
+    assert timeline == [
+        (0, 200),
+        (5, 200),
+        (10, 503),
+        (15, 503),
+        (20, 503),
+        (25, 503),
+        (30, "timeout"),  # slow_headers: the probe's own deadline fires
+        (40, 200),  # cleared: up again
+        (45, 200),
+        (50, 200),
+    ]
+    stats = sim.stats()
+    assert stats.faults_served["status"] == 4
+    assert stats.requests_by_endpoint["models"] == 10
+    # Chat requests are not affected by a models fault.
+    response = await client.post("/chat/completions", json=chat_body())
+    assert response.status_code == 200
+
+
+async def test_models_fault_applies_to_models_retrieve_and_lets_headers_win(
+    sim: Simulator, client: httpx2.AsyncClient
+) -> None:
+    sim.set_models_fault("status=500")
+    assert (await client.get("/models/gpt-4.1")).status_code == 500
+    header = {"x-simulator-fault": "status=429"}
+    assert (await client.get("/models", headers=header)).status_code == 429
+    sim.inject_faults("status=401", endpoint="models")
+    assert (await client.get("/models")).status_code == 401  # the queued one first
+    assert (await client.get("/models")).status_code == 500  # then the standing one again
+    with pytest.raises(FaultSpecError):
+        sim.set_models_fault("status=nope")
+    assert (await client.get("/models")).status_code == 500  # a bad spec changes nothing
+    sim.clear_faults()  # clears the queues, not the standing fault
+    assert (await client.get("/models")).status_code == 500
+    sim.set_models_fault("")
+    assert (await client.get("/models")).status_code == 200
+
+
+@pytest.mark.parametrize("spec", ["reset", "disconnect_after=0"])
+async def test_models_fault_can_break_the_connection(sim: Simulator, spec: str) -> None:
+    sim.set_models_fault(spec)
+    stream = await trio.open_tcp_stream(sim.host, sim.port)
+    async with stream:
+        head = f"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {API_KEY}\r\n\r\n"
+        await stream.send_all(head.encode())
+        if spec == "reset":
+            # RST, not FIN: the client sees "connection reset by peer", with no response.
+            with pytest.raises(trio.BrokenResourceError) as caught:
+                await stream.receive_some(65536)
+            assert isinstance(caught.value.__cause__, ConnectionResetError)
+        else:
+            assert await stream.receive_some(65536) == b""  # closed without an answer
+    assert sim.stats().faults_served[spec.partition("=")[0]] == 1
+
+
+async def test_reset_fault_on_chat_and_responses(
+    sim: Simulator, client: httpx2.AsyncClient
+) -> None:
+    for path, body in (("/chat/completions", chat_body()), ("/responses", {"model": "gpt-4.1"})):
+        with pytest.raises(httpx2.TransportError):
+            await client.post(path, json=body, headers={"x-simulator-fault": "reset"})
+    assert sim.stats().faults_served["reset"] == 2
+    assert sim.stats().active["gpt-4.1"] == 0
+
+
+async def test_a_simulator_restarts_on_the_same_port() -> None:
+    async with httpx2.AsyncClient(headers=AUTH, timeout=None) as http:
+        async with open_simulator(api_key=API_KEY, profile="fast") as first:
+            port = first.port
+            url = f"{first.base_url}/chat/completions"
+            # Keep-alive connections that the server closes first: its side goes to TIME_WAIT,
+            # which only SO_REUSEADDR lets a new listener bind past.
+            for _ in range(3):
+                assert (await http.post(url, json=chat_body())).status_code == 200
+        with pytest.raises(httpx2.ConnectError):
+            await http.post(url, json=chat_body())  # down: connection refused
+        async with open_simulator(api_key=API_KEY, profile="fast", port=port) as second:
+            assert second.port == port
+            response = await http.post(url, json=chat_body())
+            assert response.status_code == 200
+            assert second.stats().connections_accepted == 1
+
+
+async def test_failed_after_on_chat_is_an_openrouter_style_error_chunk(
+    sim: Simulator, client: httpx2.AsyncClient
+) -> None:
+    response = await client.post(
+        "/chat/completions", json=chat_body(), headers={"x-simulator-fault": "failed_after=3"}
+    )
+    payloads, _ = parse_stream(response.content)
+    assert "[DONE]" not in payloads
+    *contents, failed = payloads
+    assert len(contents) == 1 + 3
+    assert failed["error"] == {
+        "code": "server_error",
+        "message": "The server had an error while processing your request.",
+    }
+    assert failed["choices"] == [
+        {"index": 0, "delta": {"content": ""}, "logprobs": None, "finish_reason": "error"}
+    ]
+    assert sim.stats().faults_served == {"failed_after": 1}
+
+
+async def test_stream_faults_count_units_of_any_reply(client: httpx2.AsyncClient) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    body = chat_body(n=2, max_tokens=None, tools=tools, tool_choice="none")
+    response = await client.post(
+        "/chat/completions", json=body, headers={"x-simulator-fault": "error_event_after=5"}
+    )
+    payloads, _ = parse_stream(response.content)
+    units = [chunk for chunk in payloads[:-1] if chunk["choices"][0]["delta"].get("content")]
+    assert len(units) == 5  # across both choices
+    assert payloads[-1]["error"]["type"] == "server_error"

@@ -1,15 +1,24 @@
-# The embedded OpenAI-compatible streaming server with model profiles and scripted faults.
-"""An OpenAI-compatible chat-completions server on trio + h11, for tests, demos and benchmarks.
+# The embedded OpenAI-compatible server (chat completions, Responses API), profiles and faults.
+"""An OpenAI-compatible server on trio + h11 (chat completions and the Responses API), for
+tests, demos and benchmarks.
 
-``open_simulator`` runs it on a loopback socket; ``X-Simulator-Fault`` headers or
-``Simulator.inject_faults`` script the failures a production stream meets. See
+``open_simulator`` runs it on a loopback socket; ``X-Simulator-Fault`` headers,
+``Simulator.inject_faults`` and ``Simulator.set_models_fault`` script the failures a production
+stream meets; ``X-Simulator-Reply-Tokens`` or ``reply_tokens=`` ask for exact reply lengths. See
 ``docs/simulator.md``.
 """
 
 from __future__ import annotations
 
 from ._faults import FAULT_SYNTAX, FaultSpecError
-from ._profiles import PROFILES, ModelProfile, Profile, fast_profile, realistic_profile
+from ._profiles import (
+    PROFILES,
+    ModelProfile,
+    Profile,
+    ReplyTokens,
+    fast_profile,
+    realistic_profile,
+)
 from ._server import MAX_BODY_BYTES, MAX_HEADER_BYTES, Simulator, open_simulator
 from ._stats import SimulatorStats
 
@@ -21,6 +30,7 @@ __all__ = [
     "FaultSpecError",
     "ModelProfile",
     "Profile",
+    "ReplyTokens",
     "Simulator",
     "SimulatorStats",
     "fast_profile",

@@ -14,6 +14,8 @@ FAULT_SYNTAX = (
     "keepalive_after=N[;every=S]",
     "malformed_after=N",
     "error_event_after=N[;status=CODE]",
+    "failed_after=N",
+    "reset",
     "drip",
     "oversized_event[;size=BYTES]",
     "slow_headers=S",
@@ -39,8 +41,9 @@ class FaultSpecError(ValueError):
 class FaultPlan:
     """What one request must suffer; ``None``/``False`` means the fault is off.
 
-    Counts (``*_after``) are content chunks already sent; the role-only first chunk does not
-    count. A count beyond the reply's length fires after the last content chunk.
+    Counts (``*_after``) are units already sent: content chunks of chat completions (the
+    role-only first chunk does not count), delta events of the Responses API. A count beyond
+    the reply's length fires after the last unit.
     """
 
     status: int | None = None
@@ -55,6 +58,8 @@ class FaultPlan:
     malformed_after: int | None = None
     error_event_after: int | None = None
     error_event_status: int = 500
+    failed_after: int | None = None
+    reset: bool = False
     drip: bool = False
     oversized_event: int | None = None
     slow_headers: float | None = None
@@ -69,6 +74,8 @@ class FaultPlan:
             "keepalive_after": self.keepalive_after is not None,
             "malformed_after": self.malformed_after is not None,
             "error_event_after": self.error_event_after is not None,
+            "failed_after": self.failed_after is not None,
+            "reset": self.reset,
             "drip": self.drip,
             "oversized_event": self.oversized_event is not None,
             "slow_headers": self.slow_headers is not None,
@@ -101,6 +108,8 @@ _FIELDS_OF: dict[str, tuple[str, ...]] = {
     "keepalive_after": ("keepalive_after", "keepalive_every"),
     "malformed_after": ("malformed_after",),
     "error_event_after": ("error_event_after", "error_event_status"),
+    "failed_after": ("failed_after",),
+    "reset": ("reset",),
     "drip": ("drip",),
     "oversized_event": ("oversized_event",),
     "slow_headers": ("slow_headers",),
@@ -180,6 +189,8 @@ _GRAMMAR: dict[str, tuple[tuple[str, _Parser] | None, dict[str, tuple[str, _Pars
         ("error_event_after", _count),
         {"status": ("error_event_status", _status)},
     ),
+    "failed_after": (("failed_after", _count), {}),
+    "reset": (None, {}),
     "drip": (None, {}),
     "oversized_event": (None, {"size": ("oversized_event", _size)}),
     "slow_headers": (("slow_headers", _seconds), {}),
@@ -187,6 +198,7 @@ _GRAMMAR: dict[str, tuple[tuple[str, _Parser] | None, dict[str, tuple[str, _Pars
 
 # faults that take no value -> (field, value when on)
 _FLAG_DEFAULTS: dict[str, tuple[str, object]] = {
+    "reset": ("reset", True),
     "drip": ("drip", True),
     "oversized_event": ("oversized_event", _DEFAULT_OVERSIZED_BYTES),
 }

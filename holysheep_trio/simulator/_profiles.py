@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
@@ -22,6 +22,39 @@ def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) 
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
+#: How long replies are: ``None`` for the natural length (seeded per request, capped by
+#: ``max_tokens``), an int for exactly that many tokens (still capped), or ``"max"`` to run
+#: every reply to its ``max_tokens``.
+ReplyTokens: TypeAlias = int | Literal["max"] | None
+
+
+def check_reply_tokens(value: object, what: str = "reply_tokens") -> None:
+    """Raise ``ValueError`` unless ``value`` is a valid :data:`ReplyTokens`.
+
+    Args:
+        value: The value to check.
+        what: The name used in the error message.
+
+    Raises:
+        ValueError: ``value`` is neither ``None``, ``"max"`` nor an int >= 1.
+    """
+    if value is None or value == "max":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be None, 'max' or an int >= 1, got {value!r}")
+
+
+def _reply_tokens(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_reply_tokens(value, attribute.name)
+
+
+def _reasoning_field(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in (None, "reasoning_content", "reasoning"):
+        raise ValueError(
+            f"{attribute.name} must be None, 'reasoning_content' or 'reasoning', got {value!r}"
+        )
+
+
 def _optional_capacity(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
@@ -35,8 +68,9 @@ class ModelProfile:
 
     Time to first token is drawn from a lognormal distribution fitted to ``ttft_mean_ms`` and
     ``ttft_p95_ms`` (see :meth:`ttft_lognormal`); content tokens then follow at about
-    ``tokens_per_second``. Without ``max_tokens`` a reply is
-    ``natural_length ± natural_length_spread`` tokens long (uniform, seeded by the request).
+    ``tokens_per_second``. A text reply ends by itself after
+    ``natural_length ± natural_length_spread`` tokens (uniform, seeded by the request), or
+    earlier at ``max_tokens``.
 
     Attributes:
         name: The model id clients send in ``model`` and ``GET /v1/models`` lists.
@@ -44,17 +78,25 @@ class ModelProfile:
         ttft_p95_ms: 95th percentile of the time to first token, in milliseconds; at least the
             mean, and below 3.8 times the mean (a lognormal cannot fit a wider spread).
         tokens_per_second: Streaming rate after the first token.
-        natural_length: Centre of the reply length, in tokens, when ``max_tokens`` is absent.
+        natural_length: Centre of the natural reply length, in tokens.
         natural_length_spread: Half-width of the uniform spread around ``natural_length``.
         max_output_tokens: The largest ``max_tokens`` accepted; larger values get a 400.
         owned_by: ``owned_by`` in ``GET /v1/models``.
         created: ``created`` (Unix seconds) in ``GET /v1/models``.
         capacity: The server's hidden concurrency limit for this model, or ``None`` for none:
-            a chat request arriving while ``capacity`` requests of the model are being answered
+            a request arriving while ``capacity`` requests of the model are being answered
             gets an HTTP 429 (``code: rate_limit_exceeded``, ``retry-after-ms:
             capacity_retry_after_ms``), as an overloaded relay answers.
         capacity_retry_after_ms: The ``retry-after-ms`` (and, rounded up to whole seconds,
             ``retry-after``) sent with such a 429.
+        snapshot: The dated snapshot name answered in ``model`` (as the real API answers
+            ``gpt-4.1-2025-04-14`` to a request for ``gpt-4.1``); requests may use it too.
+            ``None`` answers ``name``.
+        reasoning_field: On chat completions, the delta field that streams reasoning when a
+            request asks for it (``reasoning_effort``): ``"reasoning_content"`` as DeepSeek
+            sends it, ``"reasoning"`` as OpenRouter does, or ``None`` to keep the reasoning
+            hidden (counted in ``completion_tokens_details.reasoning_tokens`` only), as OpenAI
+            does.
     """
 
     name: str
@@ -68,6 +110,15 @@ class ModelProfile:
     created: int = 1_735_689_600
     capacity: int | None = attrs.field(default=None, validator=_optional_capacity)
     capacity_retry_after_ms: int = attrs.field(default=100, validator=_non_negative)
+    snapshot: str | None = None
+    reasoning_field: Literal["reasoning_content", "reasoning"] | None = attrs.field(
+        default=None, validator=_reasoning_field
+    )
+
+    @property
+    def served_name(self) -> str:
+        """The name answered in ``model``: the dated snapshot, or the name without one."""
+        return self.snapshot or self.name
 
     def __attrs_post_init__(self) -> None:
         if self.natural_length_spread >= self.natural_length:
@@ -121,6 +172,11 @@ class Profile:
         pre_encoded: Whether streams are written from pre-encoded chunk bytes, many chunks per
             socket write. Only takes effect with ``delays=False``; the bytes on the wire are the
             same either way (``benchmarks/bench_simulator.py`` measures the gain).
+        reply_tokens: The length of text replies: ``None`` (natural, seeded per request and
+            capped by ``max_tokens``), an int (exactly that many tokens, still capped) or
+            ``"max"`` (every reply runs to its ``max_tokens`` and ends with ``"length"``, for
+            benchmarks that need an exact length). A request's ``X-Simulator-Reply-Tokens``
+            header overrides it.
     """
 
     name: str
@@ -129,6 +185,7 @@ class Profile:
     )
     delays: bool = True
     pre_encoded: bool = False
+    reply_tokens: ReplyTokens = attrs.field(default=None, validator=_reply_tokens)
 
     @classmethod
     def from_models(
@@ -138,6 +195,7 @@ class Profile:
         *,
         delays: bool = True,
         pre_encoded: bool = False,
+        reply_tokens: ReplyTokens = None,
     ) -> Profile:
         """Build a profile from a list of models, keyed by their names.
 
@@ -146,6 +204,7 @@ class Profile:
             models: The models; names must be unique.
             delays: See :attr:`delays`.
             pre_encoded: See :attr:`pre_encoded`.
+            reply_tokens: See :attr:`reply_tokens`.
 
         Returns:
             The profile.
@@ -156,17 +215,41 @@ class Profile:
         by_name = {model.name: model for model in models}
         if len(by_name) != len(models):
             raise ValueError("model names must be unique")
-        return cls(name=name, models=by_name, delays=delays, pre_encoded=pre_encoded)
+        return cls(
+            name=name,
+            models=by_name,
+            delays=delays,
+            pre_encoded=pre_encoded,
+            reply_tokens=reply_tokens,
+        )
 
 
 # Latency priors of the seed document (avg/p95 ms per model), HolySheep's four relayed models.
+# Snapshots are the dated names the providers answer; Gemini's and DeepSeek's APIs answer the
+# stable name itself, so theirs stay undated.
 _SEED_MODELS = (
-    ModelProfile(name="gpt-4.1", ttft_mean_ms=850, ttft_p95_ms=1200, owned_by="openai"),
     ModelProfile(
-        name="claude-sonnet-4.5", ttft_mean_ms=920, ttft_p95_ms=1350, owned_by="anthropic"
+        name="gpt-4.1",
+        ttft_mean_ms=850,
+        ttft_p95_ms=1200,
+        owned_by="openai",
+        snapshot="gpt-4.1-2025-04-14",
+    ),
+    ModelProfile(
+        name="claude-sonnet-4.5",
+        ttft_mean_ms=920,
+        ttft_p95_ms=1350,
+        owned_by="anthropic",
+        snapshot="claude-sonnet-4-5-20250929",
     ),
     ModelProfile(name="gemini-2.5-flash", ttft_mean_ms=180, ttft_p95_ms=280, owned_by="google"),
-    ModelProfile(name="deepseek-v3.2", ttft_mean_ms=220, ttft_p95_ms=350, owned_by="deepseek"),
+    ModelProfile(
+        name="deepseek-v3.2",
+        ttft_mean_ms=220,
+        ttft_p95_ms=350,
+        owned_by="deepseek",
+        reasoning_field="reasoning_content",
+    ),
 )
 
 

@@ -7,6 +7,8 @@ import logging
 import math
 import random
 import secrets
+import socket
+import struct
 import sys
 import time
 from collections import deque
@@ -14,27 +16,37 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from http import HTTPStatus
-from typing import Literal
+from typing import Literal, TypeAlias
+from urllib.parse import unquote
 
 import attrs
 import h11
 import trio
 
 from ._faults import NO_FAULTS, FaultPlan, FaultSpecError, parse_faults
-from ._profiles import PROFILES, ModelProfile, Profile
+from ._frames import FrameSource
+from ._profiles import PROFILES, ModelProfile, Profile, ReplyTokens, check_reply_tokens
+from ._responses import (
+    ResponseBuilder,
+    ResponseFrames,
+    ResponsesRequest,
+    ResponseStore,
+    cached_tokens,
+    previous_not_found,
+    whole_response,
+)
 from ._stats import SimulatorStats
 from ._wire import (
-    DONE,
-    MALFORMED,
     PING,
+    ChatFrames,
     ChatRequest,
+    ChatTextFrames,
     ChunkEncoder,
     RequestError,
-    TokenSource,
     completion_body,
     error_body,
-    error_event,
-    reply_text,
+    is_plain_text,
+    replies_usage,
 )
 
 if sys.version_info >= (3, 11):
@@ -54,11 +66,16 @@ _BATCH_CHUNKS = 512
 # While answering, the peer watcher buffers at most this much early input for the next request.
 _MAX_EARLY_INPUT = 64 * 1024
 _FAULT_HEADER = "x-simulator-fault"
+_REPLY_TOKENS_HEADER = "x-simulator-reply-tokens"
 _LINGER_SECONDS = 2.0
 #: The highest TCP port number.
 _MAX_PORT = 65535
 
-Endpoint = Literal["chat", "models"]
+Endpoint = Literal["chat", "responses", "models"]
+_ENDPOINTS: tuple[Endpoint, ...] = ("chat", "responses", "models")
+
+
+_Parsed: TypeAlias = ChatRequest | ResponsesRequest
 
 
 class _Counters:
@@ -79,6 +96,7 @@ class _Counters:
         self.faults_served: dict[str, int] = {}
         self.connections_accepted = 0
         self.total_requests = 0
+        self.by_endpoint: dict[str, int] = dict.fromkeys(_ENDPOINTS, 0)
 
     def snapshot(self) -> SimulatorStats:
         return SimulatorStats(
@@ -92,6 +110,7 @@ class _Counters:
             faults_served=self.faults_served,
             total_requests=self.total_requests,
             internal_errors=self.internal_errors,
+            requests_by_endpoint=self.by_endpoint,
         )
 
 
@@ -103,18 +122,37 @@ class Simulator:
         port: The port it listens on (the real one when 0 was asked for).
         profile: The :class:`Profile` it serves.
         seed: The seed of its latency draws.
+        snapshots: Whether replies name the model's dated snapshot (see
+            :func:`open_simulator`).
     """
 
-    def __init__(self, *, api_key: str, profile: Profile, host: str, port: int, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        profile: Profile,
+        host: str,
+        port: int,
+        seed: int,
+        snapshots: bool = True,
+    ) -> None:
         self._api_key = api_key.encode()
         self.profile = profile
         self.host = host
         self.port = port
         self.seed = seed
+        self.snapshots = snapshots
         self._counters = _Counters(profile.models)
         self._queues: dict[tuple[Endpoint, str | None], deque[FaultPlan]] = {}
+        self._models_fault = NO_FAULTS
         # One latency RNG per model: draws for one model do not depend on traffic to another.
         self._latency = {name: random.Random(f"{seed}:{name}") for name in profile.models}
+        # Requests may name a model by its dated snapshot too, as the real API accepts both.
+        self._by_name: dict[str, ModelProfile] = {}
+        for model in profile.models.values():
+            self._by_name.setdefault(model.served_name, model)
+        self._by_name.update(profile.models)
+        self.responses = ResponseStore()
 
     @property
     def api_key(self) -> str:
@@ -142,45 +180,73 @@ class Simulator:
         """Zero the counters; live gauges (``active``, ``open_connections``) keep their values."""
         self._counters.reset()
 
+    def model(self, name: str) -> ModelProfile | None:
+        """The profile of a model by its id or its dated snapshot name, or ``None``."""
+        return self._by_name.get(name)
+
     def inject_faults(
         self, *specs: str, model: str | None = None, endpoint: Endpoint = "chat"
     ) -> None:
         """Queue faults for the next requests, one spec per request, in FIFO order.
 
         Each spec has the syntax of the ``X-Simulator-Fault`` header (``""`` means "no fault":
-        it lets a request through while later ones fail). A chat request for ``model`` takes
-        from that model's queue first, then from the global queue (``model=None``). A fault in
-        the request's header wins over a queued one of the same name.
+        it lets a request through while later ones fail). A request for ``model`` takes from
+        that model's queue first, then from the global queue (``model=None``). A fault in the
+        request's header wins over a queued one of the same name.
 
         Args:
             *specs: The faults, e.g. ``inject_faults("status=503", "status=503")`` makes the
                 next two attempts fail and the third succeed.
             model: Only requests for this model take these faults.
-            endpoint: ``"chat"`` (``POST /v1/chat/completions``) or ``"models"``
-                (``GET /v1/models``, where only ``status``, ``slow_headers``, ``drip`` and
-                ``disconnect_after`` apply); ``model`` must be ``None`` for ``"models"``.
+            endpoint: ``"chat"`` (``POST /v1/chat/completions``), ``"responses"``
+                (``POST /v1/responses``) or ``"models"`` (``GET /v1/models`` and
+                ``GET /v1/models/{id}``, where only ``status``, ``slow_headers``, ``drip``,
+                ``disconnect_after`` and ``reset`` apply); ``model`` must be ``None`` for
+                ``"models"``.
 
         Raises:
             FaultSpecError: A spec is invalid (nothing is queued then).
             ValueError: ``model`` is not configured, or given with ``endpoint="models"``.
         """
-        if endpoint not in ("chat", "models"):
-            raise ValueError(f"endpoint must be 'chat' or 'models', got {endpoint!r}")
+        if endpoint not in _ENDPOINTS:
+            raise ValueError(f"endpoint must be 'chat', 'responses' or 'models', got {endpoint!r}")
         if model is not None and (endpoint == "models" or model not in self.profile.models):
             raise ValueError(f"cannot queue faults for model {model!r} on endpoint {endpoint!r}")
         plans = [parse_faults(spec) for spec in specs]
         self._queues.setdefault((endpoint, model), deque()).extend(plans)
 
     def clear_faults(self) -> None:
-        """Drop every queued fault."""
+        """Drop every queued fault (the standing models fault stays; see
+        :meth:`set_models_fault`)."""
         self._queues.clear()
 
+    def set_models_fault(self, spec: str | None) -> None:
+        """Make every ``GET /v1/models`` (and ``/v1/models/{id}``) fail until changed.
+
+        Unlike :meth:`inject_faults`, which fails the next requests once each, this fault
+        stands: health checks see the API down until it is cleared, then up again, on a
+        schedule the test controls. Queued faults and the request's header still win over it,
+        fault by fault.
+
+        Args:
+            spec: A fault spec (``"status=503"``, ``"reset"``, ``"disconnect_after=0"``,
+                ``"slow_headers=30"``), or ``None`` / ``""`` to clear it.
+
+        Raises:
+            FaultSpecError: The spec is invalid (the previous fault stays).
+        """
+        self._models_fault = parse_faults(spec or "")
+
     def _take_fault(self, endpoint: Endpoint, model: str | None) -> FaultPlan:
+        standing = self._models_fault if endpoint == "models" else NO_FAULTS
         for key in ((endpoint, model), (endpoint, None)):
             queue = self._queues.get(key)
             if queue:
-                return queue.popleft()
-        return NO_FAULTS
+                return standing.merged_with(queue.popleft())
+        return standing
+
+    def _answered_name(self, requested: str, model: ModelProfile) -> str:
+        return model.served_name if self.snapshots else requested
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -431,12 +497,16 @@ class _Connection:
     async def _answer(self, request: _Request) -> None:
         routes: dict[str, tuple[str, Callable[[_Request], Awaitable[None]]]] = {
             "/v1/chat/completions": ("POST", self._chat),
+            "/v1/responses": ("POST", self._responses),
             "/v1/models": ("GET", self._models),
             "/simulator/stats": ("GET", self._stats),
             # Also under /v1, so a client whose base URL ends in /v1 reaches it too.
             "/v1/simulator/stats": ("GET", self._stats),
         }
-        route = routes.get(request.path.rstrip("/") or "/")
+        path = request.path.rstrip("/") or "/"
+        route = routes.get(path)
+        if route is None and path.startswith("/v1/models/"):
+            route = ("GET", self._model_retrieve)
         if route is None:
             await self._send_error(
                 404, f"Unknown request URL: {request.method} {request.path}.", code="unknown_url"
@@ -458,16 +528,43 @@ class _Connection:
     def _header_faults(self, request: _Request) -> FaultPlan:
         return parse_faults(request.headers.get(_FAULT_HEADER, ""))
 
+    def _reply_tokens(self, request: _Request) -> ReplyTokens:
+        """The ``X-Simulator-Reply-Tokens`` header (``N`` or ``max``), else the profile's."""
+        value = request.headers.get(_REPLY_TOKENS_HEADER)
+        if value is None:
+            return self._sim.profile.reply_tokens
+        text = value.strip().lower()
+        if text == "max":
+            return "max"
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        raise RequestError(
+            400,
+            f"Invalid X-Simulator-Reply-Tokens header {value!r}: expected a whole number >= 1 "
+            "or 'max'.",
+            code="invalid_simulator_header",
+        )
+
     def _served(self, *names: str) -> None:
         served = self._sim._counters.faults_served
         for name in names:
             served[name] = served.get(name, 0) + 1
 
     async def _status_fault(self, plan: FaultPlan) -> bool:
-        """Apply ``slow_headers`` and ``status``; True when the request is answered."""
+        """Apply ``slow_headers``, ``reset`` and ``status``; True when the request is answered."""
         if plan.slow_headers is not None:
             self._served("slow_headers")
             await self._fault_silence(plan.slow_headers)
+        if plan.reset:
+            self._served("reset")
+            self._release_active()
+            # SO_LINGER with a zero timeout makes close() send RST instead of FIN: the client
+            # sees "connection reset by peer", as when a load balancer drops a backend.
+            self._stream.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            self._close = True
+            return True
         if plan.status is None:
             return False
         self._served("status")
@@ -482,65 +579,92 @@ class _Connection:
         await self._send_error(plan.status, extra=extra)
         return True
 
-    async def _models(self, request: _Request) -> None:
+    async def _models_fault(self, request: _Request) -> FaultPlan | None:
+        """The fault plan of a models request, or ``None`` when it is already answered."""
+        self._sim._counters.by_endpoint["models"] += 1
         try:
             header_plan = self._header_faults(request)
         except FaultSpecError as exc:
             await self._send_error(400, str(exc), code="invalid_simulator_fault")
-            return
+            return None
         # Only a valid request takes a queued fault, so a typo in a header cannot eat one.
         plan = self._sim._take_fault("models", None).merged_with(header_plan)
         self._drip = plan.drip
         if plan.drip:
             self._served("drip")
         if await self._status_fault(plan):
+            return None
+        if plan.disconnect_after is not None:
+            self._served("disconnect_after")
+            self._close = True
+            return None
+        return plan
+
+    async def _models(self, request: _Request) -> None:
+        if await self._models_fault(request) is None:
             return
         body = _json_bytes(
             {
                 "object": "list",
                 "data": [
-                    {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
-                    for m in self._sim.profile.models.values()
+                    _model_object(model.name, model) for model in self._sim.profile.models.values()
                 ],
             }
         )
-        if plan.disconnect_after is not None:
-            self._served("disconnect_after")
-            self._close = True
-            return
         await self._send_json(200, body)
+
+    async def _model_retrieve(self, request: _Request) -> None:
+        if await self._models_fault(request) is None:
+            return
+        name = unquote(request.path.rstrip("/")[len("/v1/models/") :])
+        model = self._sim.model(name)
+        if model is None:
+            await self._send_error(
+                404,
+                f"The model '{name}' does not exist",
+                param="model",
+                code="model_not_found",
+            )
+            return
+        await self._send_json(200, _json_bytes(_model_object(name, model)))
 
     async def _stats(self, request: _Request) -> None:
         await self._send_json(200, _json_bytes(self._sim.stats().to_json()))
 
-    async def _chat(self, request: _Request) -> None:
+    async def _admit(
+        self, request: _Request, endpoint: Endpoint, parse: Callable[[ReplyTokens], _Parsed]
+    ) -> tuple[_Parsed, ModelProfile, FaultPlan] | None:
+        """What chat and responses requests share before the reply: validation, the model,
+        hidden capacity, faults and the counters. ``None`` when the request is answered."""
         sim = self._sim
+        sim._counters.by_endpoint[endpoint] += 1
         try:
             header_plan = self._header_faults(request)
-            chat = ChatRequest.from_body(request.body)
+            parsed = parse(self._reply_tokens(request))
         except FaultSpecError as exc:
             await self._send_error(400, str(exc), code="invalid_simulator_fault")
-            return
+            return None
         except RequestError as exc:
             await self._send_error(exc.status, exc.message, param=exc.param, code=exc.code)
-            return
-        model = sim.profile.models.get(chat.model)
+            return None
+        model = sim.model(parsed.model)
         if model is None:
             await self._send_error(
                 404,
-                f"The model `{chat.model}` does not exist or you do not have access to it.",
+                f"The model `{parsed.model}` does not exist or you do not have access to it.",
                 param="model",
             )
-            return
-        if chat.max_tokens is not None and chat.max_tokens > model.max_output_tokens:
+            return None
+        if parsed.max_tokens is not None and parsed.max_tokens > model.max_output_tokens:
+            param = "max_tokens" if endpoint == "chat" else "max_output_tokens"
             await self._send_error(
                 400,
-                f"max_tokens is too large: {chat.max_tokens}. This model supports at most "
+                f"{param} is too large: {parsed.max_tokens}. This model supports at most "
                 f"{model.max_output_tokens} completion tokens.",
-                param="max_tokens",
+                param=param,
                 code="invalid_value",
             )
-            return
+            return None
         counters = sim._counters
         if model.capacity is not None and counters.active[model.name] >= model.capacity:
             # Checked before any fault is taken: scripted faults land on accepted requests.
@@ -557,8 +681,8 @@ class _Connection:
                     ("retry-after-ms", str(retry_ms)),
                 ],
             )
-            return
-        plan = sim._take_fault("chat", model.name).merged_with(header_plan)
+            return None
+        plan = sim._take_fault(endpoint, model.name).merged_with(header_plan)
         counters.requests[model.name] += 1
         counters.active[model.name] += 1
         self._active_model = model.name
@@ -570,12 +694,97 @@ class _Connection:
             if plan.drip:
                 self._served("drip")
             if await self._status_fault(plan):
+                self._release_active()
+                return None
+        except BaseException:
+            # A client that leaves during `slow_headers` cancels us here: still release.
+            self._release_active()
+            raise
+        return parsed, model, plan
+
+    async def _chat(self, request: _Request) -> None:
+        admitted = await self._admit(
+            request, "chat", lambda tokens: ChatRequest.from_body(request.body, reply_tokens=tokens)
+        )
+        if admitted is None:
+            return
+        chat, model, plan = admitted
+        assert isinstance(chat, ChatRequest)
+        try:
+            self._sim._counters.prompt_tokens[model.name] += chat.prompt_tokens
+            replies = chat.plan(model)
+            completion_id = _completion_id()
+            if not chat.stream:
+                body = completion_body(
+                    completion_id=completion_id,
+                    created=int(time.time()),
+                    model=self._sim._answered_name(chat.model, model),
+                    replies=replies,
+                    prompt_tokens=chat.prompt_tokens,
+                    reasoning_field=model.reasoning_field,
+                )
+                tokens = sum(reply.output_tokens for reply in replies)
+                await self._whole_reply(body, model, plan, tokens=tokens)
                 return
-            counters.prompt_tokens[model.name] += chat.prompt_tokens
-            if chat.stream:
-                await self._stream_reply(chat, model, plan)
+            encoder = ChunkEncoder(
+                completion_id=completion_id,
+                created=int(time.time()),
+                model=self._sim._answered_name(chat.model, model),
+                include_usage=chat.include_usage,
+            )
+            usage = replies_usage(chat.prompt_tokens, replies) if chat.include_usage else None
+            source: FrameSource
+            profile = self._sim.profile
+            if profile.pre_encoded and not profile.delays and is_plain_text(replies):
+                source = ChatTextFrames(replies[0], encoder, usage=usage)
             else:
-                await self._whole_reply(chat, model, plan)
+                source = ChatFrames(
+                    replies, encoder, usage=usage, reasoning_field=model.reasoning_field
+                )
+            await self._stream_frames(source, model, plan)
+        finally:
+            self._release_active()
+
+    async def _responses(self, request: _Request) -> None:
+        admitted = await self._admit(
+            request,
+            "responses",
+            lambda tokens: ResponsesRequest.from_body(request.body, reply_tokens=tokens),
+        )
+        if admitted is None:
+            return
+        parsed, model, plan = admitted
+        assert isinstance(parsed, ResponsesRequest)
+        sim = self._sim
+        try:
+            chained = 0
+            if parsed.previous_response_id is not None:
+                found = sim.responses.context_tokens(parsed.previous_response_id)
+                if found is None:
+                    error = previous_not_found(parsed.previous_response_id)
+                    self._release_active()
+                    await self._send_error(
+                        error.status, error.message, param=error.param, code=error.code
+                    )
+                    return
+                chained = found
+            input_tokens = chained + parsed.input_tokens
+            sim._counters.prompt_tokens[model.name] += input_tokens
+            builder = ResponseBuilder(
+                request=parsed,
+                reply=parsed.plan(model),
+                model_name=sim._answered_name(parsed.model, model),
+                input_tokens=input_tokens,
+                cached_tokens=cached_tokens(chained),
+            )
+            if parsed.stream:
+                finished = await self._stream_frames(ResponseFrames(builder), model, plan)
+            else:
+                body = _json_bytes(whole_response(builder))
+                reply = builder.reply
+                finished = await self._whole_reply(body, model, plan, tokens=reply.output_tokens)
+            if finished and parsed.store:
+                sim.responses.put(builder.id, builder.context_tokens)
         finally:
             self._release_active()
 
@@ -599,47 +808,35 @@ class _Connection:
         jitter = self._sim._latency[model.name].uniform(0.85, 1.15)
         return jitter / model.tokens_per_second
 
-    async def _whole_reply(self, chat: ChatRequest, model: ModelProfile, plan: FaultPlan) -> None:
-        text, tokens, finish_reason = reply_text(chat, model)
+    async def _whole_reply(
+        self, body: bytes, model: ModelProfile, plan: FaultPlan, *, tokens: int
+    ) -> bool:
+        """Send a non-streamed reply after the time its stream would take; True when sent."""
         if self._sim.profile.delays:
             await trio.sleep(self._ttft(model) + tokens / model.tokens_per_second)
         if plan.stall_after is not None:
             self._served("stall_after")
             await self._fault_silence(plan.stall_seconds)
-        body = completion_body(
-            completion_id=_completion_id(),
-            created=int(time.time()),
-            model=model.name,
-            text=text,
-            finish_reason=finish_reason,
-            prompt_tokens=chat.prompt_tokens,
-            completion_tokens=tokens,
-        )
         await self._start_response(200, "application/json", length=len(body))
         if plan.disconnect_after is not None:
             # A whole reply has no chunks to count: drop the connection half-way through the body.
             self._served("disconnect_after")
             await self._send(h11.Data(data=body[: len(body) // 2]))
             self._close = True
-            return
+            return False
         self._sim._counters.completion_tokens[model.name] += tokens
         self._release_active()
         await self._send(h11.Data(data=body))
         await self._send(h11.EndOfMessage())
+        return True
 
-    async def _stream_reply(self, chat: ChatRequest, model: ModelProfile, plan: FaultPlan) -> None:
-        profile = self._sim.profile
-        delays = profile.delays
-        fast = profile.pre_encoded and not delays
-        encoder = ChunkEncoder(
-            completion_id=_completion_id(),
-            created=int(time.time()),
-            model=model.name,
-            include_usage=chat.include_usage,
-        )
-        source = TokenSource(chat, model)
-        total = source.length
-        # Fault counts beyond the reply fire after its last content chunk.
+    async def _stream_frames(
+        self, source: FrameSource, model: ModelProfile, plan: FaultPlan
+    ) -> bool:
+        """Pace a stream's units, inject its faults and bill it; True when it ended normally."""
+        delays = self._sim.profile.delays
+        total = source.units
+        # Fault counts beyond the reply fire after its last unit.
         points = sorted(
             {
                 min(count, total)
@@ -649,23 +846,30 @@ class _Connection:
                     plan.keepalive_after,
                     plan.malformed_after,
                     plan.error_event_after,
+                    plan.failed_after,
                 )
                 if count is not None
             }
         )
         billed = self._sim._counters.completion_tokens
         await self._start_response(200, "text/event-stream; charset=utf-8")
+        head = source.head()
+        if head:
+            await self._send(h11.Data(data=head))
         if delays:
-            await trio.sleep(self._ttft(model))
-        opening = encoder.role()
+            # Hidden reasoning takes its time at the model's rate before anything shows.
+            await trio.sleep(self._ttft(model) + source.hidden_tokens / model.tokens_per_second)
+        billed[model.name] += source.billed_hidden
+        opening = source.opening()
         if plan.oversized_event is not None:
             self._served("oversized_event")
-            opening += encoder.oversized(plan.oversized_event)
-        await self._send(h11.Data(data=opening))
+            opening += source.oversized(plan.oversized_event)
+        if opening:
+            await self._send(h11.Data(data=opening))
         sent = 0
         while True:
-            if sent in points and not await self._faults_at(sent, total, plan):
-                return
+            if sent in points and not await self._faults_at(sent, total, plan, source):
+                return False
             if sent >= total:
                 break
             if delays:
@@ -675,25 +879,20 @@ class _Connection:
             else:
                 stop = next((point for point in points if point > sent), total)
                 batch = min(_BATCH_CHUNKS, stop - sent)
-            if fast:
-                payload = encoder.contents_pre_encoded(source.take_encoded(batch))
-            else:
-                payload = b"".join([encoder.content(token) for token in source.take_text(batch)])
+            payload, count = source.take(batch)
             await self._send(h11.Data(data=payload))
-            sent += batch
-            billed[model.name] += batch
+            sent += count
+            billed[model.name] += count
         self._release_active()
-        closing = encoder.final(source.finish_reason)
-        if chat.include_usage:
-            closing += encoder.usage(chat.prompt_tokens, total)
-        await self._send(h11.Data(data=closing + DONE))
+        await self._send(h11.Data(data=source.closing()))
         await self._send(h11.EndOfMessage())
+        return True
 
-    async def _faults_at(self, sent: int, total: int, plan: FaultPlan) -> bool:
-        """Apply the stream faults due after ``sent`` content chunks; False ends the stream.
+    async def _faults_at(self, sent: int, total: int, plan: FaultPlan, source: FrameSource) -> bool:
+        """Apply the stream faults due after ``sent`` units; False ends the stream.
 
-        Order at one count: stall, malformed event, error event (ends the stream cleanly),
-        keep-alive pings (until the client leaves), disconnect.
+        Order at one count: stall, malformed event, error event and failed event (either ends
+        the stream cleanly), keep-alive pings (until the client leaves), disconnect.
         """
         due = {
             name
@@ -701,10 +900,11 @@ class _Connection:
                 ("stall_after", plan.stall_after),
                 ("malformed_after", plan.malformed_after),
                 ("error_event_after", plan.error_event_after),
+                ("failed_after", plan.failed_after),
                 ("keepalive_after", plan.keepalive_after),
                 ("disconnect_after", plan.disconnect_after),
             )
-            # Counts beyond the reply fire after its last content chunk.
+            # Counts beyond the reply fire after its last unit.
             if count is not None and min(count, total) == sent
         }
         if "stall_after" in due:
@@ -712,11 +912,17 @@ class _Connection:
             await self._fault_silence(plan.stall_seconds)
         if "malformed_after" in due:
             self._served("malformed_after")
-            await self._send(h11.Data(data=MALFORMED))
+            await self._send(h11.Data(data=source.malformed()))
+        ending = None
         if "error_event_after" in due:
             self._served("error_event_after")
+            ending = source.error_event(plan.error_event_status)
+        elif "failed_after" in due:
+            self._served("failed_after")
+            ending = source.failed_event()
+        if ending is not None:
             self._release_active()
-            await self._send(h11.Data(data=error_event(plan.error_event_status)))
+            await self._send(h11.Data(data=ending))
             await self._send(h11.EndOfMessage())
             return False
         if "keepalive_after" in due:
@@ -729,6 +935,10 @@ class _Connection:
             self._close = True
             return False
         return True
+
+
+def _model_object(name: str, model: ModelProfile) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": model.created, "owned_by": model.owned_by}
 
 
 def _reason(status: int) -> bytes:
@@ -789,6 +999,8 @@ async def open_simulator(
     port: int = 0,
     seed: int = 0,
     capacity: int | Mapping[str, int | None] | None = None,
+    reply_tokens: ReplyTokens = None,
+    snapshots: bool = True,
 ) -> AsyncIterator[Simulator]:
     """Run an OpenAI-compatible simulator on a real socket for the duration of the block.
 
@@ -803,23 +1015,44 @@ async def open_simulator(
         seed: Seed of the latency draws, so runs are reproducible.
         capacity: Hidden per-model concurrency limits that override the profile's
             (:attr:`ModelProfile.capacity`): one int for every model, or a mapping of model name
-            to int (``None`` removes a limit). Beyond it, chat requests get a 429.
+            to int (``None`` removes a limit). Beyond it, requests get a 429.
+        reply_tokens: The length of text replies, overriding the profile's
+            (:attr:`Profile.reply_tokens`): an int for exactly that many tokens, or ``"max"``
+            to run every reply to its ``max_tokens`` with ``finish_reason: "length"`` (what
+            benchmarks that need an exact length ask for). ``None`` keeps the profile's, by
+            default natural lengths.
+        snapshots: Whether ``model`` in replies is the model's dated snapshot
+            (:attr:`ModelProfile.snapshot`, e.g. ``gpt-4.1-2025-04-14`` for ``gpt-4.1``), as
+            OpenAI answers. ``False`` echoes the id the request named, as many relays do.
 
     Yields:
         The :class:`Simulator` handle.
 
     Raises:
         ValueError: Unknown profile name, a capacity for an unknown model, a capacity
-            below 1, or a port outside 0-65535.
+            below 1, a port outside 0-65535, or a bad ``reply_tokens``.
         OSError: The address cannot be bound.
     """
     if not 0 <= port <= _MAX_PORT:
         # The socket layer would wrap 65536 to 0 and listen on a random port.
         raise ValueError(f"port must be between 0 and {_MAX_PORT}, got {port}")
+    check_reply_tokens(reply_tokens)
     resolved = _with_capacity(_resolve_profile(profile), capacity)
+    if reply_tokens is not None:
+        resolved = attrs.evolve(resolved, reply_tokens=reply_tokens)
+    # trio sets SO_REUSEADDR on its listeners (except on Windows), so a simulator stopped and
+    # started again on the same port binds at once, its old connections' TIME_WAIT
+    # notwithstanding: tests simulate a network flap that way.
     listeners = await trio.open_tcp_listeners(port, host=host)
     sockname = listeners[0].socket.getsockname()
-    sim = Simulator(api_key=api_key, profile=resolved, host=host, port=sockname[1], seed=seed)
+    sim = Simulator(
+        api_key=api_key,
+        profile=resolved,
+        host=host,
+        port=sockname[1],
+        seed=seed,
+        snapshots=snapshots,
+    )
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(

@@ -21,17 +21,22 @@ class SimulatorStats:
     """A snapshot of what the simulator has served (``sim.stats()``).
 
     Attributes:
-        requests: Chat-completion requests per model (valid ones that named a configured model,
-            including those answered with a fault).
-        max_concurrent: Per model, the most chat requests ever active at the same time.
-        active: Per model, chat requests being answered right now.
+        requests: Chat-completion and Responses API requests per model (valid ones that named
+            a configured model, including those answered with a fault).
+        max_concurrent: Per model, the most such requests ever active at the same time.
+        active: Per model, such requests being answered right now.
         open_connections: TCP connections open right now.
         connections_accepted: TCP connections accepted since start (or the last reset).
-        prompt_tokens: Prompt tokens billed per model (once a reply starts).
-        completion_tokens: Completion tokens billed per model (each content token sent).
+        prompt_tokens: Prompt (input) tokens billed per model (once a reply starts), chained
+            ``previous_response_id`` input included.
+        completion_tokens: Completion (output) tokens billed per model: each streamed unit as
+            it is sent, hidden reasoning before the first.
         faults_served: How often each fault was applied, by fault name (``"status"``, ``"drip"``).
         total_requests: Every HTTP request parsed, any path and outcome (including stats reads).
         internal_errors: Handler crashes (bugs of the simulator); tests expect 0.
+        requests_by_endpoint: Requests that reached an endpoint with a valid key, by endpoint:
+            ``"chat"``, ``"responses"``, ``"models"`` (the list and single models, as health
+            probes use them).
     """
 
     requests: Mapping[str, int] = _counts()
@@ -44,6 +49,7 @@ class SimulatorStats:
     faults_served: Mapping[str, int] = _counts()
     total_requests: int = 0
     internal_errors: int = 0
+    requests_by_endpoint: Mapping[str, int] = _counts()
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot as plain JSON-ready data (what ``GET /simulator/stats`` returns)."""
