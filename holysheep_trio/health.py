@@ -85,6 +85,7 @@ _AUTH_ERRORS: Final = (AuthenticationError, PermissionDeniedError)
 #: failure; they are wrapped in APIConnectionError. Anything else a probe raises is a bug and
 #: escapes the monitor.
 _NETWORK_ERRORS: Final = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+_CONNECTION_FAILURES: Final = (APIConnectionError, *_NETWORK_ERRORS)
 
 
 # ---- configuration --------------------------------------------------------------------------
@@ -350,7 +351,7 @@ def is_connection_failure(error: BaseException) -> bool:
         return False  # raised by the monitor itself, not by a connection
     if isinstance(error, APITimeoutError):
         return error.deadline in ("connect", "heartbeat")
-    return isinstance(error, (APIConnectionError, *_NETWORK_ERRORS))
+    return isinstance(error, _CONNECTION_FAILURES)
 
 
 # ---- the pure state machine -----------------------------------------------------------------
@@ -643,7 +644,9 @@ class HealthMonitor:
         self._healthy = trio.Event()
         self._subscribers: set[_Subscription] = set()
         self._wake_scope: trio.CancelScope | None = None
-        self._force_done: trio.Event | None = None  # for reconnect() calls not yet served
+        # reconnect() callers wait on one of these: the next forced round, or the one under way.
+        self._force_done: trio.Event | None = None
+        self._forcing: trio.Event | None = None
         self._probes = 0
         self._failed_probes = 0
 
@@ -909,9 +912,8 @@ class HealthMonitor:
             while True:
                 await self._sleep(machine.wait_time())
                 events = machine.begin_step()
-                force_done: trio.Event | None = None
                 if machine.forced:
-                    force_done, self._force_done = self._force_done, None
+                    self._forcing, self._force_done = self._force_done, None
                 self._apply(events)
                 while (url := machine.next_probe()) is not None:
                     error = await self._probe_once(url)
@@ -920,8 +922,9 @@ class HealthMonitor:
                             "health: probe of %s failed: %s", _shown_url(url), _describe(error)
                         )
                     self._apply(machine.probe_finished(url, error))
-                if force_done is not None:
-                    force_done.set()
+                if self._forcing is not None:
+                    self._forcing.set()
+                    self._forcing = None
         finally:
             self._close()
 
@@ -980,8 +983,9 @@ class HealthMonitor:
         self._fail_waiters(lambda: ClientClosedError("the health monitor stopped"))
         self._update_gate()
         self._healthy.set()  # wait_healthy() sees `closed` and raises
-        if self._force_done is not None:
-            self._force_done.set()
+        for done in (self._force_done, self._forcing):
+            if done is not None:
+                done.set()
         for subscription in list(self._subscribers):
             subscription.end()
         self._subscribers.clear()

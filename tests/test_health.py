@@ -1006,3 +1006,30 @@ async def test_statistics_and_repr(autojump_clock: trio.testing.MockClock) -> No
         assert stats.state is hs.HealthState.RECONNECTING
         assert "state=reconnecting" in repr(monitor)
         assert monitor.config == hs.HealthConfig()
+
+
+async def test_reconnect_waiting_on_a_round_in_progress_learns_the_monitor_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    endpoints = Endpoints(A)
+    outcome: list[str] = []
+    with trio.fail_after(100.0):  # a reconnect() that is never woken fails the test
+        async with (
+            trio.open_nursery() as nursery,
+            hs.open_health_monitor(
+                hs.HealthConfig(timeout=60.0), probe=endpoints, urls=[A]
+            ) as monitor,
+        ):
+            await monitor.wait_healthy()
+            endpoints.hanging.add(A)
+
+            async def force() -> None:
+                try:
+                    await monitor.reconnect()
+                except hs.ClientClosedError:
+                    outcome.append("closed")
+
+            nursery.start_soon(force)
+            await trio.sleep(1.0)  # the forced round's probe hangs
+            assert monitor.state is hs.HealthState.RECONNECTING
+    assert outcome == ["closed"]
