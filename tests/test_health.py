@@ -1033,3 +1033,24 @@ async def test_reconnect_waiting_on_a_round_in_progress_learns_the_monitor_close
             await trio.sleep(1.0)  # the forced round's probe hangs
             assert monitor.state is hs.HealthState.RECONNECTING
     assert outcome == ["closed"]
+
+
+async def test_concurrent_reconnects_share_one_forced_round(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    endpoints = Endpoints(A)
+    returned: list[float] = []
+    t0 = trio.current_time()
+    async with hs.open_health_monitor(hs.HealthConfig(), probe=endpoints, urls=[A]) as monitor:
+        await monitor.wait_healthy()
+        await trio.sleep_until(t0 + 3.0)
+
+        async def force() -> None:
+            await monitor.reconnect()
+            returned.append(trio.current_time() - t0)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(force)
+    assert returned == pytest.approx([3.5] * 3)
+    assert [time - t0 for time in endpoints.times()] == pytest.approx([0.0, 3.0])
