@@ -649,6 +649,8 @@ class HealthMonitor:
         self._forcing: trio.Event | None = None
         self._probes = 0
         self._failed_probes = 0
+        # The monitor task's own scope: aclose() cancels the task, not the caller's block.
+        self._run_scope = trio.CancelScope()
 
     def __repr__(self) -> str:
         return (
@@ -804,6 +806,17 @@ class HealthMonitor:
             return
         await self._wait_in_queue()
 
+    async def aclose(self) -> None:
+        """Stop the monitor now, before its ``async with`` block ends. Idempotent.
+
+        As leaving the block does: the monitor task stops (a probe under way is cancelled),
+        held requests and later ones raise :class:`~holysheep_trio.ClientClosedError`,
+        subscriptions end, ``wait_healthy()`` and ``reconnect()`` raise. The block itself goes
+        on.
+        """
+        self._close()
+        await trio.lowlevel.checkpoint()
+
     # ---- the pending queue -----------------------------------------------------------------
 
     async def _wait_in_queue(self) -> None:
@@ -909,24 +922,29 @@ class HealthMonitor:
         machine = self._machine
         task_status.started()
         try:
-            while True:
-                await self._sleep(machine.wait_time())
-                events = machine.begin_step()
-                if machine.forced:
-                    self._forcing, self._force_done = self._force_done, None
-                self._apply(events)
-                while (url := machine.next_probe()) is not None:
-                    error = await self._probe_once(url)
-                    if error is not None:
-                        logger.debug(
-                            "health: probe of %s failed: %s", _shown_url(url), _describe(error)
-                        )
-                    self._apply(machine.probe_finished(url, error))
-                if self._forcing is not None:
-                    self._forcing.set()
-                    self._forcing = None
+            with self._run_scope:
+                await self._loop(machine)
         finally:
             self._close()
+
+    async def _loop(self, machine: HealthMachine) -> None:
+        """Sleep, probe, apply the results; forever (until cancelled)."""
+        while True:
+            await self._sleep(machine.wait_time())
+            events = machine.begin_step()
+            if machine.forced:
+                self._forcing, self._force_done = self._force_done, None
+            self._apply(events)
+            while (url := machine.next_probe()) is not None:
+                error = await self._probe_once(url)
+                if error is not None:
+                    logger.debug(
+                        "health: probe of %s failed: %s", _shown_url(url), _describe(error)
+                    )
+                self._apply(machine.probe_finished(url, error))
+            if self._forcing is not None:
+                self._forcing.set()
+                self._forcing = None
 
     def _apply(self, events: list[HealthEvent]) -> None:
         """Bring the queue, the healthy event and the gate in line with the machine's state,
@@ -980,6 +998,7 @@ class HealthMonitor:
         if self._closed:
             return
         self._closed = True
+        self._run_scope.cancel()
         self._fail_waiters(lambda: ClientClosedError("the health monitor stopped"))
         self._update_gate()
         self._healthy.set()  # wait_healthy() sees `closed` and raises

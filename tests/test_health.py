@@ -1054,3 +1054,29 @@ async def test_concurrent_reconnects_share_one_forced_round(
                 nursery.start_soon(force)
     assert returned == pytest.approx([3.5] * 3)
     assert [time - t0 for time in endpoints.times()] == pytest.approx([0.0, 3.0])
+
+
+async def test_aclose_stops_the_monitor_but_not_the_block(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    endpoints = Endpoints(A, latency=3.0)
+    outcome: list[str] = []
+    t0 = trio.current_time()
+    async with hs.open_health_monitor(hs.HealthConfig(), probe=endpoints, urls=[A]) as monitor:
+        async with trio.open_nursery() as nursery:
+
+            async def request() -> None:
+                try:
+                    await monitor.wait_ready()
+                except hs.ClientClosedError:
+                    outcome.append("closed")
+
+            nursery.start_soon(request)
+            await trio.sleep(1.0)
+            await monitor.aclose()
+            await monitor.aclose()  # idempotent
+        assert outcome == ["closed"]
+        assert monitor.closed
+        await trio.sleep(100.0)  # the block goes on; the monitor task does not
+        assert endpoints.running == 0
+        assert endpoints.times() == [t0]
