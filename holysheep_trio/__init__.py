@@ -32,14 +32,27 @@ if TYPE_CHECKING:
     from .errors import BadRequestError as BadRequestError
     from .errors import ClientClosedError as ClientClosedError
     from .errors import ConfigurationError as ConfigurationError
+    from .errors import ConnectionLostError as ConnectionLostError
     from .errors import HolySheepError as HolySheepError
     from .errors import NotFoundError as NotFoundError
     from .errors import OverloadedError as OverloadedError
+    from .errors import PendingQueueFullError as PendingQueueFullError
     from .errors import PermissionDeniedError as PermissionDeniedError
     from .errors import RateLimitError as RateLimitError
     from .errors import ServerError as ServerError
     from .errors import StreamInterruptedError as StreamInterruptedError
     from .errors import StreamProtocolError as StreamProtocolError
+    from .health import Connected as Connected
+    from .health import ConnectionLost as ConnectionLost
+    from .health import FailedBack as FailedBack
+    from .health import HealthConfig as HealthConfig
+    from .health import HealthEvent as HealthEvent
+    from .health import HealthMonitor as HealthMonitor
+    from .health import HealthState as HealthState
+    from .health import HealthStatistics as HealthStatistics
+    from .health import Reconnected as Reconnected
+    from .health import Reconnecting as Reconnecting
+    from .health import open_health_monitor as open_health_monitor
     from .models import ChatChunk as ChatChunk
     from .models import Choice as Choice
     from .models import Completion as Completion
@@ -115,14 +128,27 @@ _LAZY: dict[str, str] = {
     "BadRequestError": ".errors",
     "ClientClosedError": ".errors",
     "ConfigurationError": ".errors",
+    "ConnectionLostError": ".errors",
     "HolySheepError": ".errors",
     "NotFoundError": ".errors",
     "OverloadedError": ".errors",
+    "PendingQueueFullError": ".errors",
     "PermissionDeniedError": ".errors",
     "RateLimitError": ".errors",
     "ServerError": ".errors",
     "StreamInterruptedError": ".errors",
     "StreamProtocolError": ".errors",
+    "Connected": ".health",
+    "ConnectionLost": ".health",
+    "FailedBack": ".health",
+    "HealthConfig": ".health",
+    "HealthEvent": ".health",
+    "HealthMonitor": ".health",
+    "HealthState": ".health",
+    "HealthStatistics": ".health",
+    "Reconnected": ".health",
+    "Reconnecting": ".health",
+    "open_health_monitor": ".health",
     "ChatChunk": ".models",
     "Choice": ".models",
     "Completion": ".models",

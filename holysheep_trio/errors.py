@@ -11,6 +11,7 @@ The tree::
     HolySheepError
     ├── ConfigurationError              bad or missing configuration (e.g. no API key)
     ├── ClientClosedError               the client was closed while the stream was open
+    ├── PendingQueueFullError           too many requests already wait for the connection
     └── APIError                        anything that happened while talking to the API
         ├── APIStatusError              a non-2xx HTTP status (.status, .body, .retry_after)
         │   ├── BadRequestError         400
@@ -21,7 +22,8 @@ The tree::
         │   └── ServerError             5xx
         │       └── OverloadedError     503, 529
         ├── APIConnectionError          network failure (connect, reset, truncated body)
-        │   └── APITimeoutError         a deadline fired (.deadline names which)
+        │   ├── APITimeoutError         a deadline fired (.deadline names which)
+        │   └── ConnectionLostError     the health monitor gave up reconnecting (__cause__)
         ├── StreamProtocolError         bad SSE framing or bad JSON in a chunk (.data, truncated)
         ├── APIStreamError              an in-band ``{"error": ...}`` event (.status, .code)
         └── StreamInterruptedError      any failure after output began (.partial, __cause__)
@@ -49,11 +51,13 @@ __all__ = [
     "BadRequestError",
     "ClientClosedError",
     "ConfigurationError",
+    "ConnectionLostError",
     "DeadlineName",
     "ErrorKind",
     "HolySheepError",
     "NotFoundError",
     "OverloadedError",
+    "PendingQueueFullError",
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
@@ -66,7 +70,7 @@ __all__ = [
 ErrorKind = Literal[
     "network", "timeout", "parse", "rate_limit", "authentication", "server", "invalid_request"
 ]
-DeadlineName = Literal["connect", "first_token", "idle", "total"]
+DeadlineName = Literal["connect", "first_token", "idle", "total", "heartbeat"]
 
 #: At most this many bytes of an offending payload are kept on an error (and shown in its text).
 MAX_SHOWN_BYTES = 200
@@ -133,6 +137,32 @@ class ClientClosedError(HolySheepError):
     """
 
     kind: ErrorKind = "network"
+
+
+class PendingQueueFullError(HolySheepError):
+    """A request found ``max_pending`` requests already waiting for the connection to heal.
+
+    Raised at once, before anything is sent, by a request made while the health monitor is
+    connecting or reconnecting (see :class:`~holysheep_trio.HealthConfig`): the queue of held
+    requests is bounded so that an outage cannot make memory grow without limit.
+
+    Attributes:
+        max_pending: The configured bound that was reached.
+    """
+
+    kind: ErrorKind = "network"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        max_pending: int,
+        model: str | None = None,
+        request_id: str | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        super().__init__(message, model=model, request_id=request_id, attempt=attempt)
+        self.max_pending = max_pending
 
 
 class APIError(HolySheepError):
@@ -220,8 +250,8 @@ class APITimeoutError(APIConnectionError):
     """One of the library's deadlines fired.
 
     Attributes:
-        deadline: Which deadline fired: ``"connect"``, ``"first_token"``, ``"idle"`` or
-            ``"total"``.
+        deadline: Which deadline fired: ``"connect"``, ``"first_token"``, ``"idle"``,
+            ``"total"``, or ``"heartbeat"`` (a health probe got no answer in time).
         seconds: The configured length of that deadline, in seconds, when known.
     """
 
@@ -243,6 +273,23 @@ class APITimeoutError(APIConnectionError):
 
     def _context_items(self) -> list[tuple[str, object]]:
         return [("deadline", self.deadline), *super()._context_items()]
+
+
+class ConnectionLostError(APIConnectionError):
+    """The health monitor gave up reconnecting (state ``"lost"``); the request was not sent.
+
+    Raised at once to every request held in the pending queue when the connection is lost,
+    and to every new request while it stays lost. The ``__cause__`` is the last probe error
+    (e.g. an :class:`AuthenticationError` for a wrong key, or the last connection failure).
+
+    Attributes:
+        should_retry: Always False: retrying cannot help, the monitor keeps probing and a new
+            request succeeds once a probe has (so :class:`~holysheep_trio.RetryPolicy` neither
+            retries it nor falls over to another endpoint).
+    """
+
+    kind: ErrorKind = "network"
+    should_retry: bool | None = False
 
 
 class StreamProtocolError(APIError):
