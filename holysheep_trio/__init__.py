@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from ._transport import TrioTransport as TrioTransport
     from .batch import BatchResult as BatchResult
     from .batch import ChatRequest as ChatRequest
+    from .budget import AttemptBill as AttemptBill
+    from .budget import Budget as Budget
+    from .budget import BudgetReport as BudgetReport
+    from .budget import ModelUsage as ModelUsage
+    from .budget import PeriodReport as PeriodReport
+    from .budget import Reservation as Reservation
+    from .budget import open_budget as open_budget
     from .client import ChatStream as ChatStream
     from .client import Client as Client
     from .client import open_client as open_client
@@ -29,9 +36,11 @@ if TYPE_CHECKING:
     from .errors import APITimeoutError as APITimeoutError
     from .errors import AuthenticationError as AuthenticationError
     from .errors import BadRequestError as BadRequestError
+    from .errors import BudgetExceededError as BudgetExceededError
     from .errors import ClientClosedError as ClientClosedError
     from .errors import ConfigurationError as ConfigurationError
     from .errors import HolySheepError as HolySheepError
+    from .errors import LedgerError as LedgerError
     from .errors import NotFoundError as NotFoundError
     from .errors import OverloadedError as OverloadedError
     from .errors import PermissionDeniedError as PermissionDeniedError
@@ -39,6 +48,8 @@ if TYPE_CHECKING:
     from .errors import ServerError as ServerError
     from .errors import StreamInterruptedError as StreamInterruptedError
     from .errors import StreamProtocolError as StreamProtocolError
+    from .errors import UnknownPriceError as UnknownPriceError
+    from .ledger import Ledger as Ledger
     from .models import ChatChunk as ChatChunk
     from .models import Choice as Choice
     from .models import Completion as Completion
@@ -52,13 +63,30 @@ if TYPE_CHECKING:
     from .pool import Percentiles as Percentiles
     from .pool import PoolStatistics as PoolStatistics
     from .pool import RateLimit as RateLimit
+    from .prices import DEFAULT_PRICES as DEFAULT_PRICES
+    from .prices import ModelPrice as ModelPrice
     from .retry import RetryPolicy as RetryPolicy
+    from .router import CheapestWithinLatency as CheapestWithinLatency
+    from .router import Route as Route
+    from .router import RoutedCompletion as RoutedCompletion
+    from .router import Router as Router
+    from .router import RouterView as RouterView
+    from .router import RoutingPolicy as RoutingPolicy
+    from .router import SeedRules as SeedRules
+    from .router import Task as Task
     from .timeouts import Timeouts as Timeouts
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
     "BatchResult": ".batch",
     "ChatRequest": ".batch",
+    "AttemptBill": ".budget",
+    "Budget": ".budget",
+    "BudgetReport": ".budget",
+    "ModelUsage": ".budget",
+    "PeriodReport": ".budget",
+    "Reservation": ".budget",
+    "open_budget": ".budget",
     "ChatStream": ".client",
     "Client": ".client",
     "open_client": ".client",
@@ -69,9 +97,11 @@ _LAZY: dict[str, str] = {
     "APITimeoutError": ".errors",
     "AuthenticationError": ".errors",
     "BadRequestError": ".errors",
+    "BudgetExceededError": ".errors",
     "ClientClosedError": ".errors",
     "ConfigurationError": ".errors",
     "HolySheepError": ".errors",
+    "LedgerError": ".errors",
     "NotFoundError": ".errors",
     "OverloadedError": ".errors",
     "PermissionDeniedError": ".errors",
@@ -79,6 +109,8 @@ _LAZY: dict[str, str] = {
     "ServerError": ".errors",
     "StreamInterruptedError": ".errors",
     "StreamProtocolError": ".errors",
+    "UnknownPriceError": ".errors",
+    "Ledger": ".ledger",
     "ChatChunk": ".models",
     "Choice": ".models",
     "Completion": ".models",
@@ -92,7 +124,17 @@ _LAZY: dict[str, str] = {
     "Percentiles": ".pool",
     "PoolStatistics": ".pool",
     "RateLimit": ".pool",
+    "DEFAULT_PRICES": ".prices",
+    "ModelPrice": ".prices",
     "RetryPolicy": ".retry",
+    "CheapestWithinLatency": ".router",
+    "RoutedCompletion": ".router",
+    "Route": ".router",
+    "Router": ".router",
+    "RouterView": ".router",
+    "RoutingPolicy": ".router",
+    "SeedRules": ".router",
+    "Task": ".router",
     "Timeouts": ".timeouts",
     "TransportStatistics": "._transport",
     "TrioTransport": "._transport",
