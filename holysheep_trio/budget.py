@@ -79,8 +79,10 @@ __all__ = [
     "Rates",
     "Reservation",
     "attempt_charge",
+    "build_report",
     "from_picodollars",
     "open_budget",
+    "read_usage",
     "to_picodollars",
     "worst_case",
 ]
@@ -707,7 +709,11 @@ class Budget:
         if hold.wake_at is not None:
             delays.append(hold.wake_at - now.timestamp())
         if new:  # a new reservation may fit in the next day (or month)
-            delays.append((day_end(hold.totals.day, self._calendar.zone) - now).total_seconds())
+            # Timestamps, not datetime subtraction: two datetimes of the same zone subtract
+            # as wall-clock times, an hour off across a DST change.
+            delays.append(
+                day_end(hold.totals.day, self._calendar.zone).timestamp() - now.timestamp()
+            )
         return max(0.0, min(delays))
 
     def _exceeded(self, hold: Hold, needed: int, model: str) -> BudgetExceededError:
@@ -1024,3 +1030,44 @@ async def open_budget(
             yield budget
         finally:
             budget._closed = True
+
+
+async def read_usage(
+    ledger: str,
+    *,
+    timezone: str | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> BudgetReport:
+    """Report a ledger file's today and this month without a budget (``holysheep-trio usage``).
+
+    Opens the file read-only; the limits are those the last budget recorded in it.
+
+    Args:
+        ledger: ``"sqlite:///PATH"``.
+        timezone: The zone to count days in; must match the file's (default: the file's).
+        clock: As for :func:`open_budget`.
+
+    Returns:
+        The report.
+
+    Raises:
+        ConfigurationError: A bad URL or zone, a zone other than the file's, or ``memory://``.
+        LedgerError: No such file, or it cannot be read.
+    """
+    now = clock or utc_now
+    try:
+        probe = Calendar(zone=zone_named(timezone or "UTC"), clock=now)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    async with open_ledger(ledger, calendar=probe, read_only=True) as store:
+        recorded = await store.report()
+    zone_name = recorded.timezone or timezone or "UTC"
+    if timezone is not None and timezone != zone_name:
+        raise ConfigurationError(
+            f"the ledger counts days in {zone_name}; --timezone {timezone} does not match"
+        )
+    calendar = Calendar(zone=zone_named(zone_name), clock=now)
+    async with open_ledger(ledger, calendar=calendar, read_only=True) as store:
+        found = await store.report()
+        url = store.url
+    return build_report(found, calendar=calendar, limits=None, ledger=url, timezone=zone_name)

@@ -358,8 +358,8 @@ def apply_hold(store: Store, request: HoldRequest, *, now: float, periods: Perio
     row = store.get(request.reservation_id)
     if row is None:
         if request.charge is not None:
-            # A retry of a reservation that is gone (dropped long after it expired): its cost
-            # still counts, in the periods of now, in a row recreated for the rest.
+            # A retry of a reservation that is gone (dropped a day after it expired): its cost
+            # still counts (charged below), in the periods of now, in a row recreated for it.
             row = Row(
                 id=request.reservation_id,
                 owner=request.owner,
@@ -367,11 +367,10 @@ def apply_hold(store: Store, request: HoldRequest, *, now: float, periods: Perio
                 day=periods.day,
                 month=periods.month,
                 amount=0,
+                live=False,
                 created=now,
                 expires=now + request.expires_in,
             )
-            _charge(store, row, request.charge)
-            store.put(row)
         else:
             totals = _totals(store, periods.day, periods.month)
             verdict, period = (
