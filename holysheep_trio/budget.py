@@ -34,8 +34,8 @@ import os
 import secrets
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from types import MappingProxyType
@@ -69,6 +69,8 @@ from .prices import DEFAULT_PRICES, ModelPrice
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
     "DEFAULT_RESERVATION_EXPIRY",
+    "LEDGER_WRITE_TIMEOUT",
+    "MAX_USD",
     "PICODOLLARS",
     "AttemptBill",
     "Budget",
@@ -94,6 +96,13 @@ PICODOLLARS: Final = 10**12
 DEFAULT_RESERVATION_EXPIRY: Final = 3600.0
 #: Seconds between two looks at a shared (SQLite) ledger while waiting for room.
 DEFAULT_POLL_INTERVAL: Final = 0.05
+#: Bound on a ledger write made during clean-up (a settlement, a retry's charge). Longer than
+#: SQLite's own busy timeout (10 s), so a lock held too long surfaces as SQLite's error.
+LEDGER_WRITE_TIMEOUT: Final = 15.0
+#: The largest limit, and the largest single reservation, in USD: every sum of a period then
+#: stays far inside SQLite's 64-bit integers (9.2 x 10^18 picodollars).
+MAX_USD: Final = 1_000_000.0
+_MAX_PICODOLLARS: Final = int(MAX_USD) * PICODOLLARS
 
 CancelledPolicy = Literal["reserved", "received"]
 _POLICIES: Final = ("reserved", "received")
@@ -533,7 +542,13 @@ class Budget:
             raise ValueError(f"prompt_bound must be an int >= 0, got {prompt_bound!r}")
         rates = self._rates_for(model)
         output = self._output_tokens(model, rates, max_output_tokens)
-        return worst_case(rates, prompt_bound=prompt_bound, max_output_tokens=output)
+        amount = worst_case(rates, prompt_bound=prompt_bound, max_output_tokens=output)
+        if amount > _MAX_PICODOLLARS:
+            raise ValueError(
+                f"a request to {model} with prompt_bound={prompt_bound} and {output} output"
+                f" tokens could cost more than ${MAX_USD:,.0f}"
+            )
+        return amount
 
     def worst_case(
         self, *, model: str, prompt_bound: int, max_output_tokens: int | None = None
@@ -884,7 +899,7 @@ class Reservation:
             # Commit the cost and release the room in one shielded step, so "charged" and
             # the ledger never disagree; with nobody queued, ask for the new room at once.
             amount = 0 if budget._waiters else self._amount
-            with trio.CancelScope(shield=True):
+            with _bounded_write("committing a retried attempt"):
                 hold = await budget._ledger.hold(self._hold_request(amount, charge))
             self._attempt_open = False
             self._held = 0
@@ -910,13 +925,15 @@ class Reservation:
     async def settle(self, last: AttemptBill | None) -> None:
         """End the request: commit its last attempt's cost and release the rest.
 
-        Call exactly once, however the request ended (shielded from cancellation inside;
-        bounded by the ledger's own timeouts). The cost follows :func:`attempt_charge`; with
-        ``last=None`` (or after a :meth:`retry` that raised) the last attempt costs nothing.
-        Committed before it returns; wakes requests waiting for room.
+        Call exactly once, however the request ended. It is shielded from cancellation and
+        bounded inside (:data:`LEDGER_WRITE_TIMEOUT`), so a caller need not shield it. The
+        cost follows :func:`attempt_charge`; with ``last=None`` (or after a :meth:`retry` that
+        raised) the last attempt costs nothing. Committed before it returns; wakes requests
+        waiting for room.
 
         Raises:
-            LedgerError: The ledger failed; the reservation will expire into spend.
+            LedgerError: The ledger failed or took too long; the reservation will expire into
+                spend.
             RuntimeError: Called twice.
         """
         if self._settled:
@@ -924,7 +941,7 @@ class Reservation:
         self._settled = True
         charge = self._charge_for(last) if self._attempt_open else None
         budget = self._budget
-        with trio.CancelScope(shield=True):
+        with _bounded_write("settling"):
             totals = await budget._ledger.settle(
                 SettleRequest(reservation_id=self._id, model=self._model, charge=charge)
             )
@@ -939,15 +956,30 @@ class Reservation:
 # --------------------------------------------------------------------------- opening
 
 
+@contextmanager
+def _bounded_write(doing: str) -> Iterator[None]:
+    """Shield a clean-up write from cancellation, within :data:`LEDGER_WRITE_TIMEOUT`."""
+    with trio.move_on_after(LEDGER_WRITE_TIMEOUT, shield=True) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise LedgerError(
+            f"{doing} took longer than {LEDGER_WRITE_TIMEOUT:g} s; the reservation will expire"
+            " into spend"
+        )
+
+
 def _limit(name: str, value: float | None) -> int | None:
     if value is None:
         return None
     try:
-        return to_picodollars(value, round_up=False)
+        amount = to_picodollars(value, round_up=False)
     except ValueError:
         raise ConfigurationError(
             f"{name} must be a finite number of USD >= 0 or None, got {value!r}"
         ) from None
+    if amount > _MAX_PICODOLLARS:
+        raise ConfigurationError(f"{name} may be at most ${MAX_USD:,.0f}, got {value!r}")
+    return amount
 
 
 @asynccontextmanager

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import holysheep_trio as hs
 from holysheep_trio.budget import (
     PICODOLLARS,
+    Budget,
     Rates,
     attempt_charge,
     from_picodollars,
@@ -25,7 +26,7 @@ from holysheep_trio.budget import (
     to_picodollars,
 )
 from holysheep_trio.cli import main
-from holysheep_trio.ledger import Charge
+from holysheep_trio.ledger import Calendar, Charge, Limits, MemoryLedger, SettleRequest, Totals
 
 UTC = dt.timezone.utc
 NOON = dt.datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -558,3 +559,45 @@ async def test_read_usage_uses_the_recorded_zone_and_limits(tmp_path: Path) -> N
         2000,
     )
     assert report.daily.resets_at.isoformat() == "2026-12-05T00:00:00+01:00"
+
+
+async def test_settle_is_shielded_and_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    async with hs.open_budget(daily=1, clock=trio_clock(NOON)) as budget:
+        reservation = await budget.reserve(**SMALL)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await reservation.settle(CUT_SHORT)  # a cancelled caller still settles
+        assert (await budget.report()).daily.spent == pytest.approx(ONE)
+
+    class Stuck(MemoryLedger):
+        async def settle(self, request: SettleRequest) -> Totals:
+            await trio.sleep_forever()
+            raise AssertionError  # pragma: no cover
+
+    calendar = Calendar(zone=ZoneInfo("UTC"), clock=trio_clock(NOON))
+    stuck = Budget(
+        ledger=Stuck(calendar=calendar),
+        calendar=calendar,
+        limits=Limits(daily=PICODOLLARS),
+        timezone="UTC",
+        prices=hs.DEFAULT_PRICES,
+        cancelled="reserved",
+        reservation_expiry=60,
+        poll_interval=0.05,
+        snapshot=Totals(day="2026-12-04", month="2026-12"),
+    )
+    reservation = await stuck.reserve(**SMALL)
+    with pytest.raises(hs.LedgerError, match="settling took longer than 15 s"):
+        await reservation.settle(None)
+    assert trio.current_time() == pytest.approx(15)
+
+
+async def test_amounts_stay_inside_sqlites_integers() -> None:
+    with pytest.raises(hs.ConfigurationError, match="at most"):
+        async with hs.open_budget(monthly=2_000_000):
+            pass  # pragma: no cover
+    async with hs.open_budget() as budget:
+        with pytest.raises(ValueError, match="could cost more than"):
+            await budget.reserve(
+                model="claude-sonnet-4.5", prompt_bound=10**12, max_output_tokens=1, expires_in=1
+            )
