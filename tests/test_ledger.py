@@ -625,3 +625,27 @@ async def test_a_killed_process_loses_no_settled_spend_and_its_holds_expire(
         assert (await budget.report()).daily.spent == pytest.approx(5 * ONE)
     with sqlite3.connect(tmp_path / "shared.db") as db:
         assert db.execute("SELECT COUNT(*) FROM reservations WHERE live = 1").fetchone() == (0,)
+
+
+async def test_a_lock_held_too_long_is_a_ledger_error_and_the_ledger_recovers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "usage.db"
+    ledger = SQLiteLedger(str(path), calendar=Calendar(zone=ZoneInfo("UTC")), busy_timeout=0)
+    await ledger.open()
+    request = HoldRequest(
+        reservation_id="x", owner="o", model="m", amount=5, expires_in=60, limits=Limits()
+    )
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(hs.LedgerError, match="reserving failed: database is locked"):
+            await ledger.hold(request)
+        other.execute("COMMIT")
+        assert (await ledger.hold(request)).verdict == "granted"
+    finally:
+        other.close()
+        await ledger.aclose()
+    await ledger.aclose()  # idempotent
+    with pytest.raises(hs.LedgerError, match="closed"):
+        await ledger.hold(request)

@@ -310,10 +310,13 @@ class SQLiteLedger:
         db.execute(f"BEGIN {mode}")
         try:
             yield SQLiteStore(db)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # Also when COMMIT itself failed: the connection must not stay inside a
+            # transaction, or every later BEGIN would fail.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     # ---- opening -------------------------------------------------------------------------
 
