@@ -64,7 +64,7 @@ from .ledger import (
     zone_named,
 )
 from .models import Usage
-from .prices import DEFAULT_PRICES, ModelPrice
+from .prices import DEFAULT_PRICES, ModelPrice, format_usd
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
@@ -744,8 +744,9 @@ class Budget:
         usd = from_picodollars
         period = hold.period or "monthly"
         return BudgetExceededError(
-            f"{period} budget exceeded: ${usd(spent):.6f} spent + ${usd(needed):.6f} needed"
-            f" > ${usd(limit):.2f} limit (resets at {resets_at.isoformat()})",
+            f"{period} budget exceeded: {format_usd(usd(spent))} spent +"
+            f" {format_usd(usd(needed))} needed > {format_usd(usd(limit))} limit"
+            f" (resets at {resets_at.isoformat()})",
             period=period,
             limit=usd(limit),
             spent=usd(spent),

@@ -601,3 +601,74 @@ async def test_amounts_stay_inside_sqlites_integers() -> None:
             await budget.reserve(
                 model="claude-sonnet-4.5", prompt_bound=10**12, max_output_tokens=1, expires_in=1
             )
+
+
+async def test_a_retry_waits_for_room_like_a_new_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with hs.open_budget(daily=0.035, clock=trio_clock(NOON)) as budget:
+        first = await budget.reserve(**SMALL)
+        second = await budget.reserve(**SMALL)
+        order: list[str] = []
+
+        async def retry_first() -> None:
+            # $0.01 spent + $0.01 held by `second` + $0.01 needed + `third`'s $0.01 > $0.035
+            await first.retry(CUT_SHORT)
+            order.append("first retried")
+
+        async def third() -> None:
+            reservation = await budget.reserve(**SMALL)
+            order.append("third")
+            await trio.sleep(5)
+            await reservation.settle(REFUSED)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(third)
+            await trio.sleep(1)
+            nursery.start_soon(retry_first)  # nobody waits: charge and re-hold in one step
+            await trio.sleep(1)
+            assert order == ["third"]
+            assert budget.waiting == 1
+            await second.settle(REFUSED)  # room again: the retry goes on
+            await trio.sleep(1)
+            assert order == ["third", "first retried"]
+        report = await budget.report()
+        assert (report.daily.spent, report.daily.reserved) == (
+            pytest.approx(ONE),
+            pytest.approx(ONE),
+        )
+        await first.settle(REFUSED)
+
+
+async def test_a_retry_queues_behind_earlier_waiters(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with hs.open_budget(daily=0.025, clock=trio_clock(NOON)) as budget:
+        first = await budget.reserve(**SMALL)
+        second = await budget.reserve(**SMALL)
+        order: list[str] = []
+
+        async def waiter() -> None:
+            reservation = await budget.reserve(**SMALL)
+            order.append("waiter")
+            await trio.sleep(5)
+            await reservation.settle(REFUSED)
+
+        async def retry_first() -> None:
+            await first.retry(CUT_SHORT)
+            order.append("first retried")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.sleep(1)
+            # The retry's charge is committed at once, but it queues behind the waiter.
+            nursery.start_soon(retry_first)
+            await trio.sleep(1)
+            assert (order, budget.waiting) == ([], 2)
+            assert (await budget.report()).daily.spent == pytest.approx(ONE)
+            await second.settle(REFUSED)
+            await trio.sleep(1)
+            assert order == ["waiter"]
+        assert order == ["waiter", "first retried"]
+        await first.settle(None)
+        assert (await budget.report()).daily.spent == pytest.approx(ONE)
