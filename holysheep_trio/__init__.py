@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from ._transport import TrioTransport as TrioTransport
     from .batch import BatchResult as BatchResult
     from .batch import ChatRequest as ChatRequest
+    from .budget import AttemptBill as AttemptBill
+    from .budget import Budget as Budget
+    from .budget import BudgetReport as BudgetReport
+    from .budget import ModelUsage as ModelUsage
+    from .budget import PeriodReport as PeriodReport
+    from .budget import Reservation as Reservation
+    from .budget import open_budget as open_budget
     from .client import ChatStream as ChatStream
     from .client import Client as Client
     from .client import open_client as open_client
@@ -30,10 +37,12 @@ if TYPE_CHECKING:
     from .errors import APITimeoutError as APITimeoutError
     from .errors import AuthenticationError as AuthenticationError
     from .errors import BadRequestError as BadRequestError
+    from .errors import BudgetExceededError as BudgetExceededError
     from .errors import ClientClosedError as ClientClosedError
     from .errors import ConfigurationError as ConfigurationError
     from .errors import ConnectionLostError as ConnectionLostError
     from .errors import HolySheepError as HolySheepError
+    from .errors import LedgerError as LedgerError
     from .errors import NotFoundError as NotFoundError
     from .errors import OverloadedError as OverloadedError
     from .errors import PendingQueueFullError as PendingQueueFullError
@@ -42,6 +51,7 @@ if TYPE_CHECKING:
     from .errors import ServerError as ServerError
     from .errors import StreamInterruptedError as StreamInterruptedError
     from .errors import StreamProtocolError as StreamProtocolError
+    from .errors import UnknownPriceError as UnknownPriceError
     from .health import Connected as Connected
     from .health import ConnectionLost as ConnectionLost
     from .health import FailedBack as FailedBack
@@ -53,6 +63,7 @@ if TYPE_CHECKING:
     from .health import Reconnected as Reconnected
     from .health import Reconnecting as Reconnecting
     from .health import open_health_monitor as open_health_monitor
+    from .ledger import Ledger as Ledger
     from .models import ChatChunk as ChatChunk
     from .models import Choice as Choice
     from .models import Completion as Completion
@@ -68,6 +79,8 @@ if TYPE_CHECKING:
     from .pool import Percentiles as Percentiles
     from .pool import PoolStatistics as PoolStatistics
     from .pool import RateLimit as RateLimit
+    from .prices import DEFAULT_PRICES as DEFAULT_PRICES
+    from .prices import ModelPrice as ModelPrice
     from .responses import ContentPart as ContentPart
     from .responses import ContentPartAdded as ContentPartAdded
     from .responses import ContentPartDone as ContentPartDone
@@ -110,12 +123,27 @@ if TYPE_CHECKING:
     from .responses import UnknownOutputItem as UnknownOutputItem
     from .responses import UnknownResponseEvent as UnknownResponseEvent
     from .retry import RetryPolicy as RetryPolicy
+    from .router import CheapestWithinLatency as CheapestWithinLatency
+    from .router import Route as Route
+    from .router import RoutedCompletion as RoutedCompletion
+    from .router import Router as Router
+    from .router import RouterView as RouterView
+    from .router import RoutingPolicy as RoutingPolicy
+    from .router import SeedRules as SeedRules
+    from .router import Task as Task
     from .timeouts import Timeouts as Timeouts
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
     "BatchResult": ".batch",
     "ChatRequest": ".batch",
+    "AttemptBill": ".budget",
+    "Budget": ".budget",
+    "BudgetReport": ".budget",
+    "ModelUsage": ".budget",
+    "PeriodReport": ".budget",
+    "Reservation": ".budget",
+    "open_budget": ".budget",
     "ChatStream": ".client",
     "Client": ".client",
     "open_client": ".client",
@@ -126,10 +154,12 @@ _LAZY: dict[str, str] = {
     "APITimeoutError": ".errors",
     "AuthenticationError": ".errors",
     "BadRequestError": ".errors",
+    "BudgetExceededError": ".errors",
     "ClientClosedError": ".errors",
     "ConfigurationError": ".errors",
     "ConnectionLostError": ".errors",
     "HolySheepError": ".errors",
+    "LedgerError": ".errors",
     "NotFoundError": ".errors",
     "OverloadedError": ".errors",
     "PendingQueueFullError": ".errors",
@@ -149,6 +179,8 @@ _LAZY: dict[str, str] = {
     "Reconnected": ".health",
     "Reconnecting": ".health",
     "open_health_monitor": ".health",
+    "UnknownPriceError": ".errors",
+    "Ledger": ".ledger",
     "ChatChunk": ".models",
     "Choice": ".models",
     "Completion": ".models",
@@ -205,7 +237,17 @@ _LAZY: dict[str, str] = {
     "UnknownContentPart": ".responses",
     "UnknownOutputItem": ".responses",
     "UnknownResponseEvent": ".responses",
+    "DEFAULT_PRICES": ".prices",
+    "ModelPrice": ".prices",
     "RetryPolicy": ".retry",
+    "CheapestWithinLatency": ".router",
+    "RoutedCompletion": ".router",
+    "Route": ".router",
+    "Router": ".router",
+    "RouterView": ".router",
+    "RoutingPolicy": ".router",
+    "SeedRules": ".router",
+    "Task": ".router",
     "Timeouts": ".timeouts",
     "TransportStatistics": "._transport",
     "TrioTransport": "._transport",

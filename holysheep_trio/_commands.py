@@ -1,5 +1,5 @@
-# The `chat`, `bench` and `models` commands of the CLI; cli.py registers them with add_*_parser.
-"""The ``chat``, ``bench`` and ``models`` subcommands of ``holysheep-trio``.
+# The `chat`, `bench`, `models` and `usage` commands of the CLI; cli.py registers them.
+"""The ``chat``, ``bench``, ``models`` and ``usage`` subcommands of ``holysheep-trio``.
 
 Each ``add_<name>_parser(subparsers)`` registers one subcommand and sets its ``handler``
 (``(args) -> exit code``), as :mod:`holysheep_trio.cli` expects.
@@ -65,6 +65,8 @@ __all__ = [
     "add_bench_parser",
     "add_chat_parser",
     "add_models_parser",
+    "add_usage_parser",
+    "format_usage",
     "list_models",
 ]
 
@@ -674,3 +676,120 @@ async def list_models(*, api_key: str, base_url: str | None) -> list[tuple[str, 
         raise StreamProtocolError(
             "the model list is not an OpenAI-style JSON object", data=body
         ) from None
+
+
+# ---- usage ---------------------------------------------------------------------------------
+
+
+def add_usage_parser(subparsers: _Subparsers[argparse.ArgumentParser]) -> None:
+    """Register ``usage``: print a budget ledger's today and this month.
+
+    Args:
+        subparsers: The result of ``ArgumentParser.add_subparsers()``.
+    """
+    parser = subparsers.add_parser(
+        "usage",
+        help="show what a budget ledger has spent",
+        description=(
+            "Print a budget ledger's day and month: limit, spent, reserved, remaining, and the "
+            "usage per model this month. Reads the file only (nothing is sent, nothing written)."
+        ),
+    )
+    parser.add_argument("--ledger", required=True, help="the ledger, sqlite:///PATH")
+    parser.add_argument(
+        "--timezone",
+        default=None,
+        help="the zone days are counted in; must match the ledger's (default: the ledger's)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.set_defaults(handler=_usage)
+
+
+def _usage(args: argparse.Namespace) -> int:
+    return _run("usage", lambda interrupt: _usage_main(args, interrupt))
+
+
+async def _usage_main(args: argparse.Namespace, interrupt: _Interrupt) -> int:
+    from .budget import read_usage
+
+    with interrupt.scope:
+        report = await read_usage(args.ledger, timezone=args.timezone)
+    if interrupt.happened:
+        return EXIT_INTERRUPTED
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(format_usage(report))
+    return EXIT_OK
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1) -> list[str]:
+    """Plain text columns: the first ``left`` left-aligned, the rest right-aligned."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = []
+    for row in (header, *rows):
+        cells = [
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def format_usage(report: Any) -> str:
+    """A :class:`~holysheep_trio.BudgetReport` as the ``usage`` command's tables.
+
+    Args:
+        report: The report.
+
+    Returns:
+        The text (no trailing newline).
+    """
+
+    def money(amount: float | None) -> str:
+        return "-" if amount is None else format_usd(amount)
+
+    periods = []
+    for name, period in (("daily", report.daily), ("monthly", report.monthly)):
+        used = "-" if period.percent_used is None else f"{period.percent_used:.1f}%"
+        periods.append(
+            [
+                name,
+                period.period,
+                money(period.limit),
+                money(period.spent),
+                money(period.reserved),
+                money(period.remaining),
+                used,
+                period.resets_at.strftime("%Y-%m-%d %H:%M %Z"),
+            ]
+        )
+    lines = [
+        f"ledger {report.ledger}, days in {report.timezone}, {report.in_flight} reservation(s)"
+        " in flight",
+        "",
+        *_table(
+            ["period", "", "limit", "spent", "reserved", "remaining", "used", "resets at"],
+            periods,
+            left=2,
+        ),
+        "",
+    ]
+    models = [
+        [
+            model,
+            f"{usage.requests:,}",
+            f"{usage.prompt_tokens:,}",
+            f"{usage.completion_tokens:,}",
+            format_usd(usage.cost),
+            f"{usage.cancelled:,}",
+            f"{usage.expired:,}",
+        ]
+        for model, usage in report.models.items()
+    ]
+    if models:
+        header = ["model", "requests", "prompt tok", "completion tok", "cost", "cut short"]
+        lines += _table([*header, "expired"], models)
+    else:
+        lines.append(f"no requests in {report.monthly.period}")
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-# The holysheep-trio command line: argparse subcommands chat, bench, models and serve.
+# The holysheep-trio command line: argparse subcommands chat, bench, models, usage and serve.
 """The ``holysheep-trio`` command (also ``python -m holysheep_trio``).
 
 Adding a command: write ``_add_<name>(subparsers)`` that builds its parser and sets
@@ -164,10 +164,17 @@ def _add_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     add_models_parser(subparsers)
 
 
+def _add_usage(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._commands import add_usage_parser
+
+    add_usage_parser(subparsers)
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_chat,
     _add_bench,
     _add_models,
+    _add_usage,
     _add_serve,
 ]
 

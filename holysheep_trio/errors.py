@@ -10,8 +10,11 @@ The tree::
 
     HolySheepError
     ├── ConfigurationError              bad or missing configuration (e.g. no API key)
+    │   └── UnknownPriceError           a budgeted request for a model the price table lacks
     ├── ClientClosedError               the client was closed while the stream was open
     ├── PendingQueueFullError           too many requests already wait for the connection
+    ├── BudgetExceededError             the request does not fit a budget period; nothing sent
+    ├── LedgerError                     the usage ledger cannot be opened, read or written
     └── APIError                        anything that happened while talking to the API
         ├── APIStatusError              a non-2xx HTTP status (.status, .body, .retry_after)
         │   ├── BadRequestError         400
@@ -30,7 +33,8 @@ The tree::
 
 Kinds (:data:`ErrorKind`) are the seed's categories -- ``network``, ``timeout``, ``parse``,
 ``rate_limit``, ``authentication`` (401 and 403), ``server`` -- plus ``invalid_request`` (400,
-404, 409, 422 and the other 4xx statuses, and bad configuration).
+404, 409, 422 and the other 4xx statuses, and bad configuration), ``budget`` (a budget refused
+the request) and ``ledger`` (the usage ledger failed).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .models import Completion
 
 __all__ = [
@@ -49,12 +55,15 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
+    "BudgetPeriod",
     "ClientClosedError",
     "ConfigurationError",
     "ConnectionLostError",
     "DeadlineName",
     "ErrorKind",
     "HolySheepError",
+    "LedgerError",
     "NotFoundError",
     "OverloadedError",
     "PendingQueueFullError",
@@ -63,14 +72,24 @@ __all__ = [
     "ServerError",
     "StreamInterruptedError",
     "StreamProtocolError",
+    "UnknownPriceError",
     "error_class_for_status",
     "kind_for_status",
 ]
 
 ErrorKind = Literal[
-    "network", "timeout", "parse", "rate_limit", "authentication", "server", "invalid_request"
+    "network",
+    "timeout",
+    "parse",
+    "rate_limit",
+    "authentication",
+    "server",
+    "invalid_request",
+    "budget",
+    "ledger",
 ]
 DeadlineName = Literal["connect", "first_token", "idle", "total", "heartbeat"]
+BudgetPeriod = Literal["daily", "monthly"]
 
 #: At most this many bytes of an offending payload are kept on an error (and shown in its text).
 MAX_SHOWN_BYTES = 200
@@ -163,6 +182,69 @@ class PendingQueueFullError(HolySheepError):
     ) -> None:
         super().__init__(message, model=model, request_id=request_id, attempt=attempt)
         self.max_pending = max_pending
+
+
+class UnknownPriceError(ConfigurationError):
+    """A budgeted request names a model the budget's price table has no (complete) price for.
+
+    Raised before anything is sent: a guessed price would make the budget wrong without anyone
+    noticing. Add the model to the ``prices`` given to :func:`~holysheep_trio.open_budget`, with
+    a ``max_output_tokens`` if requests to it may omit ``max_tokens``.
+    """
+
+
+class BudgetExceededError(HolySheepError):
+    """The request's worst-case cost does not fit a budget period; nothing was sent.
+
+    Raised only when ``spent + needed > limit`` for the period: what was already spent there
+    leaves no room for this request even if every request in flight ended at no cost. (A
+    request that does not fit only because others hold reservations waits for them instead.)
+
+    Attributes:
+        period: ``"daily"`` or ``"monthly"``: the period that has no room.
+        limit: The period's limit, USD.
+        spent: USD spent in the period so far.
+        reserved: USD held by requests in flight in the period.
+        needed: The worst-case cost of this request, USD.
+        resets_at: When the period ends (an aware datetime in the budget's time zone).
+    """
+
+    kind: ErrorKind = "budget"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        period: BudgetPeriod,
+        limit: float,
+        spent: float,
+        reserved: float,
+        needed: float,
+        resets_at: datetime,
+        model: str | None = None,
+        request_id: str | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        super().__init__(message, model=model, request_id=request_id, attempt=attempt)
+        self.period: BudgetPeriod = period
+        self.limit = limit
+        self.spent = spent
+        self.reserved = reserved
+        self.needed = needed
+        self.resets_at = resets_at
+
+    def _context_items(self) -> list[tuple[str, object]]:
+        return [("period", self.period), *super()._context_items()]
+
+
+class LedgerError(HolySheepError):
+    """The usage ledger cannot be opened, read or written (corrupt, unwritable, locked too long).
+
+    Opening a ledger checks the file, so a bad path or a corrupt file fails at
+    :func:`~holysheep_trio.open_budget`, not in the middle of a run.
+    """
+
+    kind: ErrorKind = "ledger"
 
 
 class APIError(HolySheepError):

@@ -34,13 +34,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import Any, Final
 
 import attrs
 import trio
+
+# Token estimates live beside the wire formats; re-exported here for existing imports.
+from ._tokens import DEFAULT_COMPLETION_ESTIMATE as DEFAULT_COMPLETION_ESTIMATE
+from ._tokens import estimate_tokens as estimate_tokens
 
 __all__ = [
     "DEFAULT_PER_MODEL",
@@ -97,8 +101,6 @@ CEILING_RELAX_SUCCESSES = 100
 #: The longest Retry-After pause honoured; a larger value is clamped (a typo on the server
 #: must not freeze a model for a day).
 MAX_RETRY_AFTER = 600.0
-#: Completion tokens reserved when a request sets no ``max_tokens``.
-DEFAULT_COMPLETION_ESTIMATE = 1024
 # Float slack when comparing bucket levels after sleeping exactly the computed delay.
 _EPSILON = 1e-9
 
@@ -468,42 +470,6 @@ class AdaptiveLimit:
             self.limit += 1
 
 
-def estimate_tokens(messages: Iterable[Any], *, max_tokens: int | None = None) -> int:
-    """A cheap upper-ish estimate of a request's tokens: prompt characters / 4, plus completion.
-
-    The 4-characters-per-token rule of thumb is OpenAI's for English text; each message adds 4
-    tokens of framing. The estimate only sizes the TPM reservation, which is corrected by the
-    real usage when the stream ends.
-
-    Args:
-        messages: Chat messages, as mappings (``{"role": ..., "content": ...}``) or objects with a
-            ``content`` attribute; content may be a string or a list of parts with ``text``.
-        max_tokens: The completion limit; ``None`` reserves
-            :data:`DEFAULT_COMPLETION_ESTIMATE`.
-
-    Returns:
-        The estimated total tokens (at least 1).
-    """
-    characters = 0
-    count = 0
-    for message in messages:
-        count += 1
-        content = (
-            message.get("content")
-            if isinstance(message, Mapping)
-            else getattr(message, "content", None)
-        )
-        if isinstance(content, str):
-            characters += len(content)
-        elif isinstance(content, Iterable):
-            for part in content:
-                text = part.get("text") if isinstance(part, Mapping) else getattr(part, "text", "")
-                if isinstance(text, str):
-                    characters += len(text)
-    completion = DEFAULT_COMPLETION_ESTIMATE if max_tokens is None else max(0, max_tokens)
-    return max(1, math.ceil(characters / 4) + 4 * count + completion)
-
-
 # --------------------------------------------------------------------------- snapshots
 
 
@@ -536,6 +502,8 @@ class ModelStatistics:
         effective_limit: The adaptive limit in force (equals ``limit`` when not adaptive).
         paused_for: Seconds until admissions resume after a ``Retry-After`` (0 if not paused;
             always 0 when not adaptive).
+        time_to_first_token: This model's time to first token, rolling window (as the pool's).
+        latency: Duration of this model's successful requests, rolling window.
     """
 
     model: str
@@ -544,6 +512,8 @@ class ModelStatistics:
     limit: int
     effective_limit: int
     paused_for: float
+    time_to_first_token: Percentiles = Percentiles(count=0)
+    latency: Percentiles = Percentiles(count=0)
 
 
 @attrs.frozen(kw_only=True)
@@ -602,15 +572,27 @@ class _ModelState:
         "configured",
         "credited",
         "gate",
+        "latency",
         "limiter",
         "paused_until",
         "requests",
         "tokens",
+        "ttft",
         "waiting",
     )
 
-    def __init__(self, *, configured: int, rate: RateLimit | None, now: float) -> None:
+    def __init__(
+        self,
+        *,
+        configured: int,
+        rate: RateLimit | None,
+        now: float,
+        window_samples: int = 1024,
+        window_seconds: float = 300.0,
+    ) -> None:
         self.configured = configured
+        self.latency = RollingWindow(max_samples=window_samples, max_age=window_seconds)
+        self.ttft = RollingWindow(max_samples=window_samples, max_age=window_seconds)
         self.limiter = trio.CapacityLimiter(configured)
         self.gate = trio.Lock()  # trio.Lock is fair: waiters get it in FIFO order
         self.adaptive = AdaptiveLimit(configured=configured, now=now)
@@ -868,6 +850,7 @@ class Pool:
         self._models: dict[str, _ModelState] = {}
         self._latency = RollingWindow(max_samples=window_samples, max_age=window_seconds)
         self._ttft = RollingWindow(max_samples=window_samples, max_age=window_seconds)
+        self._window = (window_samples, window_seconds)
         self._throughput: RateMeter | None = None
         self._total = 0
         self._succeeded = 0
@@ -892,6 +875,8 @@ class Pool:
                 configured=self._limits.limit_for(model),
                 rate=self._limits.rate_for(model),
                 now=now,
+                window_samples=self._window[0],
+                window_seconds=self._window[1],
             )
             self._models[model] = state
         return state
@@ -1119,8 +1104,10 @@ class Pool:
         self._succeeded += 1
         if ttft is not None and math.isfinite(ttft) and ttft >= 0:
             self._ttft.add(ttft, now)
+            state.ttft.add(ttft, now)
         if math.isfinite(duration) and duration >= 0:
             self._latency.add(duration, now)
+            state.latency.add(duration, now)
         if self._limits.adaptive:
             state.adaptive.on_success(now)
             self._apply_limit(state)
@@ -1142,6 +1129,7 @@ class Pool:
         self._failed[kind] = self._failed.get(kind, 0) + 1
         if ttft is not None and math.isfinite(ttft) and ttft >= 0:
             self._ttft.add(ttft, now)
+            state.ttft.add(ttft, now)
         if not (status in OVERLOAD_STATUSES or kind in OVERLOAD_KINDS):
             return
         if not self._limits.adaptive:
@@ -1181,6 +1169,8 @@ class Pool:
                 limit=state.configured,
                 effective_limit=int(state.limiter.total_tokens),
                 paused_for=max(0.0, state.paused_until - now),
+                time_to_first_token=state.ttft.percentiles(now),
+                latency=state.latency.percentiles(now),
             )
             for model, state in self._models.items()
         }

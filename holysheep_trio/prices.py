@@ -14,8 +14,15 @@ deepseek-v3.2          0.28         0.42
 =====================  ===========  ============
 
 Cached-prompt discounts and batch prices are ignored, so a cost is an upper bound for the
-prompt part. A model that is not in the table has no known cost (:func:`cost` returns None):
-guessing a price would make a budget wrong without anyone noticing.
+prompt part.
+
+``max_output_tokens`` is the most completion tokens one request can produce; a budget reserves
+it for a request that sets no ``max_tokens`` (see ``docs/budgets.md``). Sources are cited next
+to each entry of :data:`DEFAULT_PRICES`; where two official pages disagree, the larger value is
+kept, because a reservation must never be smaller than what the server can bill.
+
+A model that is not in the table has no known cost (:func:`cost` returns None): guessing a
+price would make a budget wrong without anyone noticing.
 """
 
 from __future__ import annotations
@@ -32,6 +39,13 @@ from .models import Usage
 __all__ = ["DEFAULT_PRICES", "ModelPrice", "cost", "format_usd"]
 
 _TOKENS_PER_UNIT: Final = 1_000_000
+
+
+def _optional_token_limit(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"ModelPrice.{attribute.name} must be None or an int >= 1, got {value!r}")
 
 
 def _price(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -51,13 +65,17 @@ class ModelPrice:
     Attributes:
         input_per_mtok: Price of a million prompt tokens.
         output_per_mtok: Price of a million completion tokens.
+        max_output_tokens: The most completion tokens one request can produce, or None when
+            unknown (then a budget needs ``max_tokens`` on every request to the model).
 
     Raises:
-        ValueError: A price is negative, infinite or not a number.
+        ValueError: A price is negative, infinite or not a number, or ``max_output_tokens`` is
+            not a positive int.
     """
 
     input_per_mtok: float = attrs.field(validator=_price)
     output_per_mtok: float = attrs.field(validator=_price)
+    max_output_tokens: int | None = attrs.field(default=None, validator=_optional_token_limit)
 
     def cost(self, usage: Usage) -> float:
         """The cost in USD of ``usage`` at this price.
@@ -77,10 +95,25 @@ class ModelPrice:
 #: The built-in price table (see the module docstring for the sources). Read-only.
 DEFAULT_PRICES: Mapping[str, ModelPrice] = MappingProxyType(
     {
-        "gpt-4.1": ModelPrice(input_per_mtok=2.0, output_per_mtok=8.0),
-        "claude-sonnet-4.5": ModelPrice(input_per_mtok=3.0, output_per_mtok=15.0),
-        "gemini-2.5-flash": ModelPrice(input_per_mtok=0.30, output_per_mtok=2.50),
-        "deepseek-v3.2": ModelPrice(input_per_mtok=0.28, output_per_mtok=0.42),
+        # "32,768 max output tokens": https://platform.openai.com/docs/models/gpt-4.1
+        "gpt-4.1": ModelPrice(input_per_mtok=2.0, output_per_mtok=8.0, max_output_tokens=32_768),
+        # "Max output: 64000 tokens":
+        # https://docs.anthropic.com/en/docs/about-claude/models/overview
+        "claude-sonnet-4.5": ModelPrice(
+            input_per_mtok=3.0, output_per_mtok=15.0, max_output_tokens=64_000
+        ),
+        # "Output token limit: 65,536":
+        # https://ai.google.dev/gemini-api/docs/models#gemini-2.5-flash (Vertex AI's model page
+        # says 65,535; the larger value is kept).
+        "gemini-2.5-flash": ModelPrice(
+            input_per_mtok=0.30, output_per_mtok=2.50, max_output_tokens=65_536
+        ),
+        # DeepSeek-V3.2 "MAX OUTPUT": 8K in non-thinking mode (deepseek-chat), 64K in thinking
+        # mode (deepseek-reasoner): https://api-docs.deepseek.com/quick_start/pricing. A relay's
+        # "deepseek-v3.2" may serve either mode, so the thinking mode's 64K bounds both.
+        "deepseek-v3.2": ModelPrice(
+            input_per_mtok=0.28, output_per_mtok=0.42, max_output_tokens=65_536
+        ),
     }
 )
 

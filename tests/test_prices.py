@@ -74,3 +74,21 @@ def test_prices_are_frozen_and_the_default_table_read_only() -> None:
 )
 def test_format_usd(amount: float | None, shown: str) -> None:
     assert format_usd(amount) == shown
+
+
+def test_the_seed_models_know_their_maximum_output() -> None:
+    # Sourced in prices.py; where official pages disagree the larger value is kept, since a
+    # budget reserves it for requests without max_tokens.
+    assert {model: price.max_output_tokens for model, price in DEFAULT_PRICES.items()} == {
+        "gpt-4.1": 32_768,
+        "claude-sonnet-4.5": 64_000,
+        "gemini-2.5-flash": 65_536,
+        "deepseek-v3.2": 65_536,
+    }
+
+
+def test_max_output_tokens_is_optional_and_checked() -> None:
+    assert ModelPrice(input_per_mtok=1, output_per_mtok=2).max_output_tokens is None
+    for bad in (0, -1, 1.5, True, "10"):
+        with pytest.raises(ValueError, match="max_output_tokens"):
+            ModelPrice(input_per_mtok=1, output_per_mtok=2, max_output_tokens=bad)  # type: ignore[arg-type]
