@@ -125,7 +125,7 @@ async def test_empty_deltas_are_not_progress(autojump_clock: MockClock) -> None:
         timeouts=hs.Timeouts(first_token=None, idle=2.0),
     ) as client:
         started = trio.current_time()
-        with pytest.raises(hs.APITimeoutError) as info:
+        with trio.fail_after(30), pytest.raises(hs.APITimeoutError) as info:
             await client.chat(model="gpt-4.1", messages=MESSAGES)
     assert info.value.deadline == "idle"
     assert 1.9 <= trio.current_time() - started <= 2.6
