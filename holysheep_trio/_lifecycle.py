@@ -29,17 +29,20 @@ cannot be resumed after a cancelled read; the next read then says so (:class:`_I
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 import attrs
 import httpx2
 import trio
 
-from ._wire import parse_error_body
+from ._content_encoding import ContentDecoder, decoder_for
+from ._wire import error_from_success_body, parse_error_body
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -58,6 +61,9 @@ from .retry import parse_retry_after
 from .sse import ServerSentEvent, SSEParser, SSEProtocolError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .budget import AttemptBill, Reservation
     from .client import Client
     from .pool import Admission
 
@@ -74,6 +80,7 @@ __all__ = [
 ]
 
 ItemT = TypeVar("ItemT")
+T = TypeVar("T")
 ItemT_co = TypeVar("ItemT_co", covariant=True)
 
 #: Decoder flags: what a decoded event means to the lifecycle.
@@ -105,6 +112,9 @@ DRAIN_ON_CLOSE: Final = 0.05
 #: at most. Beyond it, droppable items are dropped and others are a protocol error: a server
 #: that streams nothing but empty chunks must not fill our memory.
 MAX_HELD_ITEMS: Final = 64
+#: Seconds added to a request's total deadline for its budget reservation's expiry: the
+#: reservation of a process that died (``kill -9``) counts as spent after that long.
+RESERVATION_MARGIN: Final = 60.0
 _INF: Final = math.inf
 
 logger = logging.getLogger("holysheep_trio")
@@ -146,6 +156,46 @@ class Body(Protocol):
     async def receive_some(self) -> bytes: ...
 
     async def aclose(self) -> None: ...
+
+
+class RequestObserver(Protocol):
+    """Sees one request's lifecycle as it happens: the seam for telemetry.
+
+    Every call gets ``now``, the trio clock, so durations agree with the stream's own
+    (``Completion.ttft``, ``duration``). Calls must be cheap and must not raise.
+    """
+
+    def admitted(self, now: float) -> None:
+        """The first attempt was admitted: the request's own clock starts (``start``)."""
+
+    def attempt_failed(
+        self, *, attempt: int, error: HolySheepError, delay: float | None, now: float
+    ) -> None:
+        """An attempt failed before output; ``delay`` is the back-off before the next one
+        (None: no retry on this endpoint)."""
+
+    def output(self, now: float) -> None:
+        """An output piece arrived (the first one is the first token)."""
+
+    def finished(
+        self,
+        *,
+        error: BaseException | None,
+        result: object,
+        usage: Usage | None,
+        base_url: str | None,
+        now: float,
+    ) -> None:
+        """The request ended (``error`` None: normally, whether read to its end or not)."""
+
+
+class Telemetry(Protocol):
+    """Starts an observer per request (``open_client(telemetry=...)``)."""
+
+    def start_request(
+        self, *, operation: str, model: str, request: Mapping[str, Any], now: float
+    ) -> RequestObserver | None:
+        """A request is entered; return its observer (or None to ignore it)."""
 
 
 class _IteratorBody:
@@ -315,6 +365,8 @@ class _Attempt(Generic[ItemT]):
         "admission",
         "base_url",
         "body",
+        "completed",
+        "content",
         "decoder",
         "end_at",
         "eof",
@@ -328,6 +380,7 @@ class _Attempt(Generic[ItemT]):
         "output_began",
         "output_pieces",
         "parser",
+        "pending",
         "released",
         "reported",
         "response",
@@ -355,6 +408,11 @@ class _Attempt(Generic[ItemT]):
         self.body: Body | None = None
         self.sent = False  # the server may have seen the request
         self.status: int | None = None
+        self.completed = False  # read to its natural end
+        # The body's content coding (a server that compressed although we asked for
+        # identity), and the decoded pieces of the last read still to be parsed.
+        self.content: ContentDecoder | None = None
+        self.pending: Iterator[bytes] | None = None
         self.held: list[ItemT] = []
         self.held_bytes = 0
         self.output_pieces = 0
@@ -371,6 +429,18 @@ class _Attempt(Generic[ItemT]):
     def accepted(self) -> bool:
         """Whether the server answered with a success status (it took the prompt)."""
         return self.status is not None and 200 <= self.status < 300
+
+    def bill(self) -> AttemptBill:
+        """What this attempt may have cost, for the budget's settlement."""
+        from .budget import AttemptBill
+
+        return AttemptBill(
+            # Sent and not refused with an error status: the server may have billed it.
+            billable=self.sent and (self.status is None or self.accepted),
+            completed=self.completed,
+            usage=self.decoder.usage,
+            completion_tokens=self.output_pieces,
+        )
 
     async def release(self, exc: BaseException | None) -> None:
         """Give the admission back (shielded: it never waits, and it must not be skipped)."""
@@ -401,6 +471,11 @@ class Request(Generic[ItemT]):
         estimated_prompt_tokens: The prompt estimate, counted when a stream is cut short.
         new_decoder: Makes the decoder of one attempt.
         partial: The result accumulated so far, for :class:`StreamInterruptedError`.
+        prompt_bound: An upper bound on the prompt tokens, for a budget reservation (asked
+            only when the client has a budget).
+        operation: ``"chat"`` or ``"responses"``, for telemetry.
+        request: The request's fields (messages or input, parameters), for telemetry (asked
+            only when the client has telemetry).
     """
 
     def __init__(
@@ -417,6 +492,9 @@ class Request(Generic[ItemT]):
         estimated_prompt_tokens: int,
         new_decoder: Callable[[], Decoder[ItemT]],
         partial: Callable[[], Any],
+        prompt_bound: Callable[[], int] | None = None,
+        operation: str = "chat",
+        request: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self._client = client
         self.model = model
@@ -430,6 +508,11 @@ class Request(Generic[ItemT]):
         self._estimated_prompt_tokens = estimated_prompt_tokens
         self._new_decoder = new_decoder
         self._partial = partial
+        self._prompt_bound = prompt_bound
+        self._operation = operation
+        self._request_fields = request
+        self._reservation: Reservation | None = None
+        self._observer: RequestObserver | None = None
         #: Items decoded and ready for the caller, in order.
         self.ready: deque[ItemT] = deque()
         self.state = "new"  # new -> open -> done
@@ -464,6 +547,15 @@ class Request(Generic[ItemT]):
             self.state = "done"
             raise ClientClosedError("the client is closed", model=self.model)
         client._streams.add(self)
+        telemetry = client._telemetry
+        if telemetry is not None:
+            fields = self._request_fields() if self._request_fields is not None else {}
+            self._observer = telemetry.start_request(
+                operation=self._operation,
+                model=self.model,
+                request=fields,
+                now=trio.current_time(),
+            )
         try:
             scope = self._guard()
             try:
@@ -474,6 +566,8 @@ class Request(Generic[ItemT]):
             if scope.cancelled_caught:
                 raise self.closed_error()
         except BaseException as exc:
+            if isinstance(exc, HolySheepError):
+                self._tag(exc)  # e.g. a budget or health refusal, before any attempt
             outcome = await self.finish(exc)
             if outcome is exc:
                 raise
@@ -500,10 +594,21 @@ class Request(Generic[ItemT]):
                 if not attempt.reported:
                     self._report(attempt, error=None, completed=False)
                 await attempt.release(exc)
+            exc = await self._settle(attempt, exc)
         finally:
             self._client._streams.discard(self)
             if self.end is None:
                 self.end = trio.current_time()
+            observer = self._observer
+            if observer is not None:
+                self._observer = None
+                observer.finished(
+                    error=exc,
+                    result=self._partial(),
+                    usage=None if attempt is None else attempt.decoder.usage,
+                    base_url=None if attempt is None else attempt.base_url,
+                    now=self.end,
+                )
         # A stream the client closed reports that, whether our own cancellation or a transport
         # error from the closed connection reached it first.
         if (
@@ -512,6 +617,24 @@ class Request(Generic[ItemT]):
             and not isinstance(exc, ClientClosedError)
         ):
             return self.closed_error()
+        return exc
+
+    async def _settle(
+        self, attempt: _Attempt[ItemT] | None, exc: BaseException | None
+    ) -> BaseException | None:
+        """Settle the budget reservation (once, however the request ended)."""
+        reservation = self._reservation
+        if reservation is None:
+            return exc
+        self._reservation = None
+        try:
+            # Shielded and bounded inside: committed before the stream's exit returns.
+            await reservation.settle(None if attempt is None else attempt.bill())
+        except HolySheepError as error:  # the ledger failed: the caller must know
+            self._tag(error)
+            if exc is None:
+                return error
+            logger.warning("settling the budget failed after %s: %s", type(exc).__name__, error)
         return exc
 
     def _guard(self) -> trio.CancelScope:
@@ -546,9 +669,14 @@ class Request(Generic[ItemT]):
         if explicit is not None and explicit != "auto":
             self._total_deadline = trio.current_time() + explicit
         client = self._client
+        health = client._health
+        budget = client._budget
         urls = client._base_urls
         policy = client._retry
-        url_index = 0
+        if budget is not None:
+            await self._reserve(budget)
+        # With a health monitor, start at the endpoint it found healthy (after a failover).
+        url_index = 0 if health is None else urls.index(health.active_url)
         endpoint_attempt = 0
         while True:
             attempt = await self._admit(urls[url_index])
@@ -562,54 +690,99 @@ class Request(Generic[ItemT]):
                 # Every attempt is admitted on its own: a back-off, a fallback or a retry
                 # holds no slot of this one (and after a 429 the pool's pause applies to it).
                 await attempt.release(None)
+                if health is not None:
+                    health.report_failure(error)
                 time_left = self._total_deadline - trio.current_time()
                 delay = policy.next_delay(
                     endpoint_attempt, error, time_left=None if time_left == _INF else time_left
                 )
-                if delay is None:
-                    if url_index + 1 < len(urls) and policy.should_fall_over(error):
-                        url_index += 1
-                        endpoint_attempt = 0
-                        logger.info(
-                            "%s: falling over to the next endpoint after %s",
-                            self.model,
-                            type(error).__name__,
-                        )
-                        continue
-                    raise
-                logger.info(
-                    "%s: attempt %d failed with %s; retrying in %.3f s",
-                    self.model,
-                    self.attempts,
-                    type(error).__name__,
-                    delay,
+                fall_over = (
+                    delay is None and url_index + 1 < len(urls) and policy.should_fall_over(error)
                 )
-                await trio.sleep(delay)
+                observer = self._observer
+                if observer is not None:
+                    observer.attempt_failed(
+                        attempt=attempt.number,
+                        error=error,
+                        delay=0.0 if fall_over else delay,
+                        now=trio.current_time(),
+                    )
+                if delay is None and not fall_over:
+                    raise
+                if fall_over:
+                    url_index += 1
+                    endpoint_attempt = 0
+                    logger.info(
+                        "%s: falling over to the next endpoint after %s",
+                        self.model,
+                        type(error).__name__,
+                    )
+                else:
+                    logger.info(
+                        "%s: attempt %d failed with %s; retrying in %.3f s",
+                        self.model,
+                        self.attempts,
+                        type(error).__name__,
+                        delay,
+                    )
+                    await trio.sleep(delay or 0.0)
+                reservation = self._reservation
+                if reservation is not None:
+                    # The failed attempt's cost becomes spend; room for another worst case is
+                    # reserved again (one reservation per request, held across attempts).
+                    await self._within_total(
+                        functools.partial(reservation.retry, attempt.bill()),
+                        "waiting for budget room",
+                    )
                 continue
             return
+
+    async def _reserve(self, budget: Any) -> None:
+        """Reserve the request's worst-case cost before anything is sent."""
+        total = self._timeouts.total_for(self.model, self._max_tokens)
+        prompt_bound = 0 if self._prompt_bound is None else self._prompt_bound()
+        self._reservation = await self._within_total(
+            lambda: budget.reserve(
+                model=self.model,
+                prompt_bound=prompt_bound,
+                max_output_tokens=self._max_tokens,
+                # A reservation whose process died counts as spent after this long: the
+                # request's own deadline plus a margin for the settlement.
+                expires_in=None if total is None else total + RESERVATION_MARGIN,
+            ),
+            "waiting for budget room",
+        )
+
+    async def _within_total(self, wait: Callable[[], Awaitable[T]], what: str) -> T:
+        """Await ``wait()`` within the total deadline; past it, raise the typed timeout."""
+        if self._total_deadline == _INF:  # the common case; a cancel scope costs ~2 µs
+            return await wait()
+        with trio.move_on_at(self._total_deadline):
+            return await wait()
+        seconds = self._timeouts.total_for(self.model, self._max_tokens)
+        error = APITimeoutError(
+            f"{what} outlasted the total deadline of {seconds} s", deadline="total", seconds=seconds
+        )
+        self._tag(error)
+        raise error
 
     async def _admit(self, base_url: str) -> _Attempt[ItemT]:
         """Wait for admission of a new attempt (within the total deadline) and start it."""
         client = self._client
+        health = client._health
+        if health is not None:
+            # The pending queue: while the connection heals, requests wait here in order,
+            # before admission, so that a held request holds no slot.
+            await self._within_total(health.wait_ready, "waiting for the connection")
         admission = client._admit(model=self.model, estimated_tokens=self._estimated_tokens)
-        if self._total_deadline == _INF:  # the common case; a cancel scope costs ~2 µs
-            ticket = await admission.__aenter__()
-        else:
-            with trio.move_on_at(self._total_deadline) as scope:
-                ticket = await admission.__aenter__()
-            if scope.cancelled_caught:
-                seconds = self._timeouts.total_for(self.model, self._max_tokens)
-                error = APITimeoutError(
-                    "waiting for admission (the client's limits) outlasted the total deadline"
-                    f" of {seconds} s",
-                    deadline="total",
-                    seconds=seconds,
-                )
-                self._tag(error)
-                raise error
+        ticket = await self._within_total(
+            admission.__aenter__, "waiting for admission (the client's limits)"
+        )
         now = trio.current_time()
         if not self.attempts:
             self.start = now
+            if self._observer is not None:
+                self._observer.admitted(now)
             if self._timeouts.total == "auto":
                 total = self._timeouts.total_for(self.model, self._max_tokens)
                 self._total_deadline = _INF if total is None else now + total
@@ -664,10 +837,21 @@ class Request(Generic[ItemT]):
         attempt.idle_left = _INF if idle is None else idle
         if not attempt.accepted:
             raise await self._status_error(attempt, response)
+        # A server that compressed although we asked for identity: decoded here (gzip and
+        # deflate); any other coding is a clear error, not a garbled stream.
+        attempt.content = decoder_for(response.headers.get("content-encoding"))
         content_type = response.headers.get("content-type", "text/event-stream")
         if not content_type.lower().startswith("text/event-stream"):
-            raise StreamProtocolError(
-                f"expected a text/event-stream response, got {content_type!r}"
+            # Some gateways answer a failed stream request with 200 and a JSON error body.
+            body = await self._read_bounded(attempt, MAX_ERROR_BODY)
+            headers = response.headers
+            raise error_from_success_body(
+                body,
+                content_type=content_type,
+                status=response.status_code,
+                headers=dict(headers.items()),
+                retry_after=parse_retry_after(headers),
+                should_retry=_should_retry(headers),
             )
         while not attempt.output_began and not attempt.eof:
             if attempt.failure is not None:
@@ -697,6 +881,9 @@ class Request(Generic[ItemT]):
             self.end = trio.current_time()
             await self._close_response(attempt)
             self._report(attempt, error=error, completed=False)
+            health = self._client._health
+            if health is not None:
+                health.report_failure(error)
             raise StreamInterruptedError.from_error(error, partial=self._partial()) from error
         finally:
             self._scope = None
@@ -712,6 +899,7 @@ class Request(Generic[ItemT]):
             if attempt.eof:
                 # The stream ended; waiting for the end of the body was only for reuse.
                 self.end = attempt.end_at if attempt.end_at is not None else trio.current_time()
+                attempt.completed = True
                 await self._close_response(attempt)
                 self._report(attempt, error=None, completed=True)
                 raise StopAsyncIteration
@@ -741,6 +929,17 @@ class Request(Generic[ItemT]):
 
     async def _pump(self, attempt: _Attempt[ItemT]) -> None:
         """Receive one piece of the body and decode the events it completes."""
+        if attempt.pending is not None:
+            # A compressed read inflates in bounded pieces, one per call, so that a
+            # decompression bomb never holds more than a piece's events at once.
+            piece = next(attempt.pending, None)
+            if piece is not None:
+                now = trio.current_time()
+                self._feed(attempt, piece, now, now)
+                return
+            attempt.pending = None
+            if attempt.eof:
+                return
         body = attempt.body
         assert body is not None
         waiting_since = trio.current_time()
@@ -766,6 +965,20 @@ class Request(Generic[ItemT]):
                 raise self._timeout(name)
             data = found
         now = trio.current_time()
+        content = attempt.content
+        if content is None:
+            self._feed(attempt, data, now, waiting_since)
+            return
+        attempt.idle_left -= now - waiting_since
+        if data:
+            attempt.pending = content.decode(data)
+        elif attempt.saw_end:  # complete: what follows the end does not matter
+            self._feed(attempt, b"", now, now)
+        else:
+            attempt.pending = itertools.chain(content.finish(), (b"",))
+
+    def _feed(self, attempt: _Attempt[ItemT], data: bytes, now: float, waited_from: float) -> None:
+        """Parse ``data`` (b"": the end of the body) and decode the events it completes."""
         try:
             events = attempt.parser.feed(data) if data else attempt.parser.close()
         except SSEProtocolError as exc:
@@ -776,7 +989,7 @@ class Request(Generic[ItemT]):
             idle = self._timeouts.idle
             attempt.idle_left = _INF if idle is None else idle
         else:
-            attempt.idle_left -= now - waiting_since
+            attempt.idle_left -= now - waited_from
         if not data:
             attempt.eof = True
             if not attempt.saw_end and not attempt.saw_finish and attempt.failure is None:
@@ -808,6 +1021,8 @@ class Request(Generic[ItemT]):
                 continue
             if flags & OUTPUT:
                 attempt.output_pieces += 1
+                if self._observer is not None:
+                    self._observer.output(now)
             if attempt.output_began:
                 ready.append(item)
             elif flags & OUTPUT:
@@ -842,8 +1057,7 @@ class Request(Generic[ItemT]):
         body = await self._read_bounded(attempt, MAX_ERROR_BODY)
         message, error_type, code = parse_error_body(body)
         headers = response.headers
-        raw_should_retry = headers.get("x-should-retry", "").strip().lower()
-        should_retry = {"true": True, "false": False}.get(raw_should_retry)
+        should_retry = _should_retry(headers)
         status = response.status_code
         cls = error_class_for_status(status)
         return cls(
@@ -861,20 +1075,25 @@ class Request(Generic[ItemT]):
         """Up to ``limit`` bytes of the body, within the current deadlines (errors ignored)."""
         body = attempt.body
         assert body is not None
-        parts: list[bytes] = []
-        size = 0
         deadline, _ = self._deadline(attempt, trio.current_time())
         with trio.move_on_at(deadline):
-            try:
-                while size < limit:
-                    data = await body.receive_some()
-                    if not data:
-                        break
-                    parts.append(data)
-                    size += len(data)
-            except TRANSPORT_ERRORS:
-                pass
-        return b"".join(parts)[:limit]
+            raw = await read_bounded(body, limit)
+        response = attempt.response
+        coding = None if response is None else response.headers.get("content-encoding")
+        try:
+            content = decoder_for(coding)
+            if content is None:
+                return raw
+            pieces: list[bytes] = []
+            size = 0
+            for piece in itertools.chain(content.decode(raw), content.finish()):
+                pieces.append(piece)
+                size += len(piece)
+                if size >= limit:
+                    break
+            return b"".join(pieces)[:limit]
+        except StreamProtocolError:  # a truncated or odd body: show it as it came
+            return raw
 
     async def _close_response(self, attempt: _Attempt[ItemT]) -> None:
         body, response = attempt.body, attempt.response
@@ -900,17 +1119,7 @@ class Request(Generic[ItemT]):
             error.request_id = self.request_id
         if error.attempt is None:
             error.attempt = self.attempts or None  # None: it failed before any attempt
-        secrets = self._client._secrets() + self._extra_secrets
-        if secrets:
-            error.message = _scrub(error.message, secrets)
-            error.args = (error.message,)
-            if isinstance(error, APIStatusError):
-                error.body = _scrub(error.body, secrets)
-            if isinstance(error, StreamProtocolError) and error.data:
-                text = error.data.decode("utf-8", "replace")
-                scrubbed = _scrub(text, secrets)
-                if scrubbed != text:
-                    error.data = scrubbed.encode("utf-8")
+        scrub_error(error, self._client._secrets() + self._extra_secrets)
 
     def _report(
         self, attempt: _Attempt[ItemT], *, error: HolySheepError | None, completed: bool
@@ -950,6 +1159,43 @@ class Request(Generic[ItemT]):
                 duration=outcome.duration,
             )
         self._client._report(outcome)
+
+
+def scrub_error(error: HolySheepError, secrets: tuple[str, ...]) -> HolySheepError:
+    """Replace every secret in ``error``'s text (message, body, offending data); return it."""
+    if not secrets:
+        return error
+    error.message = _scrub(error.message, secrets)
+    error.args = (error.message,)
+    if isinstance(error, APIStatusError):
+        error.body = _scrub(error.body, secrets)
+    if isinstance(error, StreamProtocolError) and error.data:
+        text = error.data.decode("utf-8", "replace")
+        scrubbed = _scrub(text, secrets)
+        if scrubbed != text:
+            error.data = scrubbed.encode("utf-8")
+    return error
+
+
+def _should_retry(headers: Mapping[str, str]) -> bool | None:
+    """The server's ``x-should-retry`` verdict (as the official SDKs read it), or None."""
+    return {"true": True, "false": False}.get(headers.get("x-should-retry", "").strip().lower())
+
+
+async def read_bounded(body: Body, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``body`` (transport errors end the read quietly)."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size < limit:
+            data = await body.receive_some()
+            if not data:
+                break
+            parts.append(data)
+            size += len(data)
+    except TRANSPORT_ERRORS:
+        pass
+    return b"".join(parts)[:limit]
 
 
 async def _receive_nowait(body: Body) -> bytes | None:

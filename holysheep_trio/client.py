@@ -22,7 +22,7 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import httpx2
 import trio
@@ -34,20 +34,33 @@ from ._lifecycle import (
     DROPPABLE,
     END,
     FINISH,
+    MAX_ERROR_BODY,
     OUTPUT,
     PROGRESS,
+    TRANSPORT_ERRORS,
     AttemptOutcome,
     Request,
+    Telemetry,
+    _IteratorBody,
+    cause_of,
     header_secrets,
+    read_bounded,
+    scrub_error,
+    translate,
 )
-from ._wire import DONE, CompletionAccumulator, build_request_body, decode_event
+from ._tokens import prompt_token_bound
+from ._wire import DONE, CompletionAccumulator, build_request_body, decode_event, parse_error_body
 from .batch import BatchResult, ChatRequest
-from .errors import ConfigurationError, HolySheepError
+from .errors import ConfigurationError, HolySheepError, error_class_for_status
 from .models import ChatChunk, Completion, Message, Usage
 from .pool import Admission, Limits, Pool, PoolStatistics, estimate_tokens
-from .retry import RetryPolicy
+from .retry import RetryPolicy, parse_retry_after
 from .sse import ServerSentEvent
 from .timeouts import Timeouts
+
+if TYPE_CHECKING:
+    from .budget import Budget
+    from .health import HealthConfig, HealthMonitor
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -70,6 +83,8 @@ DEFAULT_MAX_EVENT_SIZE: Final = 16 * 1024 * 1024
 _USER_AGENT: Final = f"holysheep-trio/{__version__}"
 #: The default bound on requests a batch runs at once (see Client._batch_in_flight).
 _MAX_BATCH_IN_FLIGHT: Final = 100
+#: The most of a health check's answer (the model list) that is read.
+_MAX_PROBE_BODY: Final = 1024 * 1024
 #: Request headers whose values are secrets: scrubbed from every error text.
 _USERINFO: Final = re.compile(r"//[^/?#@]*@")
 _SECRET_HEADERS: Final = frozenset(
@@ -147,8 +162,10 @@ class ChatStream:
         extra_headers: Mapping[str, str] | None = None,
         estimated_tokens: int = 0,
         estimated_prompt_tokens: int = 0,
+        fields: Mapping[str, Any] | None = None,
     ) -> None:
         self._acc = CompletionAccumulator()
+        request_fields: Mapping[str, Any] = fields or {}
         self._request: Request[ChatChunk] = Request(
             client,
             model=model,
@@ -161,6 +178,9 @@ class ChatStream:
             estimated_prompt_tokens=estimated_prompt_tokens,
             new_decoder=_ChatDecoder,
             partial=lambda: self.completion,
+            prompt_bound=lambda: prompt_token_bound(request_fields),
+            operation="chat",
+            request=lambda: request_fields,
         )
 
     def __repr__(self) -> str:
@@ -229,7 +249,13 @@ class Client:
         retry: RetryPolicy,
         limits: Limits | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        budget: Budget | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self._budget = budget
+        self._telemetry = telemetry
+        #: Set by open_client while its health monitor runs.
+        self._health: HealthMonitor | None = None
         # The pool's Retry-After pause never outlasts what the retry policy would wait: a
         # longer one is refused at once by the policy, so pausing others longer only stalls them.
         self._pool = Pool(
@@ -277,6 +303,20 @@ class Client:
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
         return self._closed
+
+    @property
+    def budget(self) -> Budget | None:
+        """The budget every request reserves against (``open_client(budget=...)``), or None."""
+        return self._budget
+
+    @property
+    def health(self) -> HealthMonitor | None:
+        """The health monitor (``open_client(health=...)``), or None without one.
+
+        Its ``state``, ``wait_healthy()``, ``subscribe()`` and ``reconnect()`` are described in
+        ``docs/health.md``.
+        """
+        return self._health
 
     @property
     def limits(self) -> Limits:
@@ -334,6 +374,7 @@ class Client:
             extra_headers=extra_headers,
             estimated_tokens=estimate_tokens(messages, max_tokens=max_tokens),
             estimated_prompt_tokens=estimate_tokens(messages, max_tokens=0),
+            fields={"messages": messages, **params},
         )
 
     async def chat(
@@ -518,6 +559,8 @@ class Client:
         self._closed = True
         for stream in list(self._streams):
             stream.cancel_by_client()
+        if self._health is not None:
+            await self._health.aclose()
         if self._owns_http:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
                 await self._http.aclose()
@@ -538,6 +581,44 @@ class Client:
 
         A no-op; a seam for observability (OpenTelemetry) and tests.
         """
+
+    async def _probe(self, url: str) -> None:
+        """The health check: ``GET {url}/models`` answered with 200 (the seed's choice).
+
+        Raises the client's typed errors: a status error (401/403 end a reconnect cycle at
+        once), or a connection error. The monitor bounds it with ``HealthConfig.timeout``.
+        """
+        headers = self._request_headers()
+        headers["Accept"] = "application/json"
+        del headers["Content-Type"]
+        request = self._http.build_request("GET", url + "/models", headers=headers)
+        try:
+            response = await self._http.send(request, stream=True, follow_redirects=False)
+        except TRANSPORT_ERRORS as exc:
+            raise scrub_error(translate(exc, connect_timeout=None), self._secrets()) from (
+                cause_of(exc)
+            )
+        body = response.extensions.get("holysheep.body") or _IteratorBody(response)
+        try:
+            # Read the list to its end (bounded) so that the connection can be reused.
+            data = await read_bounded(body, _MAX_PROBE_BODY)
+        finally:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+                await body.aclose()
+                await response.aclose()
+        status = response.status_code
+        if status != 200:
+            message, error_type, code = parse_error_body(data)
+            error = error_class_for_status(status)(
+                f"health check: HTTP {status}: {message}",
+                status=status,
+                body=data.decode("utf-8", "replace")[:MAX_ERROR_BODY],
+                error_type=error_type,
+                code=code,
+                retry_after=parse_retry_after(response.headers),
+                headers=dict(response.headers.items()),
+            )
+            raise scrub_error(error, self._secrets())
 
     def _request_headers(self) -> dict[str, str]:
         # identity: both body paths read the raw bytes (no async-generator decoders on the hot
@@ -638,6 +719,9 @@ async def open_client(
     http_client: httpx2.AsyncClient | None = None,
     limits: Limits | None = None,
     max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+    budget: Budget | None = None,
+    health: HealthConfig | None = None,
+    telemetry: Telemetry | None = None,
 ) -> AsyncIterator[Client]:
     """Open a client; use with ``async with``. Leaving the block closes it.
 
@@ -661,6 +745,15 @@ async def open_client(
             adaptive (shrinks on 429/503/529, grows back on success).
         max_event_size: The largest server-sent event accepted, in bytes (default 16 MiB); a
             larger one fails the stream with :class:`~holysheep_trio.StreamProtocolError`.
+        budget: A :class:`~holysheep_trio.Budget` (from :func:`~holysheep_trio.open_budget`):
+            every request reserves its worst-case cost before it is sent and settles to the
+            bill when it ends (see ``docs/budgets.md``). Not closed by the client.
+        health: A :class:`~holysheep_trio.HealthConfig`: a monitor task probes
+            ``GET {base_url}/models``, reconnects with backoff, fails over between the base
+            URL and the fallback URLs, emits events and holds requests while the connection
+            heals (see ``docs/health.md``). Without it nothing runs in the background.
+        telemetry: An observer of every request, e.g. ``holysheep_trio.otel.Telemetry``
+            (OpenTelemetry, see ``docs/observability.md``). Without it nothing is recorded.
 
     Yields:
         The :class:`Client`.
@@ -668,11 +761,23 @@ async def open_client(
     Raises:
         ConfigurationError: no API key (without ``http_client``), a key that no HTTP header
             can carry, or a bad URL, before anything is opened. The key is never shown.
-        TypeError: ``limits`` is not a ``Limits``.
+        TypeError: ``limits``, ``budget`` or ``health`` has the wrong type.
         ValueError: ``max_event_size`` is smaller than 1.
     """
     if limits is not None and not isinstance(limits, Limits):
         raise TypeError(f"limits must be a holysheep_trio.Limits, got {type(limits).__name__}")
+    if budget is not None:
+        from .budget import Budget
+
+        if not isinstance(budget, Budget):
+            raise TypeError(f"budget must be a holysheep_trio.Budget, got {type(budget).__name__}")
+    if health is not None:
+        from .health import HealthConfig
+
+        if not isinstance(health, HealthConfig):
+            raise TypeError(
+                f"health must be a holysheep_trio.HealthConfig, got {type(health).__name__}"
+            )
     if isinstance(max_event_size, bool) or not isinstance(max_event_size, int):
         raise TypeError("max_event_size must be an int")
     if max_event_size < 1:
@@ -699,10 +804,18 @@ async def open_client(
         retry=retry or RetryPolicy(),
         limits=limits,
         max_event_size=max_event_size,
+        budget=budget,
+        telemetry=telemetry,
     )
-    # No nursery while nothing runs in the background: a nursery around the caller's block
-    # would wrap the caller's own exceptions in groups.
     try:
-        yield client
+        if health is None:
+            # Nothing runs in the background, so no nursery either.
+            yield client
+        else:
+            from .health import open_health_monitor
+
+            async with open_health_monitor(health, probe=client._probe, urls=urls) as monitor:
+                client._health = monitor
+                yield client
     finally:
         await client.aclose()

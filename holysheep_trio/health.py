@@ -1054,19 +1054,28 @@ async def open_health_monitor(
         TypeError: ``config`` is not a :class:`HealthConfig`.
     """
     monitor = HealthMonitor(config, probe=probe, urls=urls)
+    # The caller's block runs inside the nursery, which wraps whatever leaves it in a group:
+    # what the block raised comes out as it was (the very object, a group of its own included),
+    # and a bug of the monitor task as that one exception.
+    body_error: BaseException | None = None
     failure: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(monitor._run)
             try:
                 yield monitor
+            except BaseException as exc:
+                body_error = exc
+                raise
             finally:
                 monitor._close()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # One thing failed -> raise that one exception, not a group (STYLE, trio's rule).
-        failure = _single_leaf(group)
-        if failure is None:
-            raise
+        if body_error is not None and list(group.exceptions) == [body_error]:
+            failure = body_error
+        else:
+            failure = _single_leaf(group)
+            if failure is None:
+                raise
     if failure is not None:
         raise failure

@@ -16,11 +16,6 @@ from holysheep_trio._tokens import prompt_token_bound
 from holysheep_trio.budget import Rates, from_picodollars
 from holysheep_trio.simulator import Simulator, open_simulator
 
-# These run as soon as the request lifecycle reserves and settles through `open_client(budget=)`.
-pytestmark = pytest.mark.skipif(
-    not hasattr(hs.Client, "budget"), reason="lifecycle wiring pending (open_client(budget=))"
-)
-
 MODEL = "gpt-4.1"
 MESSAGES = [{"role": "user", "content": "Count to ten, slowly."}]
 MAX_TOKENS = 200
