@@ -158,9 +158,7 @@ async def read_httpx2_sse(url: str, streams: int, tokens: int) -> tuple[int, int
                 async for event in source:
                     payload = json.loads(event.data)
                     events += 1
-                    if payload.get("type") == "response.output_text.delta" and payload.get(
-                        "delta"
-                    ):
+                    if payload.get("type") == "response.output_text.delta" and payload.get("delta"):
                         deltas += 1
 
         async with trio.open_nursery() as nursery:

@@ -718,9 +718,9 @@ SSE = {"content-type": "text/event-stream", "x-request-id": "req_mock"}
 
 
 class Script(httpx2.AsyncByteStream):
-    """A response body from a list of byte strings; no async generator."""
+    """A response body from a list of byte strings and (float) pauses; no async generator."""
 
-    def __init__(self, items: Sequence[bytes]) -> None:
+    def __init__(self, items: Sequence[bytes | float]) -> None:
         self._items = list(items)
 
     def __aiter__(self) -> Script:  # type: ignore[override]
@@ -728,8 +728,12 @@ class Script(httpx2.AsyncByteStream):
 
     async def __anext__(self) -> bytes:
         await trio.lowlevel.checkpoint()
-        if self._items:
-            return self._items.pop(0)
+        while self._items:
+            item = self._items.pop(0)
+            if isinstance(item, float):
+                await trio.sleep(item)
+                continue
+            return item
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
@@ -949,3 +953,36 @@ async def test_many_heartbeats_before_the_first_output_are_dropped_not_fatal() -
     assert isinstance(received[0], hs.ResponseCreated)
     assert received[-1].is_terminal
     assert len(received) < len(events)
+
+
+async def test_heartbeat_events_are_not_progress(autojump_clock: MockClock) -> None:
+    # After the first delta, a server that only repeats `keepalive` events and status
+    # snapshots is silent as far as the idle deadline is concerned.
+    head = vectors.sse_bytes(vectors.OPENAI_TEXT[:5])
+    beats: list[bytes | float] = []
+    for _ in range(10):
+        beats += [1.0, vectors.sse_bytes([{"type": "keepalive"}])]
+        snapshot = {"type": "response.in_progress", "response": vectors.response_object("x")}
+        beats += [1.0, vectors.sse_bytes([snapshot])]
+    reply = httpx2.Response(200, headers=SSE, stream=Script([head, *beats]))
+    received: list[hs.ResponseEvent] = []
+    start = trio.current_time()
+    async with mock_client([reply], timeouts=hs.Timeouts(idle=3.5)) as (client, _):
+
+        async def consume() -> None:
+            async with client.stream_response(model="gpt-4.1", input="Hi") as stream:
+                async for event in stream:
+                    received.append(event)
+
+        with pytest.raises(hs.StreamInterruptedError) as info:
+            await consume()
+    cause = info.value.__cause__
+    assert isinstance(cause, hs.APITimeoutError)
+    assert cause.deadline == "idle"
+    assert 3.5 <= trio.current_time() - start < 4
+    # They are delivered all the same (an unknown type is never an error).
+    assert [event.type for event in received[5:]] == [
+        "keepalive",
+        "response.in_progress",
+        "keepalive",
+    ]
