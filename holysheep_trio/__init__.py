@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
+    from ._responses_stream import ResponseStream as ResponseStream
     from ._transport import TransportStatistics as TransportStatistics
     from ._transport import TrioTransport as TrioTransport
     from .batch import BatchResult as BatchResult
@@ -145,6 +146,7 @@ _LAZY: dict[str, str] = {
     "Reservation": ".budget",
     "open_budget": ".budget",
     "ChatStream": ".client",
+    "ResponseStream": "._responses_stream",
     "Client": ".client",
     "open_client": ".client",
     "APIConnectionError": ".errors",

@@ -54,6 +54,8 @@ from .prices import cost, format_usd
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from .models import Usage
+
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
@@ -81,6 +83,8 @@ PROG: Final = "holysheep-trio"
 _MODELS_TIMEOUT: Final = 30.0
 
 _Subparsers = argparse._SubParsersAction  # the type argparse gives add_subparsers() results
+#: The wire formats `chat` and `bench` speak (``--api``).
+API_CHOICES: Final = ("chat", "responses")
 
 
 # ---- shared plumbing -----------------------------------------------------------------------
@@ -288,8 +292,21 @@ def add_chat_parser(subparsers: _Subparsers[argparse.ArgumentParser]) -> None:
         "--max-tokens", type=_positive_int, default=None, help="cap on the reply's length"
     )
     parser.add_argument("--system", default=None, help="a system message")
+    _add_api_option(parser)
     _add_target_options(parser)
     parser.set_defaults(handler=_chat)
+
+
+def _add_api_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api",
+        choices=API_CHOICES,
+        default="chat",
+        help=(
+            "the API: chat completions (POST /chat/completions) or the Responses API "
+            "(POST /responses); default %(default)s"
+        ),
+    )
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -306,6 +323,8 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 async def _chat_main(args: argparse.Namespace, prompt: str, interrupt: _Interrupt) -> int:
+    if args.api == "responses":
+        return await _respond_main(args, prompt, interrupt)
     from .client import open_client
 
     messages = [] if args.system is None else [{"role": "system", "content": args.system}]
@@ -338,21 +357,79 @@ async def _chat_main(args: argparse.Namespace, prompt: str, interrupt: _Interrup
     return EXIT_OK
 
 
+async def _respond_main(args: argparse.Namespace, prompt: str, interrupt: _Interrupt) -> int:
+    """``chat --api responses``: the same reply through ``client.stream_response``."""
+    from ._responses_stream import chat_usage
+    from .client import open_client
+    from .responses import OutputTextDelta, RefusalDelta
+
+    ends_with_newline = True
+    try:
+        with interrupt.scope:
+            async with (
+                _open_target("chat", args) as target,
+                open_client(api_key=target.api_key, base_url=target.base_url) as client,
+                client.stream_response(
+                    model=args.model,
+                    input=prompt,
+                    instructions=args.system,
+                    max_output_tokens=args.max_tokens,
+                ) as stream,
+            ):
+                async for event in stream:
+                    # The answer and a refusal are what a reader sees; reasoning summaries
+                    # and function-call arguments are not printed.
+                    if isinstance(event, OutputTextDelta | RefusalDelta) and event.delta:
+                        sys.stdout.write(event.delta)
+                        sys.stdout.flush()
+                        ends_with_newline = event.delta.endswith("\n")
+    finally:
+        if not ends_with_newline:
+            print(flush=True)
+    if interrupt.happened:
+        _say("chat", "interrupted")
+        return EXIT_INTERRUPTED
+    response = stream.response
+    usage = None if response.usage is None else chat_usage(response.usage)
+    summary = _summary(
+        args.model,
+        model=response.model,
+        ttft=response.ttft,
+        duration=response.duration,
+        usage=usage,
+    )
+    if response.status not in (None, "completed"):
+        details = response.incomplete_details
+        reason = "" if details is None or details.reason is None else f" ({details.reason})"
+        summary += f", status {response.status}{reason}"
+    _say("chat", summary)
+    return EXIT_OK
+
+
 def _chat_summary(requested: str, completion: Any) -> str:
-    model = completion.model or requested
-    parts = [f"model {model}"]
-    ttft = completion.ttft
+    return _summary(
+        requested,
+        model=completion.model,
+        ttft=completion.ttft,
+        duration=completion.duration,
+        usage=completion.usage,
+    )
+
+
+def _summary(
+    requested: str, *, model: str, ttft: float | None, duration: float, usage: Usage | None
+) -> str:
+    parts = [f"model {model or requested}"]
     parts.append("TTFT n/a" if ttft is None else f"TTFT {ttft:.3f} s")
-    usage = completion.usage
     if usage is None:
         parts += ["tokens/s unknown (no usage)", "cost unknown (no usage)"]
         return ", ".join(parts)
-    rate = streaming_rate(usage.completion_tokens, ttft=ttft, duration=completion.duration)
+    rate = streaming_rate(usage.completion_tokens, ttft=ttft, duration=duration)
     parts.append("tokens/s n/a" if rate is None else f"{rate:.1f} tokens/s")
     parts.append(f"tokens {usage.prompt_tokens} in / {usage.completion_tokens} out")
     amount = cost(requested, usage)
-    if amount is None and completion.model:
-        amount = cost(completion.model, usage)
+    if amount is None and model:
+        amount = cost(model, usage)
     parts.append(f"cost {format_usd(amount)}")
     return ", ".join(parts)
 
@@ -397,6 +474,7 @@ def add_bench_parser(subparsers: _Subparsers[argparse.ArgumentParser]) -> None:
         "--max-tokens", type=_positive_int, default=100, help="max_tokens per request (%(default)s)"
     )
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message")
+    _add_api_option(parser)
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the report here")
     parser.add_argument(
         "--plot",
@@ -424,6 +502,7 @@ def _bench(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             max_tokens=args.max_tokens,
             prompt=args.prompt,
+            api=args.api,
         )
     except ValueError as exc:
         _say("bench", f"invalid_request error: {exc}")
@@ -548,6 +627,8 @@ def _report_table(report: BenchReport) -> Table:
     from rich.table import Table
 
     title = f"holysheep-trio bench: {report.target}" if report.target else "holysheep-trio bench"
+    if report.config.api == "responses":
+        title += " (Responses API)"
     table = Table(title=title, title_justify="left")
     table.add_column("model")
     for name in ("runs", "ok", "TTFT avg", "min", "p50", "p95", "max", "tok/s avg", "tok/s p50"):

@@ -1,5 +1,8 @@
 # The benchmark runner behind `holysheep-trio bench` and benchmarks/: timed streams and statistics.
-"""Measure time to first token, token throughput and errors of streamed chat requests.
+"""Measure time to first token, token throughput and errors of streamed requests.
+
+Chat completions by default; the Responses API with ``BenchConfig(api="responses")``
+(``holysheep-trio bench --api responses``).
 
 Two layers, as everywhere in this library:
 
@@ -12,8 +15,9 @@ Two layers, as everywhere in this library:
 What is measured, and why this way (the seed's benchmark counted network chunks as tokens and
 averaged nothing else):
 
-- **TTFT** is the client's :attr:`~holysheep_trio.Completion.ttft`: from the start of the
-  request (retries included) to the first content delta.
+- **TTFT** is the client's :attr:`~holysheep_trio.Completion.ttft` (or
+  :attr:`~holysheep_trio.Response.ttft`): from the start of the request (retries included) to
+  the first output delta.
 - **Tokens** are the server's ``usage.completion_tokens`` when it sends usage (the client asks
   for it), else the number of output deltas, which is what servers stream one token at a time;
   never network reads, which carry any number of events. :attr:`BenchRun.tokens_source` says
@@ -37,13 +41,21 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import attrs
 import trio
 
+from ._responses_stream import chat_usage
 from .errors import HolySheepError, StreamInterruptedError
+from .responses import (
+    FunctionCallArgumentsDelta,
+    OutputTextDelta,
+    ReasoningSummaryTextDelta,
+    ReasoningTextDelta,
+    RefusalDelta,
+)
 
 if TYPE_CHECKING:
     from os import PathLike
 
     from .client import Client
-    from .models import Completion
+    from .models import Usage
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -70,6 +82,8 @@ JSON_VERSION: Final = 1
 _PLOT_BINS: Final = 30
 
 TokensSource = Literal["usage", "deltas"]
+#: The wire format a benchmark measures: chat completions or the Responses API.
+Api = Literal["chat", "responses"]
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:
@@ -294,6 +308,11 @@ def _max_tokens(instance: object, attribute: attrs.Attribute[Any], value: object
         _positive(instance, attribute, value)
 
 
+def _check_api(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in ("chat", "responses"):
+        raise ValueError(f"BenchConfig.api must be 'chat' or 'responses', got {value!r}")
+
+
 def _model_names(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -320,9 +339,13 @@ class BenchConfig:
         max_tokens: ``max_tokens`` of each request; None lets the model decide.
         prompt: The user message.
         system: An optional system message.
+        api: ``"chat"`` (``client.stream_chat``, the default) or ``"responses"``
+            (``client.stream_response``: the prompt is the ``input``, the system message the
+            ``instructions``, ``max_tokens`` the ``max_output_tokens``).
 
     Raises:
-        ValueError: A count is below 1, or no (or a duplicate) model is given.
+        ValueError: A count is below 1, no (or a duplicate) model is given, or ``api`` is
+            neither ``"chat"`` nor ``"responses"``.
     """
 
     models: tuple[str, ...] = attrs.field(
@@ -333,6 +356,7 @@ class BenchConfig:
     max_tokens: int | None = attrs.field(default=100, validator=_max_tokens)
     prompt: str = DEFAULT_PROMPT
     system: str | None = None
+    api: Api = attrs.field(default="chat", validator=_check_api)
 
     def messages(self) -> list[dict[str, str]]:
         """The request's messages in the OpenAI shape."""
@@ -451,23 +475,61 @@ class BenchReport:
 # ---- the runner --------------------------------------------------------------------------
 
 
+#: Seconds to the first output, duration, attempts and usage of one measured request.
+_Result = tuple[float | None, float, int, "Usage | None"]
+#: The Responses API's delta events: one per streamed token.
+_DELTAS: Final = (
+    OutputTextDelta,
+    RefusalDelta,
+    ReasoningTextDelta,
+    ReasoningSummaryTextDelta,
+    FunctionCallArgumentsDelta,
+)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+async def _stream_chat(
+    client: Client, config: BenchConfig, model: str, counted: list[int]
+) -> _Result:
+    async with client.stream_chat(
+        model=model, messages=config.messages(), max_tokens=config.max_tokens
+    ) as stream:
+        async for chunk in stream:
+            if chunk.has_output:
+                counted[0] += 1
+    completion = stream.completion
+    return completion.ttft, completion.duration, completion.attempts, completion.usage
+
+
+async def _stream_response(
+    client: Client, config: BenchConfig, model: str, counted: list[int]
+) -> _Result:
+    async with client.stream_response(
+        model=model,
+        input=config.prompt,
+        instructions=config.system,
+        max_output_tokens=config.max_tokens,
+    ) as stream:
+        async for event in stream:
+            # Deltas only: a part's final text repeats them (it is output only for servers
+            # that send no deltas, and then the usage counts).
+            if event.is_output and isinstance(event, _DELTAS):
+                counted[0] += 1
+    response = stream.response
+    usage = None if response.usage is None else chat_usage(response.usage)
+    return response.ttft, response.duration, response.attempts, usage
 
 
 async def _measure(client: Client, config: BenchConfig, model: str, index: int) -> BenchRun:
     """Run one request and measure it; a library error becomes a failed run, not an exception."""
     start = trio.current_time()
-    deltas = 0
-    completion: Completion | None = None
+    counted = [0]  # output deltas, also those received before a failure
+    stream = _stream_response if config.api == "responses" else _stream_chat
     try:
-        async with client.stream_chat(
-            model=model, messages=config.messages(), max_tokens=config.max_tokens
-        ) as stream:
-            async for chunk in stream:
-                if chunk.has_output:
-                    deltas += 1
-        completion = stream.completion
+        ttft, duration, attempts, usage = await stream(client, config, model, counted)
     except HolySheepError as exc:
         partial = exc.partial if isinstance(exc, StreamInterruptedError) else None
         return BenchRun(
@@ -475,21 +537,20 @@ async def _measure(client: Client, config: BenchConfig, model: str, index: int) 
             index=index,
             ttft=None if partial is None else partial.ttft,
             duration=trio.current_time() - start,
-            completion_tokens=deltas,
+            completion_tokens=counted[0],
             tokens_source="deltas",
             attempts=exc.attempt or 1,
             error_kind=exc.kind,
             error=_one_line(str(exc)),
         )
-    usage = completion.usage
     return BenchRun(
         model=model,
         index=index,
-        ttft=completion.ttft,
-        duration=completion.duration,
-        completion_tokens=deltas if usage is None else usage.completion_tokens,
+        ttft=ttft,
+        duration=duration,
+        completion_tokens=counted[0] if usage is None else usage.completion_tokens,
         tokens_source="deltas" if usage is None else "usage",
-        attempts=completion.attempts,
+        attempts=attempts,
     )
 
 

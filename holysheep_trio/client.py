@@ -48,12 +48,15 @@ from ._lifecycle import (
     scrub_error,
     translate,
 )
+from ._responses_stream import ResponseStream
+from ._responses_wire import build_response_request_body, estimate_input_messages
 from ._tokens import prompt_token_bound
 from ._wire import DONE, CompletionAccumulator, build_request_body, decode_event, parse_error_body
 from .batch import BatchResult, ChatRequest
 from .errors import ConfigurationError, HolySheepError, error_class_for_status
 from .models import ChatChunk, Completion, Message, Usage
 from .pool import Admission, Limits, Pool, PoolStatistics, estimate_tokens
+from .responses import Response
 from .retry import RetryPolicy, parse_retry_after
 from .sse import ServerSentEvent
 from .timeouts import Timeouts
@@ -397,6 +400,124 @@ class Client:
             async for _ in stream:
                 pass
         return stream.completion
+
+    # ---- the Responses API -----------------------------------------------------------------
+
+    def stream_response(
+        self,
+        *,
+        model: str,
+        input: str | Iterable[Mapping[str, Any] | Message],
+        instructions: str | None = None,
+        previous_response_id: str | None = None,
+        store: bool | None = None,
+        tools: Iterable[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        max_output_tokens: int | None = None,
+        timeouts: Timeouts | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> ResponseStream:
+        """Stream a Responses API response (``POST /responses``). Use with ``async with``.
+
+        Iterating the stream yields typed :class:`~holysheep_trio.ResponseEvent` values;
+        ``stream.response`` is the accumulated :class:`~holysheep_trio.Response` (see
+        ``docs/responses.md``). Deadlines, retries, fallback endpoints, the client's limits and
+        statistics apply as for :meth:`stream_chat`.
+
+        Args:
+            model: The model name.
+            input: A string (one user message) or input items: dicts in the API's shape
+                (messages, ``function_call_output`` items, ...) or
+                :class:`~holysheep_trio.Message` values with a plain role and content.
+            instructions: The system (developer) message.
+            previous_response_id: Continue a response the server stored.
+            store: Whether the server keeps the response (the API's default is true).
+            tools: Tool definitions (``{"type": "function", "name": ..., "parameters": ...}``).
+            tool_choice: ``"auto"``, ``"required"``, ``"none"`` or a tool object.
+            max_output_tokens: The limit of output tokens, reasoning included (also sizes the
+                automatic total deadline and the pool's token reservation).
+            timeouts: Deadlines for this request instead of the client's.
+            extra_headers: Headers added to this request (e.g. ``X-Simulator-Fault``).
+            **params: Other API parameters (``temperature``, ``reasoning``, ``text``, ...).
+
+        Returns:
+            A :class:`~holysheep_trio.ResponseStream`; entering it sends the request.
+
+        Raises:
+            TypeError: an argument or parameter cannot be sent (at the call).
+            ValueError: ``max_output_tokens`` is below 1 (at the call).
+        """
+        if not isinstance(input, str | bytes | Mapping | Sequence):
+            input = list(input)  # read twice below: for the body and the estimate
+        body = build_response_request_body(
+            model=model,
+            input=input,
+            instructions=instructions,
+            previous_response_id=previous_response_id,
+            store=store,
+            tools=tools,
+            tool_choice=tool_choice,
+            max_output_tokens=max_output_tokens,
+            params=params,
+        )
+        messages = estimate_input_messages(input, instructions=instructions)
+        return ResponseStream(
+            self,
+            model=model,
+            body=body,
+            max_output_tokens=max_output_tokens,
+            timeouts=timeouts or self._timeouts,
+            extra_headers=extra_headers,
+            estimated_tokens=estimate_tokens(messages, max_tokens=max_output_tokens),
+            estimated_prompt_tokens=estimate_tokens(messages, max_tokens=0),
+            fields={
+                "input": input,
+                "instructions": instructions,
+                "tools": tools,
+                "tool_choice": tool_choice,
+                "max_output_tokens": max_output_tokens,
+                **params,
+            },
+        )
+
+    async def create_response(
+        self,
+        *,
+        model: str,
+        input: str | Iterable[Mapping[str, Any] | Message],
+        instructions: str | None = None,
+        previous_response_id: str | None = None,
+        store: bool | None = None,
+        tools: Iterable[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        max_output_tokens: int | None = None,
+        timeouts: Timeouts | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Response:
+        """Run a Responses API request to its end and return the :class:`~holysheep_trio.Response`.
+
+        Streamed under the hood, so deadlines, retries and errors are those of
+        :meth:`stream_response`. Takes the same arguments. A ``response.incomplete`` is not an
+        error: the response has status ``"incomplete"`` and ``incomplete_details``.
+        """
+        async with self.stream_response(
+            model=model,
+            input=input,
+            instructions=instructions,
+            previous_response_id=previous_response_id,
+            store=store,
+            tools=tools,
+            tool_choice=tool_choice,
+            max_output_tokens=max_output_tokens,
+            timeouts=timeouts,
+            extra_headers=extra_headers,
+            **params,
+        ) as stream:
+            async for _ in stream:
+                pass
+        return stream.response
 
     # ---- many requests: batches and hedging ----------------------------------------------
 

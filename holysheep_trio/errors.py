@@ -28,7 +28,7 @@ The tree::
         │   ├── APITimeoutError         a deadline fired (.deadline names which)
         │   └── ConnectionLostError     the health monitor gave up reconnecting (__cause__)
         ├── StreamProtocolError         bad SSE framing or bad JSON in a chunk (.data, truncated)
-        ├── APIStreamError              an in-band ``{"error": ...}`` event (.status, .code)
+        ├── APIStreamError              an in-band error or ``response.failed`` (.code, .partial)
         └── StreamInterruptedError      any failure after output began (.partial, __cause__)
 
 Kinds (:data:`ErrorKind`) are the seed's categories -- ``network``, ``timeout``, ``parse``,
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from .models import Completion
+    from .responses import Response
 
 __all__ = [
     "APIConnectionError",
@@ -402,17 +403,22 @@ class StreamProtocolError(APIError):
 
 
 class APIStreamError(APIError):
-    """The server sent an in-band error event (``data: {"error": {...}}``) inside the stream.
+    """The server reported an error inside the stream.
 
-    It is typed like an HTTP error: :attr:`status` comes from the event's ``code`` or ``status``
-    when that is an HTTP status number, and :attr:`kind` follows from it (``server`` when
-    unknown).
+    A chat stream's in-band error event (``data: {"error": {...}}``), or a Responses API
+    stream's ``error`` event or ``response.failed``. It is typed like an HTTP error:
+    :attr:`status` comes from the event's ``code`` or ``status`` when that is an HTTP status
+    number, or from a known code word (``rate_limit_exceeded`` -> 429, ``server_error`` ->
+    500), and :attr:`kind` follows from it (``server`` when unknown).
 
     Attributes:
         status: The HTTP-like status the event carries, or None.
         error_type: The event's ``error.type``, if any.
         code: The event's ``error.code`` (as a string), if any.
         param: The request parameter the error is about (``error.param``), if any.
+        partial: For a Responses API stream, the :class:`~holysheep_trio.Response`
+            accumulated up to the error (status ``"failed"``, its ``error`` set); None for a
+            chat stream.
     """
 
     def __init__(
@@ -432,6 +438,7 @@ class APIStreamError(APIError):
         self.error_type = error_type
         self.code = code
         self.param = param
+        self.partial: Completion | Response | None = None
         self.kind = kind_for_status(status) if status is not None else "server"
 
     def _context_items(self) -> list[tuple[str, object]]:
@@ -446,7 +453,9 @@ class StreamInterruptedError(APIError):
     text twice), so any failure from then on surfaces as this error.
 
     Attributes:
-        partial: The :class:`~holysheep_trio.Completion` accumulated before the failure.
+        partial: What was accumulated before the failure: the
+            :class:`~holysheep_trio.Completion` of a chat stream, the
+            :class:`~holysheep_trio.Response` of a Responses API stream.
         kind: Taken from the cause.
     """
 
@@ -454,7 +463,7 @@ class StreamInterruptedError(APIError):
         self,
         message: str,
         *,
-        partial: Completion,
+        partial: Completion | Response,
         kind: ErrorKind,
         model: str | None = None,
         request_id: str | None = None,
@@ -465,7 +474,9 @@ class StreamInterruptedError(APIError):
         self.kind = kind
 
     @classmethod
-    def from_error(cls, error: HolySheepError, *, partial: Completion) -> StreamInterruptedError:
+    def from_error(
+        cls, error: HolySheepError, *, partial: Completion | Response
+    ) -> StreamInterruptedError:
         """Wrap ``error`` (raise the result ``from error``), copying its context."""
         return cls(
             f"stream interrupted after output began: {error.message}",

@@ -152,6 +152,7 @@ def test_report_totals_and_json_round_trip() -> None:
         "max_tokens": 10,
         "prompt": config.prompt,
         "system": None,
+        "api": "chat",
     }
     assert data["runs_total"] == 3
     assert data["interrupted"] is False
@@ -175,6 +176,7 @@ def test_report_totals_and_json_round_trip() -> None:
         ({"models": ()}, "models"),
         ({"models": ("a", "a")}, "duplicates"),
         ({"models": ("a", "")}, "models"),
+        ({"api": "completions"}, "api"),
     ],
 )
 def test_config_validation(fields: dict[str, Any], match: str) -> None:
@@ -258,6 +260,38 @@ async def test_runner_interleaves_models_and_bounds_concurrency() -> None:
     for summary in report.models:
         assert (summary.runs, summary.succeeded, summary.error_rate) == (5, 5, 0.0)
         assert summary.completion_tokens == 80
+
+
+async def test_runner_measures_the_responses_api(autojump_clock: MockClock) -> None:
+    config = BenchConfig(
+        models=("gpt-4.1", "deepseek-v3.2"),
+        runs=3,
+        concurrency=2,
+        max_tokens=16,
+        system="terse",
+        api="responses",
+    )
+    async with (
+        open_simulator(api_key=KEY, profile="realistic") as sim,
+        open_client(api_key=KEY, base_url=sim.base_url) as client,
+    ):
+        sim.inject_faults("disconnect_after=3", model="gpt-4.1", endpoint="responses")
+        report = await run_benchmark(client, config)
+        stats = sim.stats()
+    # Every request went to /v1/responses, none to chat completions.
+    assert stats.requests_by_endpoint["responses"] == 6
+    assert stats.requests_by_endpoint.get("chat", 0) == 0
+    good = [run for run in report.runs if run.ok]
+    assert len(good) == 5
+    assert all(run.tokens_source == "usage" for run in good)
+    assert all(run.ttft is not None and 0 < run.ttft < run.duration for run in good)
+    (failed,) = [run for run in report.runs if not run.ok]
+    assert failed.model == "gpt-4.1"
+    assert failed.error_kind == "network"
+    assert failed.tokens_source == "deltas"
+    assert failed.completion_tokens == 3  # the deltas received before the cut
+    assert failed.ttft is not None  # from the partial response
+    assert report.to_json()["config"]["api"] == "responses"
 
 
 async def test_runner_under_realistic_latencies(autojump_clock: MockClock) -> None:

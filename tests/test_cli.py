@@ -106,6 +106,53 @@ def test_chat_streams_the_reply_to_stdout_and_the_numbers_to_stderr(
     assert len(lines) == 2
 
 
+def test_chat_over_the_responses_api(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["chat", "hello", "--api", "responses", "--system", "be brief", "--max-tokens", "16"]
+    code = run_cli([*argv, "--profile", "fast"])
+    captured = capsys.readouterr()
+    assert code == 0
+    lines = stderr_lines(captured)
+    assert len(lines) == 2
+    summary = lines[-1]
+    assert summary.startswith("holysheep-trio chat: model gpt-4.1-2025-04-14, TTFT ")
+    assert "tokens/s" in summary
+    assert "cost $" in summary
+    assert captured.out.strip()
+    assert captured.out.endswith("\n")
+    assert "holysheep-trio" not in captured.out
+
+
+def test_chat_over_the_responses_api_reports_incomplete_and_failures(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from holysheep_trio import simulator
+
+    faults: list[str] = []
+    original = simulator.open_simulator
+
+    @asynccontextmanager
+    async def open_with_faults(**kwargs: Any) -> AsyncIterator[simulator.Simulator]:
+        async with original(reply_tokens="max", **kwargs) as sim:
+            sim.inject_faults(*faults, endpoint="responses")
+            yield sim
+
+    monkeypatch.setattr(simulator, "open_simulator", open_with_faults)
+    argv = ["chat", "hi", "--api", "responses", "--max-tokens", "16", "--profile", "fast"]
+    assert run_cli(argv) == 0
+    captured = capsys.readouterr()
+    summary = stderr_lines(captured)[-1]
+    assert " / 16 out, cost $" in summary
+    assert summary.endswith(", status incomplete (max_output_tokens)")
+    faults.append("failed_after=3")
+    assert run_cli(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out.endswith("\n")  # the partial reply, then its own line end
+    assert len(captured.out.strip()) > 0
+    last = stderr_lines(captured)[-1]
+    assert last.startswith("holysheep-trio chat: server error: stream interrupted after output")
+    assert "Traceback" not in captured.err
+
+
 def test_chat_reads_the_prompt_from_stdin_and_takes_a_system_message(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -371,6 +418,20 @@ def test_bench_prints_a_table_and_writes_json(
         assert summary["errors"] == {}
         assert set(summary["ttft"]) == {"count", "mean", "min", "max", "p50", "p95"}
     assert {run["tokens_source"] for run in report["runs"]} == {"usage"}
+
+
+def test_bench_over_the_responses_api(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    argv = ["bench", "--api", "responses", "--model", "gpt-4.1", "--runs", "3"]
+    code = run_cli([*argv, "--max-tokens", "20", "--json", str(out), "--profile", "fast"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "(Responses API)" in captured.out
+    assert "3 runs (3 ok)" in captured.out
+    report = json.loads(out.read_text())
+    assert report["config"]["api"] == "responses"
+    assert {run["tokens_source"] for run in report["runs"]} == {"usage"}
+    assert report["models"][0]["succeeded"] == 3
 
 
 def test_bench_reports_errors_by_kind(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
