@@ -1,5 +1,5 @@
 # Benchmark: our client vs the openai SDK and httpx2's built-in SSE, same simulator, same run.
-"""Client benchmark (issue: the streaming client).
+"""Client benchmark.
 
 Run with ``.venv/bin/python benchmarks/bench_client.py`` (``--quick`` for a short run).
 
@@ -19,7 +19,7 @@ Readers, all under ``trio.run``:
 - ``httpx2-sse``: ``httpx2.AsyncClient().sse(...)`` plus ``json.loads`` of each event's data, the
   minimum a user must do to get at the content.
 
-Targets from the issue: ours >= 6x the openai SDK's chunks/s in (a); ours <= 0.4x its CPU per
+Targets: ours >= 6x the openai SDK's chunks/s in (a); ours <= 0.4x its CPU per
 chunk in (b). Results are medians of several runs; the machine is shared, so compare ratios
 measured in the same run, not absolute numbers across runs.
 """

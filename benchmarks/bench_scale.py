@@ -1,5 +1,5 @@
 # Benchmark: 10, 100 and 1,000 concurrent paced streams, our client vs the openai SDK, same run.
-"""Scale benchmark (issue: the CLI and docs).
+"""Scale benchmark.
 
 Run with ``.venv/bin/python benchmarks/bench_scale.py`` (``--quick`` for one run of each).
 

@@ -686,7 +686,7 @@ class Client:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
                 await self._http.aclose()
 
-    # ---- seams for the pool issue and for the security rules ---------------------------
+    # ---- seams: admission, outcomes, health checks, headers, secrets --------------------
 
     def _admit(
         self, *, model: str, estimated_tokens: int

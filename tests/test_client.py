@@ -439,7 +439,7 @@ def test_public_names_resolve_lazily() -> None:
     assert result.stdout.split() == ["False", "False"]
 
 
-# ---- review findings: pinned --------------------------------------------------------------
+# ---- past defects: pinned ------------------------------------------------------------------
 
 
 class FailingScript(Script):

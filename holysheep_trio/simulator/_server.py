@@ -56,7 +56,8 @@ else:  # pragma: no cover - trio depends on this backport below 3.11
 
 _log = logging.getLogger("holysheep_trio.simulator")
 
-#: Largest request body accepted; larger ones get a 413 (issue: bound request sizes).
+#: Largest request body accepted; larger ones get a 413, so no client can make the server
+#: buffer without bound.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 #: Largest request head (request line + headers); h11 answers larger ones with a 431.
 MAX_HEADER_BYTES = 64 * 1024
@@ -266,7 +267,7 @@ class Simulator:
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
             pass  # the client went away or spoke broken HTTP: its problem, not the server's
         except Exception:
-            # One misbehaving connection must never take the server down (issue: quality bar).
+            # One misbehaving connection must never take the server down: tests and benchmarks share it.
             counters.internal_errors += 1
             _log.exception("simulator connection handler failed")
         finally:
