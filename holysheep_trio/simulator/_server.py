@@ -1,6 +1,8 @@
 # The simulator's HTTP/1.1 server: trio sockets + h11, routing, auth, pacing and scripted faults.
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -22,8 +24,11 @@ from urllib.parse import unquote
 import attrs
 import h11
 import trio
+from wsproto import ConnectionType
+from wsproto.connection import Connection as WSConnection
+from wsproto.utilities import generate_accept_token
 
-from ._faults import NO_FAULTS, FaultPlan, FaultSpecError, parse_faults
+from ._faults import NO_FAULTS, WEBSOCKET_ONLY, FaultPlan, FaultSpecError, parse_faults
 from ._frames import FrameSource
 from ._profiles import PROFILES, ModelProfile, Profile, ReplyTokens, check_reply_tokens
 from ._responses import (
@@ -36,6 +41,7 @@ from ._responses import (
     whole_response,
 )
 from ._stats import SimulatorStats
+from ._websocket import DEFAULT_MAX_AGE, WebSocketSession
 from ._wire import (
     PING,
     ChatFrames,
@@ -71,11 +77,25 @@ _LINGER_SECONDS = 2.0
 #: The highest TCP port number.
 _MAX_PORT = 65535
 
-Endpoint = Literal["chat", "responses", "models"]
-_ENDPOINTS: tuple[Endpoint, ...] = ("chat", "responses", "models")
+Endpoint = Literal["chat", "responses", "models", "websocket"]
+_ENDPOINTS: tuple[Endpoint, ...] = ("chat", "responses", "models", "websocket")
 
 
 _Parsed: TypeAlias = ChatRequest | ResponsesRequest
+
+
+def check_http_faults(plan: FaultPlan) -> None:
+    """Refuse the faults that only a WebSocket connection can suffer.
+
+    Raises:
+        FaultSpecError: The plan names one.
+    """
+    named = [name for name in plan.names if name in WEBSOCKET_ONLY]
+    if named:
+        raise FaultSpecError(
+            f"fault {named[0]!r} applies to WebSocket connections only (an upgrade request's "
+            "header, or inject_faults(..., endpoint='websocket'))"
+        )
 
 
 class _Counters:
@@ -85,6 +105,7 @@ class _Counters:
         self.models = list(models)
         self.active = dict.fromkeys(self.models, 0)
         self.open_connections = 0
+        self.open_websockets = 0
         self.internal_errors = 0
         self.reset()
 
@@ -97,6 +118,10 @@ class _Counters:
         self.connections_accepted = 0
         self.total_requests = 0
         self.by_endpoint: dict[str, int] = dict.fromkeys(_ENDPOINTS, 0)
+        self.websocket_connections = 0
+        self.websocket_frames_received = 0
+        self.websocket_frames_sent = 0
+        self.websocket_responses = 0
 
     def snapshot(self) -> SimulatorStats:
         return SimulatorStats(
@@ -111,6 +136,11 @@ class _Counters:
             total_requests=self.total_requests,
             internal_errors=self.internal_errors,
             requests_by_endpoint=self.by_endpoint,
+            websocket_connections=self.websocket_connections,
+            open_websockets=self.open_websockets,
+            websocket_frames_received=self.websocket_frames_received,
+            websocket_frames_sent=self.websocket_frames_sent,
+            websocket_responses=self.websocket_responses,
         )
 
 
@@ -124,6 +154,8 @@ class Simulator:
         seed: The seed of its latency draws.
         snapshots: Whether replies name the model's dated snapshot (see
             :func:`open_simulator`).
+        websocket_max_age: Seconds a WebSocket connection lives before
+            ``websocket_connection_limit_reached`` (see :func:`open_simulator`).
     """
 
     def __init__(
@@ -135,8 +167,10 @@ class Simulator:
         port: int,
         seed: int,
         snapshots: bool = True,
+        websocket_max_age: float = DEFAULT_MAX_AGE,
     ) -> None:
         self._api_key = api_key.encode()
+        self.websocket_max_age = websocket_max_age
         self.profile = profile
         self.host = host
         self.port = port
@@ -199,20 +233,32 @@ class Simulator:
                 next two attempts fail and the third succeed.
             model: Only requests for this model take these faults.
             endpoint: ``"chat"`` (``POST /v1/chat/completions``), ``"responses"``
-                (``POST /v1/responses``) or ``"models"`` (``GET /v1/models`` and
-                ``GET /v1/models/{id}``, where only ``status``, ``slow_headers``, ``drip``,
-                ``disconnect_after`` and ``reset`` apply); ``model`` must be ``None`` for
-                ``"models"``.
+                (``POST /v1/responses``, and each ``response.create`` of a WebSocket
+                connection), ``"models"`` (``GET /v1/models`` and ``GET /v1/models/{id}``,
+                where only ``status``, ``slow_headers``, ``drip``, ``disconnect_after`` and
+                ``reset`` apply) or ``"websocket"`` (the next WebSocket upgrades, one spec per
+                connection, as their ``X-Simulator-Fault`` header would say: see
+                ``docs/simulator.md``); ``model`` must be ``None`` for ``"models"`` and
+                ``"websocket"``.
 
         Raises:
-            FaultSpecError: A spec is invalid (nothing is queued then).
-            ValueError: ``model`` is not configured, or given with ``endpoint="models"``.
+            FaultSpecError: A spec is invalid, or names a WebSocket-only fault for an HTTP
+                endpoint (nothing is queued then).
+            ValueError: ``model`` is not configured, or given with ``endpoint="models"`` or
+                ``"websocket"``.
         """
         if endpoint not in _ENDPOINTS:
-            raise ValueError(f"endpoint must be 'chat', 'responses' or 'models', got {endpoint!r}")
-        if model is not None and (endpoint == "models" or model not in self.profile.models):
+            raise ValueError(
+                f"endpoint must be 'chat', 'responses', 'models' or 'websocket', got {endpoint!r}"
+            )
+        if model is not None and (
+            endpoint in ("models", "websocket") or model not in self.profile.models
+        ):
             raise ValueError(f"cannot queue faults for model {model!r} on endpoint {endpoint!r}")
         plans = [parse_faults(spec) for spec in specs]
+        if endpoint != "websocket":
+            for plan in plans:
+                check_http_faults(plan)
         self._queues.setdefault((endpoint, model), deque()).extend(plans)
 
     def clear_faults(self) -> None:
@@ -244,6 +290,20 @@ class Simulator:
             if queue:
                 return standing.merged_with(queue.popleft())
         return standing
+
+    def _ttft(self, model: ModelProfile) -> float:
+        mu, sigma = model.ttft_lognormal()
+        return self._latency[model.name].lognormvariate(mu, sigma)
+
+    def _token_interval(self, model: ModelProfile) -> float:
+        # About tokens_per_second, with +-15 % jitter so inter-chunk gaps look measured.
+        jitter = self._latency[model.name].uniform(0.85, 1.15)
+        return jitter / model.tokens_per_second
+
+    def _served(self, *names: str) -> None:
+        served = self._counters.faults_served
+        for name in names:
+            served[name] = served.get(name, 0) + 1
 
     def _answered_name(self, requested: str, model: ModelProfile) -> str:
         return model.served_name if self.snapshots else requested
@@ -323,6 +383,10 @@ class _Connection:
             self._sim._counters.total_requests += 1
             self._request_id = f"req_{secrets.token_hex(12)}"
             self._drip = False
+            if _wants_websocket(request):
+                # The socket is the WebSocket's from here on, or closes after a refusal.
+                await self._websocket(request)
+                return
             await self._answer_watching_peer(request)
             if self._close or self._h11.our_state is not h11.DONE:
                 return
@@ -428,6 +492,94 @@ class _Connection:
             await self._peer_eof.wait()
             raise trio.BrokenResourceError("the client sent EOF during a fault's silence")
 
+    # ---- WebSocket mode --------------------------------------------------------------------
+
+    async def _websocket(self, request: _Request) -> None:
+        """``GET /v1/responses`` with ``Upgrade: websocket``: refuse it with an HTTP error as
+        the HTTP endpoints would, or switch protocols and serve a :class:`WebSocketSession`."""
+        sim = self._sim
+        path = request.path.rstrip("/")
+        if path != "/v1/responses" or request.method != "GET":
+            # Only the Responses API has a WebSocket mode: answer as plain HTTP would.
+            self._close = True
+            await self._answer_watching_peer(request)
+            return
+        if not sim._authorized(request.headers):
+            await self._send_error(
+                401,
+                "Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.",
+                extra=[("www-authenticate", "Bearer")],
+                close=True,
+            )
+            return
+        # RFC 6455, section 4.2.1: what a server must check before it may switch.
+        key = request.headers.get("sec-websocket-key", "").strip()
+        if request.headers.get("sec-websocket-version", "").strip() != "13":
+            await self._send_error(
+                426,
+                "Unsupported WebSocket version: this server speaks version 13 (RFC 6455).",
+                code="unsupported_websocket_version",
+                extra=[("sec-websocket-version", "13")],
+                close=True,
+            )
+            return
+        if not _valid_websocket_key(key) or "upgrade" not in _tokens(
+            request.headers.get("connection", "")
+        ):
+            await self._send_error(
+                400,
+                "Invalid WebSocket upgrade request: it needs 'Connection: Upgrade' and a "
+                "'Sec-WebSocket-Key' of 16 base64-encoded bytes.",
+                code="invalid_websocket_handshake",
+                close=True,
+            )
+            return
+        sim._counters.by_endpoint["websocket"] += 1
+        try:
+            header_plan = self._header_faults(request, websocket=True)
+            reply_tokens = self._reply_tokens(request)
+        except FaultSpecError as exc:
+            await self._send_error(400, str(exc), code="invalid_simulator_fault", close=True)
+            return
+        except RequestError as exc:
+            await self._send_error(
+                exc.status, exc.message, param=exc.param, code=exc.code, close=True
+            )
+            return
+        plan = sim._take_fault("websocket", None).merged_with(header_plan)
+        self._drip = plan.drip
+        if await self._status_fault(plan, close=True):
+            return
+        for name in ("drip", "frame_delay"):
+            if name in plan.names:
+                self._served(name)
+        self._drip = False  # the 101 goes out whole; `drip` applies to the frames
+        await self._send(
+            h11.InformationalResponse(
+                status_code=101,
+                headers=[
+                    ("upgrade", "websocket"),
+                    ("connection", "Upgrade"),
+                    ("sec-websocket-accept", generate_accept_token(key.encode()).decode()),
+                    ("x-request-id", self._request_id),
+                    ("server", "holysheep-trio-simulator"),
+                ],
+                reason=b"Switching Protocols",
+            )
+        )
+        trailing, _ = self._h11.trailing_data
+        sim._counters.websocket_connections += 1
+        session = WebSocketSession(
+            sim,
+            self._stream,
+            WSConnection(ConnectionType.SERVER, trailing_data=bytes(trailing)),
+            plan=plan,
+            reply_tokens=reply_tokens,
+            max_age=sim.websocket_max_age,
+        )
+        self._close = True
+        await session.run()
+
     # ---- writing ---------------------------------------------------------------------------
 
     async def _send(self, event: h11.Event) -> None:
@@ -525,8 +677,11 @@ class _Connection:
             return
         await handler(request)
 
-    def _header_faults(self, request: _Request) -> FaultPlan:
-        return parse_faults(request.headers.get(_FAULT_HEADER, ""))
+    def _header_faults(self, request: _Request, *, websocket: bool = False) -> FaultPlan:
+        plan = parse_faults(request.headers.get(_FAULT_HEADER, ""))
+        if not websocket:
+            check_http_faults(plan)
+        return plan
 
     def _reply_tokens(self, request: _Request) -> ReplyTokens:
         """The ``X-Simulator-Reply-Tokens`` header (``N`` or ``max``), else the profile's."""
@@ -546,11 +701,9 @@ class _Connection:
         )
 
     def _served(self, *names: str) -> None:
-        served = self._sim._counters.faults_served
-        for name in names:
-            served[name] = served.get(name, 0) + 1
+        self._sim._served(*names)
 
-    async def _status_fault(self, plan: FaultPlan) -> bool:
+    async def _status_fault(self, plan: FaultPlan, *, close: bool = False) -> bool:
         """Apply ``slow_headers``, ``reset`` and ``status``; True when the request is answered."""
         if plan.slow_headers is not None:
             self._served("slow_headers")
@@ -576,7 +729,7 @@ class _Connection:
         if plan.should_retry is not None:
             extra.append(("x-should-retry", "true" if plan.should_retry else "false"))
         self._release_active()
-        await self._send_error(plan.status, extra=extra)
+        await self._send_error(plan.status, extra=extra, close=close)
         return True
 
     async def _models_fault(self, request: _Request) -> FaultPlan | None:
@@ -800,13 +953,10 @@ class _Connection:
     # ---- replies ---------------------------------------------------------------------------
 
     def _ttft(self, model: ModelProfile) -> float:
-        mu, sigma = model.ttft_lognormal()
-        return self._sim._latency[model.name].lognormvariate(mu, sigma)
+        return self._sim._ttft(model)
 
     def _token_interval(self, model: ModelProfile) -> float:
-        # About tokens_per_second, with +-15 % jitter so inter-chunk gaps look measured.
-        jitter = self._sim._latency[model.name].uniform(0.85, 1.15)
-        return jitter / model.tokens_per_second
+        return self._sim._token_interval(model)
 
     async def _whole_reply(
         self, body: bytes, model: ModelProfile, plan: FaultPlan, *, tokens: int
@@ -836,21 +986,7 @@ class _Connection:
         """Pace a stream's units, inject its faults and bill it; True when it ended normally."""
         delays = self._sim.profile.delays
         total = source.units
-        # Fault counts beyond the reply fire after its last unit.
-        points = sorted(
-            {
-                min(count, total)
-                for count in (
-                    plan.disconnect_after,
-                    plan.stall_after,
-                    plan.keepalive_after,
-                    plan.malformed_after,
-                    plan.error_event_after,
-                    plan.failed_after,
-                )
-                if count is not None
-            }
-        )
+        points = plan.fault_points(total)
         billed = self._sim._counters.completion_tokens
         await self._start_response(200, "text/event-stream; charset=utf-8")
         head = source.head()
@@ -894,19 +1030,7 @@ class _Connection:
         Order at one count: stall, malformed event, error event and failed event (either ends
         the stream cleanly), keep-alive pings (until the client leaves), disconnect.
         """
-        due = {
-            name
-            for name, count in (
-                ("stall_after", plan.stall_after),
-                ("malformed_after", plan.malformed_after),
-                ("error_event_after", plan.error_event_after),
-                ("failed_after", plan.failed_after),
-                ("keepalive_after", plan.keepalive_after),
-                ("disconnect_after", plan.disconnect_after),
-            )
-            # Counts beyond the reply fire after its last unit.
-            if count is not None and min(count, total) == sent
-        }
+        due = plan.due_at(sent, total)
         if "stall_after" in due:
             self._served("stall_after")
             await self._fault_silence(plan.stall_seconds)
@@ -935,6 +1059,23 @@ class _Connection:
             self._close = True
             return False
         return True
+
+
+def _tokens(value: str) -> set[str]:
+    """The comma-separated tokens of a header, lower-cased (``Connection: keep-alive, Upgrade``)."""
+    return {token.strip().lower() for token in value.split(",")}
+
+
+def _wants_websocket(request: _Request) -> bool:
+    return "websocket" in _tokens(request.headers.get("upgrade", ""))
+
+
+def _valid_websocket_key(key: str) -> bool:
+    """RFC 6455, section 4.1: the key is 16 random bytes, base64-encoded."""
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
 
 
 def _model_object(name: str, model: ModelProfile) -> dict[str, object]:
@@ -1001,6 +1142,7 @@ async def open_simulator(
     capacity: int | Mapping[str, int | None] | None = None,
     reply_tokens: ReplyTokens = None,
     snapshots: bool = True,
+    websocket_max_age: float = DEFAULT_MAX_AGE,
 ) -> AsyncIterator[Simulator]:
     """Run an OpenAI-compatible simulator on a real socket for the duration of the block.
 
@@ -1024,19 +1166,25 @@ async def open_simulator(
         snapshots: Whether ``model`` in replies is the model's dated snapshot
             (:attr:`ModelProfile.snapshot`, e.g. ``gpt-4.1-2025-04-14`` for ``gpt-4.1``), as
             OpenAI answers. ``False`` echoes the id the request named, as many relays do.
+        websocket_max_age: Seconds a WebSocket connection (the Responses API's WebSocket mode)
+            lives before it gets a ``websocket_connection_limit_reached`` error frame and is
+            closed: 3,600 by default, the API's 60 minutes.
 
     Yields:
         The :class:`Simulator` handle.
 
     Raises:
         ValueError: Unknown profile name, a capacity for an unknown model, a capacity
-            below 1, a port outside 0-65535, or a bad ``reply_tokens``.
+            below 1, a port outside 0-65535, a bad ``reply_tokens``, or a
+            ``websocket_max_age`` that is not a positive number.
         OSError: The address cannot be bound.
     """
     if not 0 <= port <= _MAX_PORT:
         # The socket layer would wrap 65536 to 0 and listen on a random port.
         raise ValueError(f"port must be between 0 and {_MAX_PORT}, got {port}")
     check_reply_tokens(reply_tokens)
+    if not (isinstance(websocket_max_age, (int, float)) and websocket_max_age > 0):
+        raise ValueError(f"websocket_max_age must be a positive number, got {websocket_max_age!r}")
     resolved = _with_capacity(_resolve_profile(profile), capacity)
     if reply_tokens is not None:
         resolved = attrs.evolve(resolved, reply_tokens=reply_tokens)
@@ -1052,6 +1200,7 @@ async def open_simulator(
         port=sockname[1],
         seed=seed,
         snapshots=snapshots,
+        websocket_max_age=websocket_max_age,
     )
     try:
         async with trio.open_nursery() as nursery:
