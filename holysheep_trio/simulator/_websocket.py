@@ -283,13 +283,8 @@ class WebSocketSession:
             if self._ws.state is ConnectionState.OPEN:
                 await self._send_bytes(self._ws.send(TextMessage(data=_dumps(frame))))
                 self._counted_frame()
-                reason = "websocket_connection_limit_reached"
-                close = CloseConnection(code=CloseReason.NORMAL_CLOSURE, reason=reason)
-                await self._send_bytes(self._ws.send(close))
-        # In-flight responses are cut; the client's close frame (or a short wait) ends it.
-        with trio.move_on_after(_CLOSE_WAIT):
-            await self._closed.wait()
-        self._end()
+        # In-flight responses are cut: their frames are dropped once the close frame is out.
+        await self._close(CloseReason.NORMAL_CLOSURE, "websocket_connection_limit_reached")
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -306,12 +301,17 @@ class WebSocketSession:
         counters = self._sim._counters
         while True:
             for event in self._ws.events():
+                if self._ws.state is ConnectionState.LOCAL_CLOSING and not isinstance(
+                    event, CloseConnection
+                ):
+                    continue  # we closed: only the client's close frame matters now
                 if isinstance(event, (TextMessage, BytesMessage)):
                     parts.append(event.data)
                     size += len(event.data)
                     if size > MAX_MESSAGE_BYTES:
+                        parts, size = [], 0
                         await self._close(CloseReason.MESSAGE_TOO_BIG, "message too big")
-                        return
+                        continue
                     if not event.message_finished:
                         continue
                     counters.websocket_frames_received += 1
@@ -342,14 +342,27 @@ class WebSocketSession:
                     elif self._ws.state is ConnectionState.OPEN:
                         # A protocol violation (wsproto's ParseFailed): close with its code.
                         await self._close(event.code, event.reason or "")
+                        continue
                     return
             data = await self._stream.receive_some(_READ_SIZE)
             self._ws.receive_data(data or None)
 
     async def _close(self, code: int, reason: str) -> None:
+        """Start the closing handshake: the client's close frame, or a short wait, ends it.
+
+        Until then the reader discards what the client still sends, so the close frame is read
+        instead of lost to a connection reset.
+        """
         async with self._send_lock:
             if self._ws.state is ConnectionState.OPEN:
                 await self._send_bytes(self._ws.send(CloseConnection(code=code, reason=reason)))
+        assert self._nursery is not None
+        self._nursery.start_soon(self._close_wait)
+
+    async def _close_wait(self) -> None:
+        with trio.move_on_after(_CLOSE_WAIT):
+            await self._closed.wait()
+        self._end()
 
     async def _on_message(self, text: str) -> None:
         """One client event: check the envelope, then queue it on its lane."""
@@ -444,27 +457,34 @@ class WebSocketSession:
 
     async def _write(self, frames: list[str]) -> None:
         """Send event frames in order, one writer at a time, through the connection's faults."""
+        if not await self._write_while_open(frames):
+            # Closing (the client asked, the age limit struck): the response stops here,
+            # unsent and unbilled, until the session's end cancels it.
+            await trio.sleep_forever()
+
+    async def _write_while_open(self, frames: list[str]) -> bool:
         plan = self._plan
         async with self._send_lock:
-            if self._ws.state is not ConnectionState.OPEN:
-                # Closing: the client asked, or the age limit struck; these frames are moot.
-                await trio.lowlevel.checkpoint()
-                return
             if plan.frame_delay is None and plan.drop_after_frames is None:
+                if self._ws.state is not ConnectionState.OPEN:
+                    return False
                 send = self._ws.send
                 await self._send_bytes(b"".join([send(TextMessage(data=f)) for f in frames]))
                 self._frames_sent += len(frames)
                 self._sim._counters.websocket_frames_sent += len(frames)
-                return
+                return True
             for frame in frames:
                 if plan.frame_delay is not None:
                     await trio.sleep(plan.frame_delay)
+                if self._ws.state is not ConnectionState.OPEN:
+                    return False
                 if plan.drop_after_frames is not None and (
                     self._frames_sent >= plan.drop_after_frames
                 ):
                     await self._drop("drop_after_frames")
                 await self._send_bytes(self._ws.send(TextMessage(data=frame)))
                 self._counted_frame()
+        return True
 
     async def _send_frame(self, frame: dict[str, Any]) -> None:
         await self._write([_dumps(frame)])
