@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from http import HTTPStatus
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 from urllib.parse import unquote
 
 import attrs
@@ -54,6 +54,7 @@ from ._wire import (
     is_plain_text,
     replies_usage,
 )
+from ._workers import RemoteFaults, WorkerPool, open_worker_pool
 
 if sys.version_info >= (3, 11):
     from builtins import BaseExceptionGroup
@@ -76,6 +77,8 @@ _REPLY_TOKENS_HEADER = "x-simulator-reply-tokens"
 _LINGER_SECONDS = 2.0
 #: The highest TCP port number.
 _MAX_PORT = 65535
+# Listen backlog of a worker's socket (trio's own listeners ask for the most the OS allows).
+_BACKLOG = 4096
 
 Endpoint = Literal["chat", "responses", "models", "websocket"]
 _ENDPOINTS: tuple[Endpoint, ...] = ("chat", "responses", "models", "websocket")
@@ -168,9 +171,17 @@ class Simulator:
         seed: int,
         snapshots: bool = True,
         websocket_max_age: float = DEFAULT_MAX_AGE,
+        remote: RemoteFaults | None = None,
+        worker: int | None = None,
     ) -> None:
         self._api_key = api_key.encode()
         self.websocket_max_age = websocket_max_age
+        #: How many processes serve the port (see ``open_simulator(workers=...)``).
+        self.workers = 1
+        # In a worker of a pool: the controller's fault queues and statistics, and the worker's
+        # number, sent as `x-simulator-worker` so a client can tell which worker answered.
+        self._remote = remote
+        self._worker_header = [] if worker is None else [("x-simulator-worker", str(worker))]
         self.profile = profile
         self.host = host
         self.port = port
@@ -200,7 +211,8 @@ class Simulator:
         return f"http://{host}:{self.port}/v1"
 
     def __repr__(self) -> str:
-        return f"<Simulator {self.base_url} profile={self.profile.name!r}>"
+        workers = f" workers={self.workers}" if self.workers > 1 else ""
+        return f"<Simulator {self.base_url} profile={self.profile.name!r}{workers}>"
 
     def stats(self) -> SimulatorStats:
         """A snapshot of the counters.
@@ -247,6 +259,13 @@ class Simulator:
             ValueError: ``model`` is not configured, or given with ``endpoint="models"`` or
                 ``"websocket"``.
         """
+        plans = self._fault_plans(specs, model, endpoint)
+        self._queues.setdefault((endpoint, model), deque()).extend(plans)
+
+    def _fault_plans(
+        self, specs: tuple[str, ...], model: str | None, endpoint: Endpoint
+    ) -> list[FaultPlan]:
+        """Check :meth:`inject_faults` arguments; the parsed plans."""
         if endpoint not in _ENDPOINTS:
             raise ValueError(
                 f"endpoint must be 'chat', 'responses', 'models' or 'websocket', got {endpoint!r}"
@@ -259,7 +278,7 @@ class Simulator:
         if endpoint != "websocket":
             for plan in plans:
                 check_http_faults(plan)
-        self._queues.setdefault((endpoint, model), deque()).extend(plans)
+        return plans
 
     def clear_faults(self) -> None:
         """Drop every queued fault (the standing models fault stays; see
@@ -282,6 +301,15 @@ class Simulator:
             FaultSpecError: The spec is invalid (the previous fault stays).
         """
         self._models_fault = parse_faults(spec or "")
+
+    async def _next_fault(self, endpoint: Endpoint, model: str | None) -> FaultPlan:
+        """The fault plan of the next request: queued here, or in a pool's controller."""
+        plan = self._take_fault(endpoint, model)
+        if self._remote is not None and self._remote.pending:
+            queued = await self._remote.take(endpoint, model)
+            if queued is not None:
+                plan = plan.merged_with(queued)
+        return plan
 
     def _take_fault(self, endpoint: Endpoint, model: str | None) -> FaultPlan:
         standing = self._models_fault if endpoint == "models" else NO_FAULTS
@@ -332,6 +360,43 @@ class Simulator:
         finally:
             await trio.aclose_forcefully(stream)
             counters.open_connections -= 1
+
+
+class _PooledSimulator(Simulator):
+    """The handle of ``open_simulator(workers=N)``: this process controls, the workers serve."""
+
+    def __init__(self, pool: WorkerPool, **options: Any) -> None:
+        super().__init__(**options)
+        self._pool = pool
+        self.workers = len(pool.workers)
+
+    def stats(self) -> SimulatorStats:
+        """Every worker's counters, added up (asks each worker; blocks briefly).
+
+        Returns:
+            The sum (:meth:`SimulatorStats.combined`).
+        """
+        return self._pool.stats()
+
+    def reset_stats(self) -> None:
+        """Zero every worker's counters before returning."""
+        self._pool.reset_stats()
+
+    def inject_faults(
+        self, *specs: str, model: str | None = None, endpoint: Endpoint = "chat"
+    ) -> None:
+        """Queue faults here, FIFO across workers: see :meth:`Simulator.inject_faults`."""
+        self._fault_plans(specs, model, endpoint)
+        self._pool.queue(endpoint, model, list(specs))
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault, here and in every worker."""
+        self._pool.clear()
+
+    def set_models_fault(self, spec: str | None) -> None:
+        """Set the standing models fault in every worker before returning."""
+        parse_faults(spec or "")
+        self._pool.models_fault(spec or None)
 
 
 async def _lingering_close(stream: trio.SocketStream) -> None:
@@ -546,7 +611,7 @@ class _Connection:
                 exc.status, exc.message, param=exc.param, code=exc.code, close=True
             )
             return
-        plan = sim._take_fault("websocket", None).merged_with(header_plan)
+        plan = (await sim._next_fault("websocket", None)).merged_with(header_plan)
         self._drip = plan.drip
         if await self._status_fault(plan, close=True):
             return
@@ -563,6 +628,7 @@ class _Connection:
                     ("sec-websocket-accept", generate_accept_token(key.encode()).decode()),
                     ("x-request-id", self._request_id),
                     ("server", "holysheep-trio-simulator"),
+                    *sim._worker_header,
                 ],
                 reason=b"Switching Protocols",
             )
@@ -605,6 +671,7 @@ class _Connection:
             ("content-type", content_type),
             ("x-request-id", self._request_id or f"req_{secrets.token_hex(12)}"),
             ("server", "holysheep-trio-simulator"),
+            *self._sim._worker_header,
         ]
         if length is not None:
             headers.append(("content-length", str(length)))
@@ -741,7 +808,7 @@ class _Connection:
             await self._send_error(400, str(exc), code="invalid_simulator_fault")
             return None
         # Only a valid request takes a queued fault, so a typo in a header cannot eat one.
-        plan = self._sim._take_fault("models", None).merged_with(header_plan)
+        plan = (await self._sim._next_fault("models", None)).merged_with(header_plan)
         self._drip = plan.drip
         if plan.drip:
             self._served("drip")
@@ -782,7 +849,10 @@ class _Connection:
         await self._send_json(200, _json_bytes(_model_object(name, model)))
 
     async def _stats(self, request: _Request) -> None:
-        await self._send_json(200, _json_bytes(self._sim.stats().to_json()))
+        sim = self._sim
+        # A worker of a pool answers for the whole pool, as its controller sums it.
+        stats = sim.stats() if sim._remote is None else await sim._remote.stats_all()
+        await self._send_json(200, _json_bytes(stats.to_json()))
 
     async def _admit(
         self, request: _Request, endpoint: Endpoint, parse: Callable[[ReplyTokens], _Parsed]
@@ -835,7 +905,7 @@ class _Connection:
                 ],
             )
             return None
-        plan = sim._take_fault(endpoint, model.name).merged_with(header_plan)
+        plan = (await sim._next_fault(endpoint, model.name)).merged_with(header_plan)
         counters.requests[model.name] += 1
         counters.active[model.name] += 1
         self._active_model = model.name
@@ -1125,6 +1195,32 @@ def _with_capacity(profile: Profile, capacity: int | Mapping[str, int | None] | 
     return attrs.evolve(profile, models=models)
 
 
+async def serve_simulator(
+    sock: socket.socket,
+    options: dict[str, Any],
+    *,
+    task_status: trio.TaskStatus[Simulator] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve a simulator on a bound socket until cancelled (a worker of ``workers=N``).
+
+    Use with ``nursery.start``, which returns the :class:`Simulator`.
+
+    Args:
+        sock: A bound TCP socket (``SO_REUSEPORT`` for a pool); it is put in listening mode.
+        options: The :class:`Simulator` arguments but ``port``.
+    """
+    sock.listen(_BACKLOG)
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    sim = Simulator(port=sock.getsockname()[1], **options)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(
+                trio.serve_listeners, sim._serve_connection, [listener], handler_nursery=nursery
+            )
+        )
+        task_status.started(sim)
+
+
 def _sole_exception(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
@@ -1143,6 +1239,7 @@ async def open_simulator(
     reply_tokens: ReplyTokens = None,
     snapshots: bool = True,
     websocket_max_age: float = DEFAULT_MAX_AGE,
+    workers: int = 1,
 ) -> AsyncIterator[Simulator]:
     """Run an OpenAI-compatible simulator on a real socket for the duration of the block.
 
@@ -1169,6 +1266,11 @@ async def open_simulator(
         websocket_max_age: Seconds a WebSocket connection (the Responses API's WebSocket mode)
             lives before it gets a ``websocket_connection_limit_reached`` error frame and is
             closed: 3,600 by default, the API's 60 minutes.
+        workers: How many processes serve the port. Above 1, that many worker processes
+            share it with ``SO_REUSEPORT`` and this process only controls them:
+            ``stats()`` adds theirs up, faults queue here and stay FIFO across workers; hidden
+            capacity, stored responses and latency draws are per worker (see
+            ``docs/simulator.md``).
 
     Yields:
         The :class:`Simulator` handle.
@@ -1176,8 +1278,9 @@ async def open_simulator(
     Raises:
         ValueError: Unknown profile name, a capacity for an unknown model, a capacity
             below 1, a port outside 0-65535, a bad ``reply_tokens``, or a
-            ``websocket_max_age`` that is not a positive number.
-        OSError: The address cannot be bound.
+            ``websocket_max_age`` that is not a positive number, or ``workers`` below 1.
+        RuntimeError: ``workers > 1`` on a platform without ``SO_REUSEPORT`` (Windows).
+        OSError: The address cannot be bound (or a worker could not start).
     """
     if not 0 <= port <= _MAX_PORT:
         # The socket layer would wrap 65536 to 0 and listen on a random port.
@@ -1188,21 +1291,45 @@ async def open_simulator(
     resolved = _with_capacity(_resolve_profile(profile), capacity)
     if reply_tokens is not None:
         resolved = attrs.evolve(resolved, reply_tokens=reply_tokens)
-    # trio sets SO_REUSEADDR on its listeners (except on Windows), so a simulator stopped and
-    # started again on the same port binds at once, its old connections' TIME_WAIT
-    # notwithstanding: tests simulate a network flap that way.
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    sockname = listeners[0].socket.getsockname()
-    sim = Simulator(
-        api_key=api_key,
-        profile=resolved,
-        host=host,
-        port=sockname[1],
-        seed=seed,
-        snapshots=snapshots,
-        websocket_max_age=websocket_max_age,
-    )
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
     try:
+        if workers > 1:
+            async with open_worker_pool(
+                workers=workers,
+                profile=resolved,
+                api_key=api_key,
+                host=host,
+                port=port,
+                seed=seed,
+                snapshots=snapshots,
+                websocket_max_age=websocket_max_age,
+            ) as (pool, bound):
+                yield _PooledSimulator(
+                    pool,
+                    api_key=api_key,
+                    profile=resolved,
+                    host=host,
+                    port=bound,
+                    seed=seed,
+                    snapshots=snapshots,
+                    websocket_max_age=websocket_max_age,
+                )
+            return
+        # trio sets SO_REUSEADDR on its listeners (except on Windows), so a simulator stopped
+        # and started again on the same port binds at once, its old connections' TIME_WAIT
+        # notwithstanding: tests simulate a network flap that way.
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        sockname = listeners[0].socket.getsockname()
+        sim = Simulator(
+            api_key=api_key,
+            profile=resolved,
+            host=host,
+            port=sockname[1],
+            seed=seed,
+            snapshots=snapshots,
+            websocket_max_age=websocket_max_age,
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 partial(

@@ -1,7 +1,7 @@
 # The simulator's statistics snapshot, shared by sim.stats() and GET /simulator/stats.
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -65,6 +65,36 @@ class SimulatorStats:
     websocket_frames_sent: int = 0
     websocket_responses: int = 0
     workers: int = 1
+
+    @classmethod
+    def combined(cls, snapshots: Iterable[SimulatorStats]) -> SimulatorStats:
+        """The sum of several simulators' snapshots (the workers of ``workers=N``).
+
+        Counts and gauges add up, per key for the mappings, and so does ``workers``. For
+        ``max_concurrent`` the sum of each worker's maximum is an upper bound of the pool's
+        (the maxima may not have happened at the same moment).
+
+        Args:
+            snapshots: The snapshots.
+
+        Returns:
+            Their sum (an empty snapshot with ``workers=0`` for none).
+        """
+        totals: dict[str, Any] = {}
+        count = 0
+        for snapshot in snapshots:
+            count += 1
+            for field in attrs.fields(cls):
+                value = getattr(snapshot, field.name)
+                if isinstance(value, Mapping):
+                    into = totals.setdefault(field.name, {})
+                    for key, number in value.items():
+                        into[key] = into.get(key, 0) + number
+                else:
+                    totals[field.name] = totals.get(field.name, 0) + value
+        if not count:
+            return cls(workers=0)
+        return cls(**totals)
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot as plain JSON-ready data (what ``GET /simulator/stats`` returns)."""

@@ -557,7 +557,7 @@ class WebSocketSession:
             )
             return
         # The connection's faults (its upgrade header) win over queued ones, as a header does.
-        plan = sim._take_fault("responses", model.name).merged_with(self._plan)
+        plan = (await sim._next_fault("responses", model.name)).merged_with(self._plan)
         counters.requests[model.name] += 1
         counters.active[model.name] += 1
         counters.max_concurrent[model.name] = max(
