@@ -248,7 +248,14 @@ def _worker_handler(sim: Any, remote: RemoteFaults) -> Handler:
 async def _worker_main(config: WorkerConfig) -> None:
     from ._server import serve_simulator  # the server imports this module
 
-    sock = reuseport_socket(config.host, config.port)
+    try:
+        sock = reuseport_socket(config.host, config.port)
+    except OSError as exc:
+        # Told to the controller, which raises it: no traceback on this process's stderr.
+        reply = {"errno": exc.errno, "error": exc.strerror or str(exc)}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+        return
     control = trio.socket.socket()
     await control.bind(("127.0.0.1", 0))
     control.listen(64)
@@ -396,7 +403,11 @@ async def _start_worker(
                         f"listening on {config.host}:{config.port}"
                     )
                 line += chunk
-        return process, json.loads(line)
+        ports = json.loads(line)
+        if "error" in ports:
+            await process.wait()
+            raise OSError(ports["errno"], ports["error"])
+        return process, ports
     except BaseException:
         _kill(process)
         with trio.CancelScope(shield=True):
@@ -447,6 +458,15 @@ async def open_worker_pool(
     """
     if not HAS_REUSEPORT:
         reuseport_socket(host, port)  # raises the clear error
+    if port:
+        # SO_REUSEPORT would let the workers join another pool that holds this port: a plain
+        # bind first fails, as a single simulator's does, when anything listens there.
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
     token = secrets.token_hex(16)
     pool = WorkerPool(token, list(profile.models))
     control = trio.socket.socket()
@@ -492,4 +512,3 @@ async def open_worker_pool(
                 nursery.cancel_scope.cancel()
     finally:
         control.close()
-
