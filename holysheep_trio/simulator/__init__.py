@@ -4,8 +4,8 @@ HTTP and the Responses API's WebSocket mode), for tests, demos and benchmarks.
 
 ``open_simulator`` runs it on a loopback socket; ``X-Simulator-Fault`` headers,
 ``Simulator.inject_faults`` and ``Simulator.set_models_fault`` script the failures a production
-stream meets; ``workers=N`` runs N processes on one port; ``X-Simulator-Reply-Tokens`` or ``reply_tokens=`` ask for exact reply lengths. See
-``docs/simulator.md``.
+stream meets; ``workers=N`` runs N processes on one port; ``X-Simulator-Reply-Tokens`` or
+``reply_tokens=`` ask for exact reply lengths. See ``docs/simulator.md``.
 """
 
 from __future__ import annotations

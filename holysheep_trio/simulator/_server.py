@@ -159,6 +159,7 @@ class Simulator:
             :func:`open_simulator`).
         websocket_max_age: Seconds a WebSocket connection lives before
             ``websocket_connection_limit_reached`` (see :func:`open_simulator`).
+        workers: How many processes serve the port (``open_simulator(workers=...)``).
     """
 
     def __init__(
