@@ -177,7 +177,7 @@ class Simulator:
     ) -> None:
         self._api_key = api_key.encode()
         self.websocket_max_age = websocket_max_age
-        #: How many processes serve the port (see ``open_simulator(workers=...)``).
+        # How many processes serve the port (see `open_simulator(workers=...)`).
         self.workers = 1
         # In a worker of a pool: the controller's fault queues and statistics, and the worker's
         # number, sent as `x-simulator-worker` so a client can tell which worker answered.
