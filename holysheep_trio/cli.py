@@ -71,6 +71,40 @@ def _port(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _capacity(text: str) -> int | dict[str, int | None]:
+    """An argparse type: ``N`` for every model, or ``MODEL=N[,MODEL=N...]`` (``none`` lifts
+    a limit), as ``open_simulator(capacity=...)`` takes them."""
+    import argparse
+
+    if "=" not in text:
+        return _positive(text)
+    limits: dict[str, int | None] = {}
+    for item in text.split(","):
+        model, _, value = (part.strip() for part in item.partition("="))
+        if not model or not value:
+            raise argparse.ArgumentTypeError(f"expected MODEL=N, got {item.strip()!r}")
+        limits[model] = None if value.lower() == "none" else _positive(value)
+    return limits
+
+
+def _reply_tokens(text: str) -> int | str:
+    """An argparse type: a whole number >= 1, or ``max``."""
+    return "max" if text.strip().lower() == "max" else _positive(text)
+
+
 def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "serve",
@@ -97,6 +131,40 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="the key clients must send as 'Authorization: Bearer <key>' (default: sk-simulator)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the latency draws (0)")
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes serving the port, sharing it with SO_REUSEPORT (%(default)s)",
+    )
+    parser.add_argument(
+        "--capacity",
+        type=_capacity,
+        default=None,
+        metavar="N|MODEL=N,...",
+        help="hidden concurrency limit per model (per worker); beyond it requests get a 429",
+    )
+    parser.add_argument(
+        "--reply-tokens",
+        type=_reply_tokens,
+        default=None,
+        metavar="N|max",
+        help="length of text replies: exactly N tokens, or 'max' to run to max_tokens "
+        "(default: natural lengths)",
+    )
+    parser.add_argument(
+        "--no-snapshots",
+        dest="snapshots",
+        action="store_false",
+        help="answer `model` with the requested id, not the dated snapshot",
+    )
+    parser.add_argument(
+        "--websocket-max-age",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="age at which WebSocket connections are closed (%(default)s)",
+    )
     parser.set_defaults(handler=_serve)
 
 
@@ -116,11 +184,17 @@ async def _serve_until_interrupted(args: argparse.Namespace) -> None:
             host=args.host,
             port=args.port,
             seed=args.seed,
+            workers=args.workers,
+            capacity=args.capacity,
+            reply_tokens=args.reply_tokens,
+            snapshots=args.snapshots,
+            websocket_max_age=args.websocket_max_age,
         ) as sim:
             print(sim.base_url, flush=True)
             models = ", ".join(sim.profile.models)
+            workers = f", {sim.workers} workers" if sim.workers > 1 else ""
             print(
-                f"holysheep-trio simulator: profile {sim.profile.name}, models {models}; "
+                f"holysheep-trio simulator: profile {sim.profile.name}, models {models}{workers}; "
                 "Ctrl-C to stop",
                 file=sys.stderr,
                 flush=True,
@@ -135,10 +209,15 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         trio.run(_serve_until_interrupted, args)
     except OSError as exc:
+        reason = exc.strerror or str(exc)
         print(
-            f"holysheep-trio serve: cannot listen on {args.host}:{args.port}: {exc.strerror}",
+            f"holysheep-trio serve: cannot listen on {args.host}:{args.port}: {reason}",
             file=sys.stderr,
         )
+        return 1
+    except (ValueError, RuntimeError) as exc:
+        # A capacity for an unknown model, a bad age, no SO_REUSEPORT for --workers.
+        print(f"holysheep-trio serve: {exc}", file=sys.stderr)
         return 1
     return 0
 

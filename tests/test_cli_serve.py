@@ -175,3 +175,101 @@ async def test_ctrl_c_during_a_stream_still_exits_cleanly() -> None:
                 pass  # the server closed the connection on its way out
     assert code == 0
     assert "Traceback" not in stderr
+
+
+def test_serve_options_parse_as_open_simulator_takes_them() -> None:
+    args = build_parser().parse_args(["serve"])
+    assert (args.workers, args.capacity, args.reply_tokens, args.snapshots) == (1, None, None, True)
+    args = build_parser().parse_args(
+        ["serve", "--workers", "3", "--capacity", "8", "--reply-tokens", "max", "--no-snapshots"]
+    )
+    assert (args.workers, args.capacity, args.reply_tokens, args.snapshots) == (3, 8, "max", False)
+    args = build_parser().parse_args(
+        ["serve", "--capacity", "gpt-4.1=2, deepseek-v3.2=none", "--reply-tokens", "12"]
+    )
+    assert args.capacity == {"gpt-4.1": 2, "deepseek-v3.2": None}
+    assert args.reply_tokens == 12
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--workers", "0"],
+        ["--workers", "two"],
+        ["--capacity", "0"],
+        ["--capacity", "gpt-4.1="],
+        ["--capacity", "gpt-4.1=lots"],
+        ["--reply-tokens", "0"],
+        ["--reply-tokens", "some"],
+    ],
+)
+def test_bad_serve_options_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", *argv])
+    assert exit_info.value.code == 2
+    assert "argument --" in capsys.readouterr().err
+
+
+async def test_serve_applies_capacity_reply_tokens_and_snapshots() -> None:
+    process, url = await run_serve(
+        "--profile", "fast", "--capacity", "gpt-4.1=1", "--reply-tokens", "4", "--no-snapshots"
+    )  # fmt: skip
+    try:
+        async with httpx2.AsyncClient(base_url=url, timeout=60) as http:
+            headers = {"authorization": "Bearer sk-simulator"}
+            body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]}
+            reply = (await http.post("/chat/completions", json=body, headers=headers)).json()
+            assert reply["model"] == "gpt-4.1"
+            assert reply["usage"]["completion_tokens"] == 4
+    finally:
+        code, stderr = await finish(process, signal.SIGINT)
+    assert code == 0
+    assert "Traceback" not in stderr
+
+
+def test_serve_reports_a_capacity_for_an_unknown_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "0", "--capacity", "gpt-9=1"]) == 1
+    err = capsys.readouterr().err
+    assert "gpt-9" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc to find the workers")
+async def test_serve_with_workers_sums_stats_and_leaves_no_orphans() -> None:
+    process, url = await run_serve("--profile", "fast", "--workers", "2")
+    try:
+        children = {
+            int(pid)
+            for pid in os.listdir("/proc")
+            if pid.isdigit() and _parent_of(int(pid)) == process.pid
+        }
+        assert len(children) == 2
+        headers = {"authorization": "Bearer sk-simulator"}
+        body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(6):
+            async with httpx2.AsyncClient(base_url=url, timeout=60) as http:
+                assert (await http.post("/chat/completions", json=body, headers=headers)).is_success
+        async with httpx2.AsyncClient(base_url=url, timeout=60) as http:
+            stats = (await http.get("/simulator/stats", headers=headers)).json()
+        assert stats["workers"] == 2
+        assert stats["requests"]["gpt-4.1"] == 6
+    finally:
+        code, stderr = await finish(process, signal.SIGINT)
+    assert code == 0
+    assert "Traceback" not in stderr
+    assert "2 workers" in stderr
+    assert not any(_exists(pid) for pid in children)
+
+
+def _exists(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None

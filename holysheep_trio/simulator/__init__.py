@@ -1,11 +1,11 @@
 # The embedded OpenAI-compatible server (chat completions, Responses API), profiles and faults.
-"""An OpenAI-compatible server on trio + h11 (chat completions and the Responses API), for
-tests, demos and benchmarks.
+"""An OpenAI-compatible server on trio + h11 (chat completions and the Responses API, over
+HTTP and the Responses API's WebSocket mode), for tests, demos and benchmarks.
 
 ``open_simulator`` runs it on a loopback socket; ``X-Simulator-Fault`` headers,
 ``Simulator.inject_faults`` and ``Simulator.set_models_fault`` script the failures a production
-stream meets; ``X-Simulator-Reply-Tokens`` or ``reply_tokens=`` ask for exact reply lengths. See
-``docs/simulator.md``.
+stream meets; ``workers=N`` runs N processes on one port; ``X-Simulator-Reply-Tokens`` or
+``reply_tokens=`` ask for exact reply lengths. See ``docs/simulator.md``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,13 @@ FAULT_SYNTAX = (
     "drip",
     "oversized_event[;size=BYTES]",
     "slow_headers=S",
+    "drop_after_frames=N",
+    "ignore_pings[;after=S]",
+    "frame_delay=S",
 )
+#: Faults of a WebSocket connection as a whole (its upgrade request's header or
+#: ``inject_faults(..., endpoint="websocket")``); an HTTP request naming one gets a 400.
+WEBSOCKET_ONLY = ("drop_after_frames", "ignore_pings", "frame_delay")
 
 _DEFAULT_STALL_SECONDS = 10.0
 _DEFAULT_KEEPALIVE_EVERY = 5.0
@@ -63,6 +69,10 @@ class FaultPlan:
     drip: bool = False
     oversized_event: int | None = None
     slow_headers: float | None = None
+    drop_after_frames: int | None = None
+    ignore_pings: bool = False
+    ignore_pings_after: float = 0.0
+    frame_delay: float | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -79,6 +89,9 @@ class FaultPlan:
             "drip": self.drip,
             "oversized_event": self.oversized_event is not None,
             "slow_headers": self.slow_headers is not None,
+            "drop_after_frames": self.drop_after_frames is not None,
+            "ignore_pings": self.ignore_pings,
+            "frame_delay": self.frame_delay is not None,
         }
         return tuple(name for name, active in on.items() if active)
 
@@ -97,6 +110,39 @@ class FaultPlan:
                 changes[field] = getattr(other, field)
         return attrs.evolve(self, **changes)  # type: ignore[arg-type]
 
+    def fault_points(self, total: int) -> list[int]:
+        """The unit counts, in order, after which a stream fault fires in a reply of ``total``
+        units (counts beyond the reply fire after its last unit)."""
+        return sorted(
+            {
+                min(count, total)
+                for count in (
+                    self.disconnect_after,
+                    self.stall_after,
+                    self.keepalive_after,
+                    self.malformed_after,
+                    self.error_event_after,
+                    self.failed_after,
+                )
+                if count is not None
+            }
+        )
+
+    def due_at(self, sent: int, total: int) -> set[str]:
+        """The stream faults that fire after ``sent`` of ``total`` units, by name."""
+        return {
+            name
+            for name, count in (
+                ("stall_after", self.stall_after),
+                ("malformed_after", self.malformed_after),
+                ("error_event_after", self.error_event_after),
+                ("failed_after", self.failed_after),
+                ("keepalive_after", self.keepalive_after),
+                ("disconnect_after", self.disconnect_after),
+            )
+            if count is not None and min(count, total) == sent
+        }
+
 
 NO_FAULTS = FaultPlan()
 
@@ -113,6 +159,9 @@ _FIELDS_OF: dict[str, tuple[str, ...]] = {
     "drip": ("drip",),
     "oversized_event": ("oversized_event",),
     "slow_headers": ("slow_headers",),
+    "drop_after_frames": ("drop_after_frames",),
+    "ignore_pings": ("ignore_pings", "ignore_pings_after"),
+    "frame_delay": ("frame_delay",),
 }
 
 
@@ -194,6 +243,9 @@ _GRAMMAR: dict[str, tuple[tuple[str, _Parser] | None, dict[str, tuple[str, _Pars
     "drip": (None, {}),
     "oversized_event": (None, {"size": ("oversized_event", _size)}),
     "slow_headers": (("slow_headers", _seconds), {}),
+    "drop_after_frames": (("drop_after_frames", _count), {}),
+    "ignore_pings": (None, {"after": ("ignore_pings_after", _seconds)}),
+    "frame_delay": (("frame_delay", _seconds), {}),
 }
 
 # faults that take no value -> (field, value when on)
@@ -201,6 +253,7 @@ _FLAG_DEFAULTS: dict[str, tuple[str, object]] = {
     "reset": ("reset", True),
     "drip": ("drip", True),
     "oversized_event": ("oversized_event", _DEFAULT_OVERSIZED_BYTES),
+    "ignore_pings": ("ignore_pings", True),
 }
 
 

@@ -247,7 +247,24 @@ class ResponsesRequest:
             RequestError: 400 for malformed JSON, a missing field, a value of the wrong type or
                 out of range, or a ``tool_choice`` without ``tools``.
         """
-        payload = parse_json_body(body)
+        return cls.from_payload(parse_json_body(body), reply_tokens=reply_tokens)
+
+    @classmethod
+    def from_payload(
+        cls, payload: Mapping[str, Any], *, reply_tokens: ReplyTokens = None
+    ) -> ResponsesRequest:
+        """Validate a decoded request (an HTTP body, or a WebSocket ``response.create``).
+
+        Args:
+            payload: The JSON object.
+            reply_tokens: The text length override (header or profile).
+
+        Returns:
+            The request.
+
+        Raises:
+            RequestError: As :meth:`from_body`, for everything but the JSON syntax.
+        """
         model = require_model(payload)
         items = _input_items(payload.get("input"))
         instructions = payload.get("instructions")

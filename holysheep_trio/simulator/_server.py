@@ -1,6 +1,8 @@
 # The simulator's HTTP/1.1 server: trio sockets + h11, routing, auth, pacing and scripted faults.
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -16,14 +18,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from http import HTTPStatus
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 from urllib.parse import unquote
 
 import attrs
 import h11
 import trio
+from wsproto import ConnectionType
+from wsproto.connection import Connection as WSConnection
+from wsproto.utilities import generate_accept_token
 
-from ._faults import NO_FAULTS, FaultPlan, FaultSpecError, parse_faults
+from ._faults import NO_FAULTS, WEBSOCKET_ONLY, FaultPlan, FaultSpecError, parse_faults
 from ._frames import FrameSource
 from ._profiles import PROFILES, ModelProfile, Profile, ReplyTokens, check_reply_tokens
 from ._responses import (
@@ -36,6 +41,7 @@ from ._responses import (
     whole_response,
 )
 from ._stats import SimulatorStats
+from ._websocket import DEFAULT_MAX_AGE, WebSocketSession
 from ._wire import (
     PING,
     ChatFrames,
@@ -48,6 +54,7 @@ from ._wire import (
     is_plain_text,
     replies_usage,
 )
+from ._workers import RemoteFaults, WorkerPool, open_worker_pool
 
 if sys.version_info >= (3, 11):
     from builtins import BaseExceptionGroup
@@ -71,12 +78,28 @@ _REPLY_TOKENS_HEADER = "x-simulator-reply-tokens"
 _LINGER_SECONDS = 2.0
 #: The highest TCP port number.
 _MAX_PORT = 65535
+# Listen backlog of a worker's socket (trio's own listeners ask for the most the OS allows).
+_BACKLOG = 4096
 
-Endpoint = Literal["chat", "responses", "models"]
-_ENDPOINTS: tuple[Endpoint, ...] = ("chat", "responses", "models")
+Endpoint = Literal["chat", "responses", "models", "websocket"]
+_ENDPOINTS: tuple[Endpoint, ...] = ("chat", "responses", "models", "websocket")
 
 
 _Parsed: TypeAlias = ChatRequest | ResponsesRequest
+
+
+def check_http_faults(plan: FaultPlan) -> None:
+    """Refuse the faults that only a WebSocket connection can suffer.
+
+    Raises:
+        FaultSpecError: The plan names one.
+    """
+    named = [name for name in plan.names if name in WEBSOCKET_ONLY]
+    if named:
+        raise FaultSpecError(
+            f"fault {named[0]!r} applies to WebSocket connections only (an upgrade request's "
+            "header, or inject_faults(..., endpoint='websocket'))"
+        )
 
 
 class _Counters:
@@ -86,6 +109,7 @@ class _Counters:
         self.models = list(models)
         self.active = dict.fromkeys(self.models, 0)
         self.open_connections = 0
+        self.open_websockets = 0
         self.internal_errors = 0
         self.reset()
 
@@ -98,6 +122,10 @@ class _Counters:
         self.connections_accepted = 0
         self.total_requests = 0
         self.by_endpoint: dict[str, int] = dict.fromkeys(_ENDPOINTS, 0)
+        self.websocket_connections = 0
+        self.websocket_frames_received = 0
+        self.websocket_frames_sent = 0
+        self.websocket_responses = 0
 
     def snapshot(self) -> SimulatorStats:
         return SimulatorStats(
@@ -112,6 +140,11 @@ class _Counters:
             total_requests=self.total_requests,
             internal_errors=self.internal_errors,
             requests_by_endpoint=self.by_endpoint,
+            websocket_connections=self.websocket_connections,
+            open_websockets=self.open_websockets,
+            websocket_frames_received=self.websocket_frames_received,
+            websocket_frames_sent=self.websocket_frames_sent,
+            websocket_responses=self.websocket_responses,
         )
 
 
@@ -125,6 +158,9 @@ class Simulator:
         seed: The seed of its latency draws.
         snapshots: Whether replies name the model's dated snapshot (see
             :func:`open_simulator`).
+        websocket_max_age: Seconds a WebSocket connection lives before
+            ``websocket_connection_limit_reached`` (see :func:`open_simulator`).
+        workers: How many processes serve the port (``open_simulator(workers=...)``).
     """
 
     def __init__(
@@ -136,8 +172,18 @@ class Simulator:
         port: int,
         seed: int,
         snapshots: bool = True,
+        websocket_max_age: float = DEFAULT_MAX_AGE,
+        remote: RemoteFaults | None = None,
+        worker: int | None = None,
     ) -> None:
         self._api_key = api_key.encode()
+        self.websocket_max_age = websocket_max_age
+        # How many processes serve the port (see `open_simulator(workers=...)`).
+        self.workers = 1
+        # In a worker of a pool: the controller's fault queues and statistics, and the worker's
+        # number, sent as `x-simulator-worker` so a client can tell which worker answered.
+        self._remote = remote
+        self._worker_header = [] if worker is None else [("x-simulator-worker", str(worker))]
         self.profile = profile
         self.host = host
         self.port = port
@@ -167,7 +213,8 @@ class Simulator:
         return f"http://{host}:{self.port}/v1"
 
     def __repr__(self) -> str:
-        return f"<Simulator {self.base_url} profile={self.profile.name!r}>"
+        workers = f" workers={self.workers}" if self.workers > 1 else ""
+        return f"<Simulator {self.base_url} profile={self.profile.name!r}{workers}>"
 
     def stats(self) -> SimulatorStats:
         """A snapshot of the counters.
@@ -200,21 +247,40 @@ class Simulator:
                 next two attempts fail and the third succeed.
             model: Only requests for this model take these faults.
             endpoint: ``"chat"`` (``POST /v1/chat/completions``), ``"responses"``
-                (``POST /v1/responses``) or ``"models"`` (``GET /v1/models`` and
-                ``GET /v1/models/{id}``, where only ``status``, ``slow_headers``, ``drip``,
-                ``disconnect_after`` and ``reset`` apply); ``model`` must be ``None`` for
-                ``"models"``.
+                (``POST /v1/responses``, and each ``response.create`` of a WebSocket
+                connection), ``"models"`` (``GET /v1/models`` and ``GET /v1/models/{id}``,
+                where only ``status``, ``slow_headers``, ``drip``, ``disconnect_after`` and
+                ``reset`` apply) or ``"websocket"`` (the next WebSocket upgrades, one spec per
+                connection, as their ``X-Simulator-Fault`` header would say: see
+                ``docs/simulator.md``); ``model`` must be ``None`` for ``"models"`` and
+                ``"websocket"``.
 
         Raises:
-            FaultSpecError: A spec is invalid (nothing is queued then).
-            ValueError: ``model`` is not configured, or given with ``endpoint="models"``.
+            FaultSpecError: A spec is invalid, or names a WebSocket-only fault for an HTTP
+                endpoint (nothing is queued then).
+            ValueError: ``model`` is not configured, or given with ``endpoint="models"`` or
+                ``"websocket"``.
         """
+        plans = self._fault_plans(specs, model, endpoint)
+        self._queues.setdefault((endpoint, model), deque()).extend(plans)
+
+    def _fault_plans(
+        self, specs: tuple[str, ...], model: str | None, endpoint: Endpoint
+    ) -> list[FaultPlan]:
+        """Check :meth:`inject_faults` arguments; the parsed plans."""
         if endpoint not in _ENDPOINTS:
-            raise ValueError(f"endpoint must be 'chat', 'responses' or 'models', got {endpoint!r}")
-        if model is not None and (endpoint == "models" or model not in self.profile.models):
+            raise ValueError(
+                f"endpoint must be 'chat', 'responses', 'models' or 'websocket', got {endpoint!r}"
+            )
+        if model is not None and (
+            endpoint in ("models", "websocket") or model not in self.profile.models
+        ):
             raise ValueError(f"cannot queue faults for model {model!r} on endpoint {endpoint!r}")
         plans = [parse_faults(spec) for spec in specs]
-        self._queues.setdefault((endpoint, model), deque()).extend(plans)
+        if endpoint != "websocket":
+            for plan in plans:
+                check_http_faults(plan)
+        return plans
 
     def clear_faults(self) -> None:
         """Drop every queued fault (the standing models fault stays; see
@@ -238,6 +304,15 @@ class Simulator:
         """
         self._models_fault = parse_faults(spec or "")
 
+    async def _next_fault(self, endpoint: Endpoint, model: str | None) -> FaultPlan:
+        """The fault plan of the next request: queued here, or in a pool's controller."""
+        plan = self._take_fault(endpoint, model)
+        if self._remote is not None and self._remote.pending:
+            queued = await self._remote.take(endpoint, model)
+            if queued is not None:
+                plan = plan.merged_with(queued)
+        return plan
+
     def _take_fault(self, endpoint: Endpoint, model: str | None) -> FaultPlan:
         standing = self._models_fault if endpoint == "models" else NO_FAULTS
         for key in ((endpoint, model), (endpoint, None)):
@@ -245,6 +320,20 @@ class Simulator:
             if queue:
                 return standing.merged_with(queue.popleft())
         return standing
+
+    def _ttft(self, model: ModelProfile) -> float:
+        mu, sigma = model.ttft_lognormal()
+        return self._latency[model.name].lognormvariate(mu, sigma)
+
+    def _token_interval(self, model: ModelProfile) -> float:
+        # About tokens_per_second, with +-15 % jitter so inter-chunk gaps look measured.
+        jitter = self._latency[model.name].uniform(0.85, 1.15)
+        return jitter / model.tokens_per_second
+
+    def _served(self, *names: str) -> None:
+        served = self._counters.faults_served
+        for name in names:
+            served[name] = served.get(name, 0) + 1
 
     def _answered_name(self, requested: str, model: ModelProfile) -> str:
         return model.served_name if self.snapshots else requested
@@ -273,6 +362,43 @@ class Simulator:
         finally:
             await trio.aclose_forcefully(stream)
             counters.open_connections -= 1
+
+
+class _PooledSimulator(Simulator):
+    """The handle of ``open_simulator(workers=N)``: this process controls, the workers serve."""
+
+    def __init__(self, pool: WorkerPool, **options: Any) -> None:
+        super().__init__(**options)
+        self._pool = pool
+        self.workers = len(pool.workers)
+
+    def stats(self) -> SimulatorStats:
+        """Every worker's counters, added up (asks each worker; blocks briefly).
+
+        Returns:
+            The sum (:meth:`SimulatorStats.combined`).
+        """
+        return self._pool.stats()
+
+    def reset_stats(self) -> None:
+        """Zero every worker's counters before returning."""
+        self._pool.reset_stats()
+
+    def inject_faults(
+        self, *specs: str, model: str | None = None, endpoint: Endpoint = "chat"
+    ) -> None:
+        """Queue faults here, FIFO across workers: see :meth:`Simulator.inject_faults`."""
+        self._fault_plans(specs, model, endpoint)
+        self._pool.queue(endpoint, model, list(specs))
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault, here and in every worker."""
+        self._pool.clear()
+
+    def set_models_fault(self, spec: str | None) -> None:
+        """Set the standing models fault in every worker before returning."""
+        parse_faults(spec or "")
+        self._pool.models_fault(spec or None)
 
 
 async def _lingering_close(stream: trio.SocketStream) -> None:
@@ -324,6 +450,10 @@ class _Connection:
             self._sim._counters.total_requests += 1
             self._request_id = f"req_{secrets.token_hex(12)}"
             self._drip = False
+            if _wants_websocket(request):
+                # The socket is the WebSocket's from here on, or closes after a refusal.
+                await self._websocket(request)
+                return
             await self._answer_watching_peer(request)
             if self._close or self._h11.our_state is not h11.DONE:
                 return
@@ -429,6 +559,95 @@ class _Connection:
             await self._peer_eof.wait()
             raise trio.BrokenResourceError("the client sent EOF during a fault's silence")
 
+    # ---- WebSocket mode --------------------------------------------------------------------
+
+    async def _websocket(self, request: _Request) -> None:
+        """``GET /v1/responses`` with ``Upgrade: websocket``: refuse it with an HTTP error as
+        the HTTP endpoints would, or switch protocols and serve a :class:`WebSocketSession`."""
+        sim = self._sim
+        path = request.path.rstrip("/")
+        if path != "/v1/responses" or request.method != "GET":
+            # Only the Responses API has a WebSocket mode: answer as plain HTTP would.
+            self._close = True
+            await self._answer_watching_peer(request)
+            return
+        if not sim._authorized(request.headers):
+            await self._send_error(
+                401,
+                "Incorrect API key provided. Pass it as 'Authorization: Bearer <key>'.",
+                extra=[("www-authenticate", "Bearer")],
+                close=True,
+            )
+            return
+        # RFC 6455, section 4.2.1: what a server must check before it may switch.
+        key = request.headers.get("sec-websocket-key", "").strip()
+        if request.headers.get("sec-websocket-version", "").strip() != "13":
+            await self._send_error(
+                426,
+                "Unsupported WebSocket version: this server speaks version 13 (RFC 6455).",
+                code="unsupported_websocket_version",
+                extra=[("sec-websocket-version", "13")],
+                close=True,
+            )
+            return
+        if not _valid_websocket_key(key) or "upgrade" not in _tokens(
+            request.headers.get("connection", "")
+        ):
+            await self._send_error(
+                400,
+                "Invalid WebSocket upgrade request: it needs 'Connection: Upgrade' and a "
+                "'Sec-WebSocket-Key' of 16 base64-encoded bytes.",
+                code="invalid_websocket_handshake",
+                close=True,
+            )
+            return
+        sim._counters.by_endpoint["websocket"] += 1
+        try:
+            header_plan = self._header_faults(request, websocket=True)
+            reply_tokens = self._reply_tokens(request)
+        except FaultSpecError as exc:
+            await self._send_error(400, str(exc), code="invalid_simulator_fault", close=True)
+            return
+        except RequestError as exc:
+            await self._send_error(
+                exc.status, exc.message, param=exc.param, code=exc.code, close=True
+            )
+            return
+        plan = (await sim._next_fault("websocket", None)).merged_with(header_plan)
+        self._drip = plan.drip
+        if await self._status_fault(plan, close=True):
+            return
+        for name in ("drip", "frame_delay"):
+            if name in plan.names:
+                self._served(name)
+        self._drip = False  # the 101 goes out whole; `drip` applies to the frames
+        await self._send(
+            h11.InformationalResponse(
+                status_code=101,
+                headers=[
+                    ("upgrade", "websocket"),
+                    ("connection", "Upgrade"),
+                    ("sec-websocket-accept", generate_accept_token(key.encode()).decode()),
+                    ("x-request-id", self._request_id),
+                    ("server", "holysheep-trio-simulator"),
+                    *sim._worker_header,
+                ],
+                reason=b"Switching Protocols",
+            )
+        )
+        trailing, _ = self._h11.trailing_data
+        sim._counters.websocket_connections += 1
+        session = WebSocketSession(
+            sim,
+            self._stream,
+            WSConnection(ConnectionType.SERVER, trailing_data=bytes(trailing)),
+            plan=plan,
+            reply_tokens=reply_tokens,
+            max_age=sim.websocket_max_age,
+        )
+        self._close = True
+        await session.run()
+
     # ---- writing ---------------------------------------------------------------------------
 
     async def _send(self, event: h11.Event) -> None:
@@ -454,6 +673,7 @@ class _Connection:
             ("content-type", content_type),
             ("x-request-id", self._request_id or f"req_{secrets.token_hex(12)}"),
             ("server", "holysheep-trio-simulator"),
+            *self._sim._worker_header,
         ]
         if length is not None:
             headers.append(("content-length", str(length)))
@@ -526,8 +746,11 @@ class _Connection:
             return
         await handler(request)
 
-    def _header_faults(self, request: _Request) -> FaultPlan:
-        return parse_faults(request.headers.get(_FAULT_HEADER, ""))
+    def _header_faults(self, request: _Request, *, websocket: bool = False) -> FaultPlan:
+        plan = parse_faults(request.headers.get(_FAULT_HEADER, ""))
+        if not websocket:
+            check_http_faults(plan)
+        return plan
 
     def _reply_tokens(self, request: _Request) -> ReplyTokens:
         """The ``X-Simulator-Reply-Tokens`` header (``N`` or ``max``), else the profile's."""
@@ -547,11 +770,9 @@ class _Connection:
         )
 
     def _served(self, *names: str) -> None:
-        served = self._sim._counters.faults_served
-        for name in names:
-            served[name] = served.get(name, 0) + 1
+        self._sim._served(*names)
 
-    async def _status_fault(self, plan: FaultPlan) -> bool:
+    async def _status_fault(self, plan: FaultPlan, *, close: bool = False) -> bool:
         """Apply ``slow_headers``, ``reset`` and ``status``; True when the request is answered."""
         if plan.slow_headers is not None:
             self._served("slow_headers")
@@ -577,7 +798,7 @@ class _Connection:
         if plan.should_retry is not None:
             extra.append(("x-should-retry", "true" if plan.should_retry else "false"))
         self._release_active()
-        await self._send_error(plan.status, extra=extra)
+        await self._send_error(plan.status, extra=extra, close=close)
         return True
 
     async def _models_fault(self, request: _Request) -> FaultPlan | None:
@@ -589,7 +810,7 @@ class _Connection:
             await self._send_error(400, str(exc), code="invalid_simulator_fault")
             return None
         # Only a valid request takes a queued fault, so a typo in a header cannot eat one.
-        plan = self._sim._take_fault("models", None).merged_with(header_plan)
+        plan = (await self._sim._next_fault("models", None)).merged_with(header_plan)
         self._drip = plan.drip
         if plan.drip:
             self._served("drip")
@@ -630,7 +851,10 @@ class _Connection:
         await self._send_json(200, _json_bytes(_model_object(name, model)))
 
     async def _stats(self, request: _Request) -> None:
-        await self._send_json(200, _json_bytes(self._sim.stats().to_json()))
+        sim = self._sim
+        # A worker of a pool answers for the whole pool, as its controller sums it.
+        stats = sim.stats() if sim._remote is None else await sim._remote.stats_all()
+        await self._send_json(200, _json_bytes(stats.to_json()))
 
     async def _admit(
         self, request: _Request, endpoint: Endpoint, parse: Callable[[ReplyTokens], _Parsed]
@@ -683,7 +907,7 @@ class _Connection:
                 ],
             )
             return None
-        plan = sim._take_fault(endpoint, model.name).merged_with(header_plan)
+        plan = (await sim._next_fault(endpoint, model.name)).merged_with(header_plan)
         counters.requests[model.name] += 1
         counters.active[model.name] += 1
         self._active_model = model.name
@@ -801,13 +1025,10 @@ class _Connection:
     # ---- replies ---------------------------------------------------------------------------
 
     def _ttft(self, model: ModelProfile) -> float:
-        mu, sigma = model.ttft_lognormal()
-        return self._sim._latency[model.name].lognormvariate(mu, sigma)
+        return self._sim._ttft(model)
 
     def _token_interval(self, model: ModelProfile) -> float:
-        # About tokens_per_second, with +-15 % jitter so inter-chunk gaps look measured.
-        jitter = self._sim._latency[model.name].uniform(0.85, 1.15)
-        return jitter / model.tokens_per_second
+        return self._sim._token_interval(model)
 
     async def _whole_reply(
         self, body: bytes, model: ModelProfile, plan: FaultPlan, *, tokens: int
@@ -837,21 +1058,7 @@ class _Connection:
         """Pace a stream's units, inject its faults and bill it; True when it ended normally."""
         delays = self._sim.profile.delays
         total = source.units
-        # Fault counts beyond the reply fire after its last unit.
-        points = sorted(
-            {
-                min(count, total)
-                for count in (
-                    plan.disconnect_after,
-                    plan.stall_after,
-                    plan.keepalive_after,
-                    plan.malformed_after,
-                    plan.error_event_after,
-                    plan.failed_after,
-                )
-                if count is not None
-            }
-        )
+        points = plan.fault_points(total)
         billed = self._sim._counters.completion_tokens
         await self._start_response(200, "text/event-stream; charset=utf-8")
         head = source.head()
@@ -895,19 +1102,7 @@ class _Connection:
         Order at one count: stall, malformed event, error event and failed event (either ends
         the stream cleanly), keep-alive pings (until the client leaves), disconnect.
         """
-        due = {
-            name
-            for name, count in (
-                ("stall_after", plan.stall_after),
-                ("malformed_after", plan.malformed_after),
-                ("error_event_after", plan.error_event_after),
-                ("failed_after", plan.failed_after),
-                ("keepalive_after", plan.keepalive_after),
-                ("disconnect_after", plan.disconnect_after),
-            )
-            # Counts beyond the reply fire after its last unit.
-            if count is not None and min(count, total) == sent
-        }
+        due = plan.due_at(sent, total)
         if "stall_after" in due:
             self._served("stall_after")
             await self._fault_silence(plan.stall_seconds)
@@ -936,6 +1131,23 @@ class _Connection:
             self._close = True
             return False
         return True
+
+
+def _tokens(value: str) -> set[str]:
+    """The comma-separated tokens of a header, lower-cased (``Connection: keep-alive, Upgrade``)."""
+    return {token.strip().lower() for token in value.split(",")}
+
+
+def _wants_websocket(request: _Request) -> bool:
+    return "websocket" in _tokens(request.headers.get("upgrade", ""))
+
+
+def _valid_websocket_key(key: str) -> bool:
+    """RFC 6455, section 4.1: the key is 16 random bytes, base64-encoded."""
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
 
 
 def _model_object(name: str, model: ModelProfile) -> dict[str, object]:
@@ -985,6 +1197,32 @@ def _with_capacity(profile: Profile, capacity: int | Mapping[str, int | None] | 
     return attrs.evolve(profile, models=models)
 
 
+async def serve_simulator(
+    sock: socket.socket,
+    options: dict[str, Any],
+    *,
+    task_status: trio.TaskStatus[Simulator] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve a simulator on a bound socket until cancelled (a worker of ``workers=N``).
+
+    Use with ``nursery.start``, which returns the :class:`Simulator`.
+
+    Args:
+        sock: A bound TCP socket (``SO_REUSEPORT`` for a pool); it is put in listening mode.
+        options: The :class:`Simulator` arguments but ``port``.
+    """
+    sock.listen(_BACKLOG)
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    sim = Simulator(port=sock.getsockname()[1], **options)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(
+                trio.serve_listeners, sim._serve_connection, [listener], handler_nursery=nursery
+            )
+        )
+        task_status.started(sim)
+
+
 def _sole_exception(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
@@ -1002,6 +1240,8 @@ async def open_simulator(
     capacity: int | Mapping[str, int | None] | None = None,
     reply_tokens: ReplyTokens = None,
     snapshots: bool = True,
+    websocket_max_age: float = DEFAULT_MAX_AGE,
+    workers: int = 1,
 ) -> AsyncIterator[Simulator]:
     """Run an OpenAI-compatible simulator on a real socket for the duration of the block.
 
@@ -1025,36 +1265,73 @@ async def open_simulator(
         snapshots: Whether ``model`` in replies is the model's dated snapshot
             (:attr:`ModelProfile.snapshot`, e.g. ``gpt-4.1-2025-04-14`` for ``gpt-4.1``), as
             OpenAI answers. ``False`` echoes the id the request named, as many relays do.
+        websocket_max_age: Seconds a WebSocket connection (the Responses API's WebSocket mode)
+            lives before it gets a ``websocket_connection_limit_reached`` error frame and is
+            closed: 3,600 by default, the API's 60 minutes.
+        workers: How many processes serve the port. Above 1, that many worker processes
+            share it with ``SO_REUSEPORT`` and this process only controls them:
+            ``stats()`` adds theirs up, faults queue here and stay FIFO across workers; hidden
+            capacity, stored responses and latency draws are per worker (see
+            ``docs/simulator.md``).
 
     Yields:
         The :class:`Simulator` handle.
 
     Raises:
         ValueError: Unknown profile name, a capacity for an unknown model, a capacity
-            below 1, a port outside 0-65535, or a bad ``reply_tokens``.
-        OSError: The address cannot be bound.
+            below 1, a port outside 0-65535, a bad ``reply_tokens``, or a
+            ``websocket_max_age`` that is not a positive number, or ``workers`` below 1.
+        RuntimeError: ``workers > 1`` on a platform without ``SO_REUSEPORT`` (Windows).
+        OSError: The address cannot be bound (or a worker could not start).
     """
     if not 0 <= port <= _MAX_PORT:
         # The socket layer would wrap 65536 to 0 and listen on a random port.
         raise ValueError(f"port must be between 0 and {_MAX_PORT}, got {port}")
     check_reply_tokens(reply_tokens)
+    if not (isinstance(websocket_max_age, (int, float)) and websocket_max_age > 0):
+        raise ValueError(f"websocket_max_age must be a positive number, got {websocket_max_age!r}")
     resolved = _with_capacity(_resolve_profile(profile), capacity)
     if reply_tokens is not None:
         resolved = attrs.evolve(resolved, reply_tokens=reply_tokens)
-    # trio sets SO_REUSEADDR on its listeners (except on Windows), so a simulator stopped and
-    # started again on the same port binds at once, its old connections' TIME_WAIT
-    # notwithstanding: tests simulate a network flap that way.
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    sockname = listeners[0].socket.getsockname()
-    sim = Simulator(
-        api_key=api_key,
-        profile=resolved,
-        host=host,
-        port=sockname[1],
-        seed=seed,
-        snapshots=snapshots,
-    )
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
     try:
+        if workers > 1:
+            async with open_worker_pool(
+                workers=workers,
+                profile=resolved,
+                api_key=api_key,
+                host=host,
+                port=port,
+                seed=seed,
+                snapshots=snapshots,
+                websocket_max_age=websocket_max_age,
+            ) as (pool, bound):
+                yield _PooledSimulator(
+                    pool,
+                    api_key=api_key,
+                    profile=resolved,
+                    host=host,
+                    port=bound,
+                    seed=seed,
+                    snapshots=snapshots,
+                    websocket_max_age=websocket_max_age,
+                )
+            return
+        # trio sets SO_REUSEADDR on its listeners (except on Windows), so a simulator stopped
+        # and started again on the same port binds at once, its old connections' TIME_WAIT
+        # notwithstanding: tests simulate a network flap that way.
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        sockname = listeners[0].socket.getsockname()
+        sim = Simulator(
+            api_key=api_key,
+            profile=resolved,
+            host=host,
+            port=sockname[1],
+            seed=seed,
+            snapshots=snapshots,
+            websocket_max_age=websocket_max_age,
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 partial(

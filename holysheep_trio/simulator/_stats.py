@@ -1,7 +1,7 @@
 # The simulator's statistics snapshot, shared by sim.stats() and GET /simulator/stats.
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -36,7 +36,16 @@ class SimulatorStats:
         internal_errors: Handler crashes (bugs of the simulator); tests expect 0.
         requests_by_endpoint: Requests that reached an endpoint with a valid key, by endpoint:
             ``"chat"``, ``"responses"``, ``"models"`` (the list and single models, as health
-            probes use them).
+            probes use them), ``"websocket"`` (upgrade requests to the Responses API's
+            WebSocket mode).
+        websocket_connections: WebSocket connections accepted (upgrades answered with 101).
+        open_websockets: WebSocket connections open right now.
+        websocket_frames_received: Messages (text or binary) received on WebSocket connections.
+        websocket_frames_sent: Event frames sent on WebSocket connections (control frames
+            such as pongs and close frames not included).
+        websocket_responses: ``response.create`` messages answered on WebSocket connections,
+            with a response or an error frame.
+        workers: How many simulator processes these counts add up (1 in one process).
     """
 
     requests: Mapping[str, int] = _counts()
@@ -50,6 +59,42 @@ class SimulatorStats:
     total_requests: int = 0
     internal_errors: int = 0
     requests_by_endpoint: Mapping[str, int] = _counts()
+    websocket_connections: int = 0
+    open_websockets: int = 0
+    websocket_frames_received: int = 0
+    websocket_frames_sent: int = 0
+    websocket_responses: int = 0
+    workers: int = 1
+
+    @classmethod
+    def combined(cls, snapshots: Iterable[SimulatorStats]) -> SimulatorStats:
+        """The sum of several simulators' snapshots (the workers of ``workers=N``).
+
+        Counts and gauges add up, per key for the mappings, and so does ``workers``. For
+        ``max_concurrent`` the sum of each worker's maximum is an upper bound of the pool's
+        (the maxima may not have happened at the same moment).
+
+        Args:
+            snapshots: The snapshots.
+
+        Returns:
+            Their sum (an empty snapshot with ``workers=0`` for none).
+        """
+        totals: dict[str, Any] = {}
+        count = 0
+        for snapshot in snapshots:
+            count += 1
+            for field in attrs.fields(cls):
+                value = getattr(snapshot, field.name)
+                if isinstance(value, Mapping):
+                    into = totals.setdefault(field.name, {})
+                    for key, number in value.items():
+                        into[key] = into.get(key, 0) + number
+                else:
+                    totals[field.name] = totals.get(field.name, 0) + value
+        if not count:
+            return cls(workers=0)
+        return cls(**totals)
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot as plain JSON-ready data (what ``GET /simulator/stats`` returns)."""
