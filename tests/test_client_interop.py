@@ -228,9 +228,11 @@ async def test_deepseek_reasoning_content_is_kept(autojump_clock: MockClock) -> 
         data({"id": "c1", "model": "m", "choices": [], "usage": usage}),
         DONE,
     ]
-    async with serving([sse(*items)]) as (client, _):
-        async with client.stream_chat(model="m", messages=MESSAGES) as stream:
-            reasoning = [c.reasoning async for c in stream]
+    async with (
+        serving([sse(*items)]) as (client, _),
+        client.stream_chat(model="m", messages=MESSAGES) as stream,
+    ):
+        reasoning = [c.reasoning async for c in stream]
     completion = stream.completion
     assert completion.reasoning == "Let me think."
     assert completion.text == "Four."

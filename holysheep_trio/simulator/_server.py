@@ -356,7 +356,7 @@ class Simulator:
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
             pass  # the client went away or spoke broken HTTP: its problem, not the server's
         except Exception:
-            # One misbehaving connection must never take the server down: tests and benchmarks share it.
+            # One misbehaving connection must never take the server down: tests share it.
             counters.internal_errors += 1
             _log.exception("simulator connection handler failed")
         finally:
