@@ -1,13 +1,18 @@
 # The request lifecycle every stream type shares: admit, attempt(s), first output, end, release.
 """One request, whatever its wire format: admission → attempt(s) → first output → end → release.
 
-A :class:`Request` owns what outlives one try: the total deadline, the attempt loop (retry
-policy, fallback endpoints, back-off), the time to first output, the items ready for the caller
-and the clean-up that runs however the request ends. Each try is an :class:`_Attempt`, which
-owns its admission (a global slot and a slot of the model, taken by :meth:`_Attempt.admit` and
-given back by :meth:`_Attempt.release`), its HTTP response, its SSE parser, its decoder and its
-own deadlines. An attempt is admitted before it sends and released before the next one starts,
-so a retry or a fallback is admitted, rate-limited and counted on its own.
+A :class:`Request` owns what outlives one try: the total deadline, the pending queue of a health
+monitor, the budget reservation, the attempt loop (retry policy, fallback endpoints, back-off),
+the time to first output, the items ready for the caller and the clean-up that runs however the
+request ends (settlement, telemetry). Each try is an :class:`_Attempt`, which owns its admission
+(a global slot and a slot of the model, given back by :meth:`_Attempt.release`), its
+:class:`Exchange` with the server, its decoder and its own deadlines. An attempt is admitted
+before it sends and released before the next one starts, so a retry or a fallback is admitted,
+rate-limited and counted on its own.
+
+How an attempt talks to the server is its :class:`Exchange`: ``_http.HttpExchange`` sends a
+``POST`` and parses the body's server-sent events; a WebSocket lane is another exchange. The
+lifecycle knows neither HTTP nor sockets.
 
 What differs between wire formats is the per-attempt :class:`Decoder`: it turns one server-sent
 event into an item for the caller and says what the item means (:data:`OUTPUT`,
@@ -19,18 +24,17 @@ Deadlines (see ``docs/deadlines.md``): ``total`` covers the whole request; ``fir
 from the start of each attempt to its first output; ``idle`` is the server's silence, counted
 only while we wait for bytes (never the caller's own time between two reads), and reset only by
 events that are progress. Before a ``first_token`` or ``idle`` deadline is declared passed, the
-body is asked once for bytes that are already there.
+exchange is asked once for events that are already there.
 
 Cancellation: the reads are cancel-safe with :class:`~holysheep_trio.TrioTransport` (a caller's
 cancel scope around one ``__anext__`` leaves the stream usable). Bodies of other transports
-cannot be resumed after a cancelled read; the next read then says so (:class:`_IteratorBody`).
+cannot be resumed after a cancelled read; the next read then says so (``_http._IteratorBody``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import logging
 import math
 from collections import deque
@@ -38,32 +42,25 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 import attrs
-import httpx2
 import trio
 
-from ._content_encoding import ContentDecoder, decoder_for
-from ._wire import error_from_success_body, parse_error_body
 from .errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
     ClientClosedError,
-    ConfigurationError,
     DeadlineName,
     HolySheepError,
     StreamInterruptedError,
     StreamProtocolError,
     _scrub,
-    error_class_for_status,
 )
 from .models import Usage
-from .retry import parse_retry_after
-from .sse import ServerSentEvent, SSEParser, SSEProtocolError
+from .sse import ServerSentEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from .budget import AttemptBill, Reservation
+    from .retry import RetryPolicy
     from .client import Client
     from .pool import Admission
 
@@ -97,17 +94,11 @@ FINISH: Final = 8
 #: output when the held buffer is full.
 DROPPABLE: Final = 16
 
-#: At most this much of an error response's body is read (the rest is discarded with the
-#: connection), so a hostile or broken server cannot make us buffer without bound.
-MAX_ERROR_BODY: Final = 64 * 1024
 #: Bound on every await during clean-up (STYLE rule 6).
 CLOSE_TIMEOUT: Final = 5.0
 #: After the end of a stream (``[DONE]``) the body should end at once; wait this long for its
 #: end (so the connection can be reused) before simply closing it. Not an error either way.
 DRAIN_AFTER_END: Final = 0.25
-#: Closing a response of a user's httpx2 client early first reads what is already in flight
-#: for this long (see _IteratorBody.aclose).
-DRAIN_ON_CLOSE: Final = 0.05
 #: Items held back before the first output (role chunks, empty deltas, response.created...),
 #: at most. Beyond it, droppable items are dropped and others are a protocol error: a server
 #: that streams nothing but empty chunks must not fill our memory.
@@ -118,18 +109,6 @@ RESERVATION_MARGIN: Final = 60.0
 _INF: Final = math.inf
 
 logger = logging.getLogger("holysheep_trio")
-
-#: Exceptions a transport may raise for a network failure; anything else is a bug and escapes.
-TRANSPORT_ERRORS = (httpx2.HTTPError, OSError, trio.BrokenResourceError, trio.ClosedResourceError)
-#: Transport failures after which the server cannot have seen the request.
-_NOT_SENT = (
-    httpx2.ConnectError,
-    httpx2.ConnectTimeout,
-    httpx2.PoolTimeout,
-    httpx2.UnsupportedProtocol,
-    httpx2.LocalProtocolError,
-    httpx2.InvalidURL,
-)
 
 
 class Decoder(Protocol[ItemT_co]):
@@ -150,12 +129,46 @@ class Decoder(Protocol[ItemT_co]):
         ...
 
 
-class Body(Protocol):
-    """A response body as the lifecycle reads it (``TrioResponseStream`` or _IteratorBody)."""
+class Exchange(Protocol):
+    """How one attempt talks to the server: an HTTP response (``_http.HttpExchange``) or a
+    WebSocket lane.
 
-    async def receive_some(self) -> bytes: ...
+    The lifecycle calls :meth:`open` under the attempt's deadlines, then :meth:`receive` until
+    it reports the end, and always :meth:`aclose` (shielded and bounded by the lifecycle).
 
-    async def aclose(self) -> None: ...
+    Attributes:
+        sent: Whether the server may have seen the request (for the budget's settlement).
+        status: The HTTP status of the answer (None before it, or when there is none).
+        request_id: The server's request id, once known.
+    """
+
+    sent: bool
+    status: int | None
+    request_id: str | None
+
+    async def open(self, deadline: float) -> bool:
+        """Send the request; False if ``deadline`` passed before the server accepted it.
+
+        Raises:
+            HolySheepError: the server refused the request, or the connection failed.
+        """
+        ...
+
+    async def receive(self) -> tuple[list[ServerSentEvent], bool]:
+        """The events that arrive next (waiting for them), and whether the stream ended.
+
+        Raises:
+            HolySheepError: the connection failed or the stream broke its format.
+        """
+        ...
+
+    async def receive_nowait(self) -> tuple[list[ServerSentEvent], bool] | None:
+        """What :meth:`receive` would return at once, or None when nothing is here."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop reading and release the response or lane."""
+        ...
 
 
 class RequestObserver(Protocol):
@@ -198,79 +211,6 @@ class Telemetry(Protocol):
         """A request is entered; return its observer (or None to ignore it)."""
 
 
-class _IteratorBody:
-    """A generator-based response body behind the ``receive_some``/``aclose`` interface.
-
-    Used when the transport is not our ``TrioTransport`` (a user's ``http_client``, a
-    ``MockTransport``). httpx2's default transport leaks httpcore2's body generators when a
-    response is closed before the end of its body, even with ``aclosing``; closing the network
-    stream first and then draining the iterator lets the generators unwind normally.
-
-    Such a body cannot resume after a read was cancelled (the generator is finished by the
-    cancellation): the next read raises :class:`~holysheep_trio.APIConnectionError` saying so,
-    instead of reporting a truncated stream.
-    """
-
-    __slots__ = ("_cancelled", "_ended", "_iterator", "_preloaded", "_response")
-
-    def __init__(self, response: httpx2.Response) -> None:
-        self._response = response
-        self._iterator = response.aiter_raw()
-        self._ended = False
-        self._cancelled = False
-        # A transport may hand back a response whose body is already in memory (e.g. a
-        # MockTransport built with `content=`); streaming it again raises StreamConsumed.
-        try:
-            self._preloaded: bytes | None = response.content
-        except httpx2.ResponseNotRead:
-            self._preloaded = None
-
-    async def receive_some(self) -> bytes:
-        if self._cancelled:
-            raise APIConnectionError(
-                "a read of this stream was cancelled earlier, and a response body of this"
-                " http_client's transport cannot be resumed (TrioTransport's can)"
-            )
-        if self._preloaded is not None:
-            data, self._preloaded = self._preloaded, b""
-            self._ended = True
-            return data
-        while not self._ended:
-            try:
-                data = await self._iterator.__anext__()
-            except StopAsyncIteration:
-                self._ended = True
-                break
-            except trio.Cancelled:
-                self._cancelled = True
-                raise
-            if data:
-                return data
-        return b""
-
-    async def aclose(self) -> None:
-        if not self._ended and not self._cancelled:
-            # When the rest of the body is already on its way (an in-band error event, then the
-            # end of the body), reading it to the end lets httpcore2 release the connection
-            # normally: closing the network stream under a complete body would put a closed
-            # socket back into its pool, and the next request would fail outside our errors.
-            with trio.move_on_after(DRAIN_ON_CLOSE), contextlib.suppress(Exception):
-                async for _ in self._iterator:
-                    pass
-                self._ended = True
-        if not self._ended:
-            self._ended = True
-            network_stream = self._response.extensions.get("network_stream")
-            if network_stream is not None:
-                with contextlib.suppress(Exception):
-                    await network_stream.aclose()
-                # The stream is closed, so this ends at once, with an error we don't need.
-                with contextlib.suppress(Exception):
-                    async for _ in self._iterator:
-                        pass
-        await self._iterator.aclose()
-
-
 #: Request headers whose values are secrets: scrubbed from every error text.
 SECRET_HEADERS: Final = frozenset(
     {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
@@ -291,46 +231,6 @@ def header_secrets(headers: Mapping[str, str]) -> list[str]:
             if credentials.strip():
                 found.append(credentials.strip())
     return found
-
-
-def translate(exc: BaseException, *, connect_timeout: float | None) -> HolySheepError:
-    """Map a transport or parser exception to our tree (the one translation boundary).
-
-    Raise the result ``from cause_of(exc)``.
-    """
-    if isinstance(exc, HolySheepError):
-        return exc
-    if isinstance(exc, httpx2.ConnectTimeout | httpx2.PoolTimeout):
-        return APITimeoutError(
-            f"connecting timed out ({type(exc).__name__})",
-            deadline="connect",
-            seconds=connect_timeout,
-        )
-    if isinstance(exc, httpx2.TimeoutException):
-        return APITimeoutError(f"the transport timed out ({type(exc).__name__})", deadline="idle")
-    if isinstance(exc, httpx2.InvalidURL | httpx2.UnsupportedProtocol):
-        return ConfigurationError(f"bad URL: {exc}")
-    if isinstance(exc, httpx2.LocalProtocolError):
-        # Not a network failure and not retried: the request itself cannot be sent. The
-        # transport's text may quote a header value (the key, with a stray newline), so it is
-        # not shown.
-        return ConfigurationError(
-            "the request cannot be sent as HTTP/1.1: a header name or value is invalid (e.g. a"
-            " control character in the API key or in extra_headers); values are not shown"
-        )
-    if isinstance(exc, SSEProtocolError):
-        return StreamProtocolError(f"bad server-sent event stream: {exc}")
-    detail = str(exc) or "no detail"
-    return APIConnectionError(f"network error ({type(exc).__name__}): {detail}")
-
-
-def cause_of(exc: BaseException) -> BaseException | None:
-    """The cause to chain to the translation of ``exc``: itself, unless it may hold secrets.
-
-    h11's ``LocalProtocolError`` quotes the header value it refused (the API key, with a stray
-    newline), so it is never chained: ``raise translate(exc) from cause_of(exc)``.
-    """
-    return None if isinstance(exc, httpx2.LocalProtocolError) else exc
 
 
 @attrs.frozen(kw_only=True)
@@ -359,17 +259,17 @@ class AttemptOutcome:
 
 
 class _Attempt(Generic[ItemT]):
-    """One try of a request: its admission, its response and its deadlines."""
+    """One try of a request: its admission, its exchange with the server and its deadlines."""
 
     __slots__ = (
         "admission",
         "base_url",
-        "body",
+        "closed",
         "completed",
-        "content",
         "decoder",
         "end_at",
         "eof",
+        "exchange",
         "failure",
         "first_output_at",
         "first_token_deadline",
@@ -379,40 +279,28 @@ class _Attempt(Generic[ItemT]):
         "number",
         "output_began",
         "output_pieces",
-        "parser",
-        "pending",
         "released",
         "reported",
-        "response",
         "saw_end",
         "saw_finish",
-        "sent",
         "started_at",
-        "status",
         "ticket",
     )
 
-    def __init__(self, *, number: int, base_url: str, decoder: Decoder[ItemT], parser: SSEParser):
+    def __init__(self, *, number: int, base_url: str, decoder: Decoder[ItemT]) -> None:
         self.number = number
         self.base_url = base_url
         self.decoder = decoder
-        self.parser = parser
         self.admission: contextlib.AbstractAsyncContextManager[Admission | None] | None = None
         self.ticket: Admission | None = None
         self.released = False
+        self.exchange: Exchange | None = None
+        self.closed = False  # the exchange was closed (its response, its lane)
         self.started_at = 0.0
         self.first_token_deadline = _INF
         # Seconds of server silence still allowed; counted down only while we wait for bytes.
         self.idle_left = _INF
-        self.response: httpx2.Response | None = None
-        self.body: Body | None = None
-        self.sent = False  # the server may have seen the request
-        self.status: int | None = None
         self.completed = False  # read to its natural end
-        # The body's content coding (a server that compressed although we asked for
-        # identity), and the decoded pieces of the last read still to be parsed.
-        self.content: ContentDecoder | None = None
-        self.pending: Iterator[bytes] | None = None
         self.held: list[ItemT] = []
         self.held_bytes = 0
         self.output_pieces = 0
@@ -428,15 +316,19 @@ class _Attempt(Generic[ItemT]):
     @property
     def accepted(self) -> bool:
         """Whether the server answered with a success status (it took the prompt)."""
-        return self.status is not None and 200 <= self.status < 300
+        status = None if self.exchange is None else self.exchange.status
+        return status is not None and 200 <= status < 300
 
     def bill(self) -> AttemptBill:
         """What this attempt may have cost, for the budget's settlement."""
         from .budget import AttemptBill
 
+        exchange = self.exchange
+        sent = exchange is not None and exchange.sent
+        status = None if exchange is None else exchange.status
         return AttemptBill(
             # Sent and not refused with an error status: the server may have billed it.
-            billable=self.sent and (self.status is None or self.accepted),
+            billable=sent and (status is None or self.accepted),
             completed=self.completed,
             usage=self.decoder.usage,
             completion_tokens=self.output_pieces,
@@ -462,11 +354,11 @@ class Request(Generic[ItemT]):
     Args:
         client: The client whose HTTP client, pool, policy and secrets are used.
         model: The requested model.
-        path: The endpoint path below the base URL, e.g. ``/chat/completions``.
-        body: The JSON request body.
+        new_exchange: Makes the exchange of one attempt for a base URL (e.g.
+            ``_http.http_exchange(...)``: a ``POST`` of the request body).
         max_tokens: The output bound, for the automatic total deadline.
         timeouts: The request's deadlines.
-        extra_headers: Headers added to the request.
+        extra_headers: Headers added to the request (their secrets are scrubbed from errors).
         estimated_tokens: The pool's TPM reservation (prompt estimate plus output bound).
         estimated_prompt_tokens: The prompt estimate, counted when a stream is cut short.
         new_decoder: Makes the decoder of one attempt.
@@ -476,6 +368,9 @@ class Request(Generic[ItemT]):
         operation: ``"chat"`` or ``"responses"``, for telemetry.
         request: The request's fields (messages or input, parameters), for telemetry (asked
             only when the client has telemetry).
+        retry: The retry policy instead of the client's (a WebSocket session never re-sends a
+            request the server may be running: ``RetryPolicy(max_retries=0)``).
+        base_urls: The endpoints instead of the client's base URL and fallback URLs.
     """
 
     def __init__(
@@ -483,8 +378,7 @@ class Request(Generic[ItemT]):
         client: Client,
         *,
         model: str,
-        path: str,
-        body: bytes,
+        new_exchange: Callable[[str], Exchange],
         max_tokens: int | None,
         timeouts: Any,
         extra_headers: Mapping[str, str] | None,
@@ -495,11 +389,12 @@ class Request(Generic[ItemT]):
         prompt_bound: Callable[[], int] | None = None,
         operation: str = "chat",
         request: Callable[[], Mapping[str, Any]] | None = None,
+        retry: RetryPolicy | None = None,
+        base_urls: tuple[str, ...] | None = None,
     ) -> None:
         self._client = client
         self.model = model
-        self._path = path
-        self._body = body
+        self._new_exchange = new_exchange
         self._max_tokens = max_tokens
         self._timeouts = timeouts
         self._extra_headers = dict(extra_headers or {})
@@ -511,6 +406,8 @@ class Request(Generic[ItemT]):
         self._prompt_bound = prompt_bound
         self._operation = operation
         self._request_fields = request
+        self._retry = retry
+        self._base_urls = base_urls
         self._reservation: Reservation | None = None
         self._observer: RequestObserver | None = None
         #: Items decoded and ready for the caller, in order.
@@ -671,12 +568,14 @@ class Request(Generic[ItemT]):
         client = self._client
         health = client._health
         budget = client._budget
-        urls = client._base_urls
-        policy = client._retry
+        urls = client._base_urls if self._base_urls is None else self._base_urls
+        policy = client._retry if self._retry is None else self._retry
         if budget is not None:
             await self._reserve(budget)
         # With a health monitor, start at the endpoint it found healthy (after a failover).
-        url_index = 0 if health is None else urls.index(health.active_url)
+        url_index = 0
+        if health is not None and health.active_url in urls:
+            url_index = urls.index(health.active_url)
         endpoint_attempt = 0
         while True:
             attempt = await self._admit(urls[url_index])
@@ -789,10 +688,7 @@ class Request(Generic[ItemT]):
         self.attempts += 1
         self.request_id = None
         attempt: _Attempt[ItemT] = _Attempt(
-            number=self.attempts,
-            base_url=base_url,
-            decoder=self._new_decoder(),
-            parser=SSEParser(max_event_size=client._max_event_size),
+            number=self.attempts, base_url=base_url, decoder=self._new_decoder()
         )
         attempt.admission = admission
         attempt.ticket = ticket
@@ -804,55 +700,20 @@ class Request(Generic[ItemT]):
         return attempt
 
     async def _try(self, attempt: _Attempt[ItemT]) -> None:
-        """One HTTP attempt, up to the first output (or the end of a stream without output)."""
+        """One attempt, up to the first output (or the end of a stream without output)."""
         # Admission may end with a shielded checkpoint, during which Client.aclose() can run:
-        # take its cancellation here, before using the (then closed) httpx2 client.
+        # take its cancellation here, before using the (then closed) connection.
         await trio.lowlevel.checkpoint_if_cancelled()
-        client = self._client
-        connect = self._timeouts.connect
-        request = client._http.build_request(
-            "POST",
-            attempt.base_url + self._path,
-            content=self._body,
-            headers={**client._request_headers(), **self._extra_headers},
-            timeout=httpx2.Timeout(None, connect=connect),
-        )
+        exchange = attempt.exchange = self._new_exchange(attempt.base_url)
         deadline, name = self._deadline(attempt, trio.current_time())
-        attempt.sent = True  # from here on the server may see it, unless the send says not
-        with trio.move_on_at(deadline) as scope:
-            try:
-                response = await client._http.send(request, stream=True, follow_redirects=False)
-            except TRANSPORT_ERRORS as exc:
-                if isinstance(exc, _NOT_SENT):
-                    attempt.sent = False
-                raise translate(exc, connect_timeout=connect) from cause_of(exc)
-        if scope.cancelled_caught:
+        try:
+            opened = await exchange.open(deadline)
+        finally:
+            self.request_id = exchange.request_id
+        if not opened:
             raise self._timeout(name)
-        attempt.response = response
-        attempt.status = response.status_code
-        self.request_id = response.headers.get("x-request-id")
-        body = response.extensions.get("holysheep.body")
-        attempt.body = body if body is not None else _IteratorBody(response)
         idle = self._timeouts.idle
         attempt.idle_left = _INF if idle is None else idle
-        if not attempt.accepted:
-            raise await self._status_error(attempt, response)
-        # A server that compressed although we asked for identity: decoded here (gzip and
-        # deflate); any other coding is a clear error, not a garbled stream.
-        attempt.content = decoder_for(response.headers.get("content-encoding"))
-        content_type = response.headers.get("content-type", "text/event-stream")
-        if not content_type.lower().startswith("text/event-stream"):
-            # Some gateways answer a failed stream request with 200 and a JSON error body.
-            body = await self._read_bounded(attempt, MAX_ERROR_BODY)
-            headers = response.headers
-            raise error_from_success_body(
-                body,
-                content_type=content_type,
-                status=response.status_code,
-                headers=dict(headers.items()),
-                retry_after=parse_retry_after(headers),
-                should_retry=_should_retry(headers),
-            )
         while not attempt.output_began and not attempt.eof:
             if attempt.failure is not None:
                 raise attempt.failure
@@ -868,7 +729,7 @@ class Request(Generic[ItemT]):
     async def next_slow(self) -> ItemT:
         """The next item when none is ready: read on (``__anext__``'s slow path)."""
         attempt = self._attempt
-        if self.state != "open" or attempt is None or attempt.response is None:
+        if self.state != "open" or attempt is None or attempt.closed:
             if self.state == "new":
                 raise RuntimeError("use the stream inside `async with`")
             raise StopAsyncIteration
@@ -928,69 +789,40 @@ class Request(Generic[ItemT]):
         return APITimeoutError(f"{what} within {seconds} s", deadline=name, seconds=seconds)
 
     async def _pump(self, attempt: _Attempt[ItemT]) -> None:
-        """Receive one piece of the body and decode the events it completes."""
-        if attempt.pending is not None:
-            # A compressed read inflates in bounded pieces, one per call, so that a
-            # decompression bomb never holds more than a piece's events at once.
-            piece = next(attempt.pending, None)
-            if piece is not None:
-                now = trio.current_time()
-                self._feed(attempt, piece, now, now)
-                return
-            attempt.pending = None
-            if attempt.eof:
-                return
-        body = attempt.body
-        assert body is not None
+        """Receive the next events of the stream and decode them."""
+        exchange = attempt.exchange
+        assert exchange is not None
         waiting_since = trio.current_time()
         deadline, name = self._deadline(attempt, waiting_since)
         if attempt.saw_end:
             deadline = min(deadline, waiting_since + DRAIN_AFTER_END)
         with trio.move_on_at(deadline) as scope:
             try:
-                data = await body.receive_some()
-            except TRANSPORT_ERRORS as exc:
+                events, ended = await exchange.receive()
+            except HolySheepError:
                 if attempt.saw_end:  # complete; only the end of the body was lost
                     attempt.eof = True
                     return
-                raise translate(exc, connect_timeout=None) from cause_of(exc)
+                raise
         if scope.cancelled_caught:
             if attempt.saw_end:  # complete; the server just did not end the body
                 attempt.eof = True
                 return
             # The deadline passed while we waited; bytes that are already here still count
             # (the total deadline is the caller's bound on everything, so it does not ask).
-            found = None if name == "total" else await _receive_nowait(body)
+            found = None if name == "total" else await exchange.receive_nowait()
             if found is None:
                 raise self._timeout(name)
-            data = found
+            events, ended = found
         now = trio.current_time()
-        content = attempt.content
-        if content is None:
-            self._feed(attempt, data, now, waiting_since)
-            return
-        attempt.idle_left -= now - waiting_since
-        if data:
-            attempt.pending = content.decode(data)
-        elif attempt.saw_end:  # complete: what follows the end does not matter
-            self._feed(attempt, b"", now, now)
-        else:
-            attempt.pending = itertools.chain(content.finish(), (b"",))
-
-    def _feed(self, attempt: _Attempt[ItemT], data: bytes, now: float, waited_from: float) -> None:
-        """Parse ``data`` (b"": the end of the body) and decode the events it completes."""
-        try:
-            events = attempt.parser.feed(data) if data else attempt.parser.close()
-        except SSEProtocolError as exc:
-            raise StreamProtocolError(f"bad server-sent event stream: {exc}", data=data) from None
         # Only events that are progress (output, the end, usage) push the idle deadline back:
         # comments, keep-alive events such as `event: ping` and empty deltas do not.
         if events and self._decode(attempt, events, now):
             idle = self._timeouts.idle
             attempt.idle_left = _INF if idle is None else idle
         else:
-            attempt.idle_left -= now - waited_from
-        if not data:
+            attempt.idle_left -= now - waiting_since
+        if ended:
             attempt.eof = True
             if not attempt.saw_end and not attempt.saw_finish and attempt.failure is None:
                 attempt.failure = APIConnectionError("the stream ended before it was complete")
@@ -1051,63 +883,13 @@ class Request(Generic[ItemT]):
         )
         return False
 
-    async def _status_error(
-        self, attempt: _Attempt[ItemT], response: httpx2.Response
-    ) -> APIStatusError:
-        body = await self._read_bounded(attempt, MAX_ERROR_BODY)
-        message, error_type, code = parse_error_body(body)
-        headers = response.headers
-        should_retry = _should_retry(headers)
-        status = response.status_code
-        cls = error_class_for_status(status)
-        return cls(
-            f"HTTP {status}: {message}",
-            status=status,
-            body=body.decode("utf-8", "replace"),
-            error_type=error_type,
-            code=code,
-            retry_after=parse_retry_after(headers),
-            should_retry=should_retry,
-            headers=dict(headers.items()),
-        )
-
-    async def _read_bounded(self, attempt: _Attempt[ItemT], limit: int) -> bytes:
-        """Up to ``limit`` bytes of the body, within the current deadlines (errors ignored)."""
-        body = attempt.body
-        assert body is not None
-        deadline, _ = self._deadline(attempt, trio.current_time())
-        with trio.move_on_at(deadline):
-            raw = await read_bounded(body, limit)
-        response = attempt.response
-        coding = None if response is None else response.headers.get("content-encoding")
-        try:
-            content = decoder_for(coding)
-            if content is None:
-                return raw
-            pieces: list[bytes] = []
-            size = 0
-            for piece in itertools.chain(content.decode(raw), content.finish()):
-                pieces.append(piece)
-                size += len(piece)
-                if size >= limit:
-                    break
-            return b"".join(pieces)[:limit]
-        except StreamProtocolError:  # a truncated or odd body: show it as it came
-            return raw
-
     async def _close_response(self, attempt: _Attempt[ItemT]) -> None:
-        body, response = attempt.body, attempt.response
-        attempt.body = None
-        attempt.response = None
-        if response is None:
+        exchange = attempt.exchange
+        if exchange is None or attempt.closed:
             return
+        attempt.closed = True
         with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
-            try:
-                if body is not None:
-                    await body.aclose()
-                await response.aclose()
-            except TRANSPORT_ERRORS as exc:  # closing a broken connection may fail; it is gone
-                logger.debug("closing a response failed: %s", type(exc).__name__)
+            await exchange.aclose()
 
     # ---- accounting -------------------------------------------------------------------------
 
@@ -1175,40 +957,3 @@ def scrub_error(error: HolySheepError, secrets: tuple[str, ...]) -> HolySheepErr
         if scrubbed != text:
             error.data = scrubbed.encode("utf-8")
     return error
-
-
-def _should_retry(headers: Mapping[str, str]) -> bool | None:
-    """The server's ``x-should-retry`` verdict (as the official SDKs read it), or None."""
-    return {"true": True, "false": False}.get(headers.get("x-should-retry", "").strip().lower())
-
-
-async def read_bounded(body: Body, limit: int) -> bytes:
-    """Up to ``limit`` bytes of ``body`` (transport errors end the read quietly)."""
-    parts: list[bytes] = []
-    size = 0
-    try:
-        while size < limit:
-            data = await body.receive_some()
-            if not data:
-                break
-            parts.append(data)
-            size += len(data)
-    except TRANSPORT_ERRORS:
-        pass
-    return b"".join(parts)[:limit]
-
-
-async def _receive_nowait(body: Body) -> bytes | None:
-    """Bytes of ``body`` that are already here, without waiting; None if none.
-
-    ``TrioResponseStream.receive_some_nowait`` knows (plain TCP and TLS); other bodies cannot
-    tell without waiting, so for them a passed deadline is final.
-    """
-    receive_nowait = getattr(body, "receive_some_nowait", None)
-    if receive_nowait is None:
-        return None
-    try:
-        found: bytes | None = await receive_nowait()
-    except TRANSPORT_ERRORS:
-        return None
-    return found

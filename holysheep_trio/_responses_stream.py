@@ -24,6 +24,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
+from ._http import http_exchange
 from ._lifecycle import DROPPABLE, END, OUTPUT, PROGRESS, Request
 from ._responses_wire import ResponseAccumulator, decode_response_event
 from ._tokens import prompt_token_bound
@@ -179,8 +180,13 @@ class ResponseStream:
         self._request: Request[ResponseEvent] = Request(
             client,
             model=model,
-            path="/responses",
-            body=body,
+            new_exchange=http_exchange(
+                client,
+                path="/responses",
+                payload=body,
+                extra_headers=extra_headers,
+                timeouts=timeouts,
+            ),
             max_tokens=max_output_tokens,
             timeouts=timeouts,
             extra_headers=extra_headers,

@@ -29,24 +29,27 @@ import trio
 
 from . import __version__
 from . import batch as _batch
+from ._http import (
+    MAX_ERROR_BODY,
+    TRANSPORT_ERRORS,
+    _IteratorBody,
+    cause_of,
+    http_exchange,
+    read_bounded,
+    translate,
+)
 from ._lifecycle import (
     CLOSE_TIMEOUT,
     DROPPABLE,
     END,
     FINISH,
-    MAX_ERROR_BODY,
     OUTPUT,
     PROGRESS,
-    TRANSPORT_ERRORS,
     AttemptOutcome,
     Request,
     Telemetry,
-    _IteratorBody,
-    cause_of,
     header_secrets,
-    read_bounded,
     scrub_error,
-    translate,
 )
 from ._responses_stream import ResponseStream
 from ._responses_wire import build_response_request_body, estimate_input_messages
@@ -172,8 +175,13 @@ class ChatStream:
         self._request: Request[ChatChunk] = Request(
             client,
             model=model,
-            path="/chat/completions",
-            body=body,
+            new_exchange=http_exchange(
+                client,
+                path="/chat/completions",
+                payload=body,
+                extra_headers=extra_headers,
+                timeouts=timeouts,
+            ),
             max_tokens=max_tokens,
             timeouts=timeouts,
             extra_headers=extra_headers,
