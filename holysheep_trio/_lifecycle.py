@@ -60,9 +60,9 @@ from .sse import ServerSentEvent
 
 if TYPE_CHECKING:
     from .budget import AttemptBill, Reservation
-    from .retry import RetryPolicy
     from .client import Client
     from .pool import Admission
+    from .retry import RetryPolicy
 
 __all__ = [
     "DROPPABLE",
