@@ -604,6 +604,11 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         self._decoder = decoder
         self._leftover = connection.h11.trailing_data[0] if decoder is not None else b""
         self._keep_alive = keep_alive and connection.h11.our_state is h11.DONE
+        if decoder is not None:
+            # h11 is done with this response: let its receive buffer (the first read, up to
+            # 64 KiB, kept for the life of the stream) go now rather than at the end of the
+            # body. The next request on this connection gets a fresh state machine anyway.
+            connection.h11 = _new_h11_connection()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -792,12 +797,11 @@ class TrioResponseStream(httpx2.AsyncByteStream):
                 h11_connection.start_next_cycle()
         else:
             # Same rule for bytes after the end. h11's state machine stopped at the response
-            # head (it still expects the body), so a fresh one carries the next request: a new
-            # client h11.Connection is exactly what start_next_cycle() leaves after a clean
-            # keep-alive exchange (both sides IDLE, nothing buffered), and costs about 1 µs.
+            # head (it still expects the body), so a fresh one, set when the head was read,
+            # carries the next request: a new client h11.Connection is exactly what
+            # start_next_cycle() leaves after a clean keep-alive exchange (both sides IDLE,
+            # nothing buffered), and costs about 1 µs.
             reusable = self._keep_alive and not decoder.extra
-            if reusable:
-                connection.h11 = _new_h11_connection()
         self._transport._release(connection, reusable=reusable)
 
     def _abort(self) -> None:
