@@ -145,9 +145,15 @@ class Telemetry:
             telemetry flavour of an OpenAI-compatible API (and enables the ``openai.*``
             attributes); a relay serving other vendors' models may prefer another well-known
             value, e.g. ``"deepseek"`` for a DeepSeek endpoint.
+        time_per_output_chunk: Record ``gen_ai.client.operation.time_per_output_chunk`` (one
+            histogram measurement per chunk). The conventions recommend it; with the Python
+            SDK each measurement costs several microseconds, about as much as everything else
+            this module does per request spread over a hundred chunks (see
+            ``docs/observability.md``), so a high-throughput service may turn it off.
 
     Raises:
-        TypeError: ``capture_content`` is not a bool or ``provider_name`` not a str.
+        TypeError: ``capture_content`` or ``time_per_output_chunk`` is not a bool, or
+            ``provider_name`` not a str.
         ValueError: ``provider_name`` is empty.
     """
 
@@ -158,14 +164,20 @@ class Telemetry:
         meter_provider: metrics.MeterProvider | None = None,
         capture_content: bool = False,
         provider_name: str = "openai",
+        time_per_output_chunk: bool = True,
     ) -> None:
         if not isinstance(capture_content, bool):
             raise TypeError(f"capture_content must be a bool, got {type(capture_content).__name__}")
+        if not isinstance(time_per_output_chunk, bool):
+            raise TypeError(
+                f"time_per_output_chunk must be a bool, got {type(time_per_output_chunk).__name__}"
+            )
         if not isinstance(provider_name, str):
             raise TypeError(f"provider_name must be a str, got {type(provider_name).__name__}")
         if not provider_name:
             raise ValueError("provider_name must not be empty")
         self._capture_content = capture_content
+        self._per_chunk = time_per_output_chunk
         self._provider_name = provider_name
         self._openai = provider_name == "openai"
         self._structured = _complex_attributes()
@@ -445,7 +457,7 @@ class _Observer:
         self._last_output = 0.0
         # Gaps between output chunks, recorded when the request ends (with the response's
         # attributes): 8 bytes per chunk, next to the chunk's text the stream keeps anyway.
-        self._gaps = array("d")
+        self._gaps = array("d") if telemetry._per_chunk else None
         attributes = telemetry._base_attributes(model)
         attributes["gen_ai.request.stream"] = True
         if telemetry._openai:
@@ -491,7 +503,7 @@ class _Observer:
     def output(self, now: float) -> None:
         if self._first_output is None:
             self._first_output = now
-        else:
+        elif self._gaps is not None:
             self._gaps.append(now - self._last_output)
         self._last_output = now
 
@@ -557,9 +569,10 @@ class _Observer:
         telemetry._duration.record(now - self._origin, duration_attributes)
         if ttft is not None:
             telemetry._time_to_first_chunk.record(ttft, metric_attributes)
-            record = telemetry._time_per_output_chunk.record
-            for gap in self._gaps:
-                record(gap, metric_attributes)
+            if self._gaps is not None:
+                record = telemetry._time_per_output_chunk.record
+                for gap in self._gaps:
+                    record(gap, metric_attributes)
         if usage is not None:
             tokens = telemetry._token_usage
             tokens.record(usage.prompt_tokens, {**metric_attributes, "gen_ai.token.type": "input"})

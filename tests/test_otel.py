@@ -685,6 +685,18 @@ async def test_provider_name_is_configurable(
     assert duration.attributes["gen_ai.provider.name"] == "deepseek"
 
 
+async def test_time_per_output_chunk_can_be_turned_off(
+    autojump_clock: MockClock, sim: Simulator, recorded: Recorded
+) -> None:
+    async with client_for(sim, recorded.telemetry(time_per_output_chunk=False)) as client:
+        completion = await client.chat(model=MODEL, messages=MESSAGES, max_tokens=8)
+    found = recorded.metrics()
+    assert "gen_ai.client.operation.time_per_output_chunk" not in found
+    ttft = one_point(found["gen_ai.client.operation.time_to_first_chunk"])
+    assert ttft.sum == pytest.approx(completion.ttft, abs=1e-9)
+    assert one_point(found["gen_ai.client.operation.duration"]).count == 1
+
+
 # ---- gauges --------------------------------------------------------------------------------
 
 
@@ -763,6 +775,8 @@ def test_arguments_are_checked() -> None:
         otel.Telemetry(capture_content="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         otel.Telemetry(provider_name=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        otel.Telemetry(time_per_output_chunk=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="provider_name"):
         otel.Telemetry(provider_name="")
 
