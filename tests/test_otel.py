@@ -236,6 +236,10 @@ async def test_a_finished_stream_has_its_span_and_metrics(
     assert span.end_time is not None
     assert span.start_time is not None
     assert point.sum == pytest.approx((span.end_time - span.start_time) / 1e9, abs=1e-6)
+    # Exemplars (the SDK keeps them for sampled spans) point at the request's span, not the
+    # caller's; the per-chunk histogram offers none (one measurement per chunk is costly).
+    (exemplar,) = point.exemplars
+    assert exemplar.span_id == span.context.span_id
     ttft = one_point(found["gen_ai.client.operation.time_to_first_chunk"])
     assert found["gen_ai.client.operation.time_to_first_chunk"].unit == "s"
     assert dict(ttft.attributes) == metric_attributes
@@ -246,6 +250,7 @@ async def test_a_finished_stream_has_its_span_and_metrics(
     assert per_chunk.unit == "s"
     assert tuple(one_point(per_chunk).explicit_bounds) == otel.DURATION_BUCKETS
     assert one_point(per_chunk).count == 12 - 1  # one token per chunk: every chunk but the first
+    assert not one_point(per_chunk).exemplars
     usage = found["gen_ai.client.token.usage"]
     assert usage.unit == "{token}"
     by_type = {point.attributes["gen_ai.token.type"]: point for point in points(usage)}
