@@ -432,7 +432,6 @@ class _Observer:
         "_gaps",
         "_last_output",
         "_model",
-        "_operation",
         "_origin",
         "_span",
         "_telemetry",
@@ -453,7 +452,6 @@ class _Observer:
         self._wall_origin = time.time_ns()
         self._origin = now
         self._telemetry = telemetry
-        self._operation = operation
         self._model = model
         self._admitted: float | None = None
         self._first_output: float | None = None
