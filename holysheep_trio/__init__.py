@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
+    from . import otel as otel
     from ._responses_stream import ResponseStream as ResponseStream
     from ._transport import TransportStatistics as TransportStatistics
     from ._transport import TrioTransport as TrioTransport
@@ -257,8 +258,14 @@ _LAZY: dict[str, str] = {
 
 __all__ = sorted(["__version__", *_LAZY])
 
+#: Submodules reachable as attributes (``hs.otel``) but imported on first use, and left out of
+#: ``__all__``: ``otel`` needs the optional ``opentelemetry-api`` (the ``otel`` extra).
+_LAZY_SUBMODULES = frozenset({"otel"})
+
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'holysheep_trio' has no attribute {name!r}")
@@ -268,4 +275,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_LAZY_SUBMODULES})

@@ -203,7 +203,12 @@ class RequestObserver(Protocol):
 
 
 class Telemetry(Protocol):
-    """Starts an observer per request (``open_client(telemetry=...)``)."""
+    """Starts an observer per request (``open_client(telemetry=...)``).
+
+    It may also have ``bind(client) -> Callable[[], None]``: ``open_client`` then calls it
+    once the client is made and the function it returns when the client closes (how
+    ``holysheep_trio.otel`` observes the client's pool and budget).
+    """
 
     def start_request(
         self, *, operation: str, model: str, request: Mapping[str, Any], now: float

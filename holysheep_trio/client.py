@@ -936,7 +936,13 @@ async def open_client(
         budget=budget,
         telemetry=telemetry,
     )
+    # A telemetry that observes the pool and the budget (holysheep_trio.otel) is bound to
+    # the client while it is open; the returned function unbinds it.
+    unbind: Callable[[], None] | None = None
     try:
+        bind = getattr(telemetry, "bind", None)
+        if bind is not None:
+            unbind = bind(client)
         if health is None:
             # Nothing runs in the background, so no nursery either.
             yield client
@@ -947,4 +953,6 @@ async def open_client(
                 client._health = monitor
                 yield client
     finally:
+        if unbind is not None:
+            unbind()
         await client.aclose()

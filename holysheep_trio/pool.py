@@ -1189,3 +1189,16 @@ class Pool:
             completion_tokens=self._completion_tokens,
             tokens_per_second=0.0 if self._throughput is None else self._throughput.rate(now),
         )
+
+    def counts(self) -> tuple[tuple[str, int, int, int], ...]:
+        """Per model: ``(model, active, waiting, effective_limit)``, read without trio.
+
+        Unlike :meth:`statistics`, this calls no trio function, so it may be called from any
+        thread (an OpenTelemetry metric reader calls its gauge callbacks from its own). The
+        model table is copied in one step (a single C call, atomic under the GIL) before its
+        plain integers are read; a count may be a request behind the trio thread.
+        """
+        return tuple(
+            (model, state.active, state.waiting, int(state.limiter.total_tokens))
+            for model, state in self._models.copy().items()
+        )
