@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .errors import OverloadedError as OverloadedError
     from .errors import PendingQueueFullError as PendingQueueFullError
     from .errors import PermissionDeniedError as PermissionDeniedError
+    from .errors import PreviousResponseNotFoundError as PreviousResponseNotFoundError
     from .errors import RateLimitError as RateLimitError
     from .errors import ServerError as ServerError
     from .errors import StreamInterruptedError as StreamInterruptedError
@@ -132,6 +133,7 @@ if TYPE_CHECKING:
     from .router import RoutingPolicy as RoutingPolicy
     from .router import SeedRules as SeedRules
     from .router import Task as Task
+    from .session import Session as Session
     from .timeouts import Timeouts as Timeouts
 
 # public name -> module that defines it
@@ -166,6 +168,7 @@ _LAZY: dict[str, str] = {
     "OverloadedError": ".errors",
     "PendingQueueFullError": ".errors",
     "PermissionDeniedError": ".errors",
+    "PreviousResponseNotFoundError": ".errors",
     "RateLimitError": ".errors",
     "ServerError": ".errors",
     "StreamInterruptedError": ".errors",
@@ -242,6 +245,7 @@ _LAZY: dict[str, str] = {
     "DEFAULT_PRICES": ".prices",
     "ModelPrice": ".prices",
     "RetryPolicy": ".retry",
+    "Session": ".session",
     "CheapestWithinLatency": ".router",
     "RoutedCompletion": ".router",
     "Route": ".router",
