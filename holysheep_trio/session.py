@@ -1212,6 +1212,8 @@ async def open_session(
                 ) as monitor:
                     session._monitor = monitor
                     nursery.start_soon(session._watch_health)
+                    # Its first probe finds the connection up: `Connected`, then `healthy`.
+                    await monitor.wait_healthy()
                     try:
                         yield session
                     except BaseException as exc:
