@@ -85,25 +85,28 @@ async def test_a_lane_runs_its_responses_one_after_another(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     spans: dict[str, tuple[float, float]] = {}
-    async with running(profile="realistic", reply_tokens=8) as (_, client):
-        async with client.open_session() as session:
+    async with (
+        running(profile="realistic", reply_tokens=8) as (_, client),
+        client.open_session() as session,
+    ):
 
-            async def turn(name: str, stream_id: str | None) -> None:
-                async with session.stream_response(
-                    model=MODEL, input=name, stream_id=stream_id
-                ) as stream:
-                    began = trio.current_time()
-                    await read_all(stream)
-                spans[name] = (began, trio.current_time())
+        async def turn(name: str, stream_id: str | None) -> None:
+            async with session.stream_response(
+                model=MODEL, input=name, stream_id=stream_id
+            ) as stream:
+                began = trio.current_time()
+                await read_all(stream)
+            spans[name] = (began, trio.current_time())
 
-            async with trio.open_nursery() as nursery:
-                for name in ("a1", "a2", "a3"):
-                    nursery.start_soon(turn, name, "a")
-                    await trio.sleep(0.001)
-                for name in ("d1", "d2"):
-                    nursery.start_soon(turn, name, None)
-                    await trio.sleep(0.001)
-    assert spans["a1"][1] <= spans["a2"][0] and spans["a2"][1] <= spans["a3"][0]
+        async with trio.open_nursery() as nursery:
+            for name in ("a1", "a2", "a3"):
+                nursery.start_soon(turn, name, "a")
+                await trio.sleep(0.001)
+            for name in ("d1", "d2"):
+                nursery.start_soon(turn, name, None)
+                await trio.sleep(0.001)
+    assert spans["a1"][1] <= spans["a2"][0]
+    assert spans["a2"][1] <= spans["a3"][0]
     assert spans["d1"][1] <= spans["d2"][0]
     assert spans["d1"][1] < spans["a3"][0]  # but the lanes ran side by side
 
@@ -193,19 +196,23 @@ def test_error_frames_nested_and_flat() -> None:
     error = error_from_frame(nested, "{...}")
     assert isinstance(error, hs.PreviousResponseNotFoundError)
     assert isinstance(error, hs.BadRequestError)
-    assert error.status == 400 and error.code == "previous_response_not_found"
+    assert error.status == 400
+    assert error.code == "previous_response_not_found"
     flat = {"type": "error", "code": "rate_limit_exceeded", "message": "slow down"}
     limited = error_from_frame(flat, "{}")
-    assert isinstance(limited, hs.RateLimitError) and limited.status == 429
+    assert isinstance(limited, hs.RateLimitError)
+    assert limited.status == 429
     unknown = error_from_frame({"type": "error", "message": "hm"}, "{}")
-    assert isinstance(unknown, hs.APIStreamError) and unknown.status is None
+    assert isinstance(unknown, hs.APIStreamError)
+    assert unknown.status is None
     busy = {
         "type": "error",
         "status": 503,
         "error": {"message": "busy", "headers": {"Retry-After": "3"}},
     }
     overloaded = error_from_frame(busy, "{}")
-    assert isinstance(overloaded, hs.OverloadedError) and overloaded.retry_after == 3.0
+    assert isinstance(overloaded, hs.OverloadedError)
+    assert overloaded.retry_after == 3.0
 
 
 async def test_a_refused_upgrade_raises_the_http_error(
@@ -256,7 +263,8 @@ async def test_heartbeat_failure_is_detected_within_interval_plus_timeout(
                         break
             assert lost_at - connected_at <= 20.0 + 5.0 + 0.1
             cause = caught.value.__cause__
-            assert isinstance(cause, hs.APITimeoutError) and cause.deadline == "heartbeat"
+            assert isinstance(cause, hs.APITimeoutError)
+            assert cause.deadline == "heartbeat"
             assert caught.value.partial.output_text  # what came before is kept
             assert [type(event) for event in events] == [hs.Reconnecting, hs.Reconnected], events
             # The new connection answers pings and serves.
@@ -277,7 +285,8 @@ async def test_an_in_flight_response_fails_with_its_partial_and_is_not_resent(
             assert isinstance(caught.value.__cause__, hs.APIConnectionError)
             partial = caught.value.partial
             assert isinstance(partial, hs.Response)
-            assert partial.output_text and len(partial.output_text.split()) < 50
+            assert partial.output_text
+            assert len(partial.output_text.split()) < 50
             await session.health.wait_healthy()
             assert (await session.create_response(model=MODEL, input="x")).status == "completed"
         stats = sim.stats()
@@ -353,10 +362,12 @@ async def test_rotation_before_max_age_loses_no_response(
                 nursery.start_soon(long_turn)
                 await trio.sleep(10.0)  # past max_age: a fresh connection took over
                 new = await session.create_response(model=MODEL, input="new", stream_id="n")
-            assert old[0].status == "completed" and new.status == "completed"
+            assert old[0].status == "completed"
+            assert new.status == "completed"
             assert trio.current_time() < 60.0
             stats = session.statistics()
-            assert stats.connections == 2 and stats.open_connections == 1
+            assert stats.connections == 2
+            assert stats.open_connections == 1
         assert sim.stats().websocket_connections == 2
 
 
@@ -410,7 +421,8 @@ async def test_a_lost_previous_response_raises_or_is_replayed_with_recover(
             assert replayed.status == "completed"
             assert session.statistics().replays == 1
             # Sent with the lane's whole history: more input than the question alone.
-            assert replayed.usage is not None and plain.usage is not None
+            assert replayed.usage is not None
+            assert plain.usage is not None
             assert replayed.usage.input_tokens > plain.usage.input_tokens
             assert sim.stats().websocket_responses == 3 + 4  # the refused one counts too
 
@@ -421,22 +433,22 @@ async def test_a_lost_previous_response_raises_or_is_replayed_with_recover(
 async def test_leaving_a_stream_early_keeps_its_lane_busy_until_the_end(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with running(reply_tokens=30) as (_, client):
-        async with client.open_session(
-            extra_headers={"X-Simulator-Fault": "frame_delay=0.1"}
-        ) as session:
-            async with session.stream_response(model=MODEL, input="long", stream_id="a") as stream:
-                async for _ in stream:
-                    break
-            left_at = trio.current_time()
-            assert session.statistics().in_flight == 1
-            async with session.stream_response(model=MODEL, input="next", stream_id="a") as nxt:
-                created_at = trio.current_time()
-                await read_all(nxt)
-            stats = session.statistics()
-            assert stats.frames_dropped > 20
-            # About 30 more frames of 0.1 s had to pass before the lane took the next one.
-            assert created_at - left_at > 2.5
+    async with (
+        running(reply_tokens=30) as (_, client),
+        client.open_session(extra_headers={"X-Simulator-Fault": "frame_delay=0.1"}) as session,
+    ):
+        async with session.stream_response(model=MODEL, input="long", stream_id="a") as stream:
+            async for _ in stream:
+                break
+        left_at = trio.current_time()
+        assert session.statistics().in_flight == 1
+        async with session.stream_response(model=MODEL, input="next", stream_id="a") as nxt:
+            created_at = trio.current_time()
+            await read_all(nxt)
+        stats = session.statistics()
+        assert stats.frames_dropped > 20
+        # About 30 more frames of 0.1 s had to pass before the lane took the next one.
+        assert created_at - left_at > 2.5
 
 
 async def test_closing_the_client_with_lanes_open(autojump_clock: trio.testing.MockClock) -> None:
@@ -512,16 +524,16 @@ async def test_pool_statistics_and_budgets_apply_to_session_responses(
 async def test_a_request_waits_under_its_own_deadline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with running(reply_tokens=30) as (_, client):
-        async with client.open_session(
-            extra_headers={"X-Simulator-Fault": "frame_delay=0.1"}
-        ) as session:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(lambda: session.create_response(model=MODEL, input="long"))
-                await trio.sleep(0.05)
-                with pytest.raises(hs.APITimeoutError) as caught:
-                    await session.create_response(
-                        model=MODEL, input="waits", timeouts=hs.Timeouts(first_token=1.0)
-                    )
-                assert caught.value.deadline == "first_token"
-            assert session.statistics().pending == 0
+    async with (
+        running(reply_tokens=30) as (_, client),
+        client.open_session(extra_headers={"X-Simulator-Fault": "frame_delay=0.1"}) as session,
+    ):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: session.create_response(model=MODEL, input="long"))
+            await trio.sleep(0.05)
+            with pytest.raises(hs.APITimeoutError) as caught:
+                await session.create_response(
+                    model=MODEL, input="waits", timeouts=hs.Timeouts(first_token=1.0)
+                )
+            assert caught.value.deadline == "first_token"
+        assert session.statistics().pending == 0
