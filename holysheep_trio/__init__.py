@@ -134,6 +134,7 @@ if TYPE_CHECKING:
     from .router import SeedRules as SeedRules
     from .router import Task as Task
     from .session import Session as Session
+    from .session import SessionStatistics as SessionStatistics
     from .timeouts import Timeouts as Timeouts
 
 # public name -> module that defines it
@@ -246,6 +247,7 @@ _LAZY: dict[str, str] = {
     "ModelPrice": ".prices",
     "RetryPolicy": ".retry",
     "Session": ".session",
+    "SessionStatistics": ".session",
     "CheapestWithinLatency": ".router",
     "RoutedCompletion": ".router",
     "Route": ".router",
