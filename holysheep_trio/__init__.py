@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .errors import OverloadedError as OverloadedError
     from .errors import PendingQueueFullError as PendingQueueFullError
     from .errors import PermissionDeniedError as PermissionDeniedError
+    from .errors import PreviousResponseNotFoundError as PreviousResponseNotFoundError
     from .errors import RateLimitError as RateLimitError
     from .errors import ServerError as ServerError
     from .errors import StreamInterruptedError as StreamInterruptedError
@@ -133,6 +134,8 @@ if TYPE_CHECKING:
     from .router import RoutingPolicy as RoutingPolicy
     from .router import SeedRules as SeedRules
     from .router import Task as Task
+    from .session import Session as Session
+    from .session import SessionStatistics as SessionStatistics
     from .timeouts import Timeouts as Timeouts
 
 # public name -> module that defines it
@@ -167,6 +170,7 @@ _LAZY: dict[str, str] = {
     "OverloadedError": ".errors",
     "PendingQueueFullError": ".errors",
     "PermissionDeniedError": ".errors",
+    "PreviousResponseNotFoundError": ".errors",
     "RateLimitError": ".errors",
     "ServerError": ".errors",
     "StreamInterruptedError": ".errors",
@@ -243,6 +247,8 @@ _LAZY: dict[str, str] = {
     "DEFAULT_PRICES": ".prices",
     "ModelPrice": ".prices",
     "RetryPolicy": ".retry",
+    "Session": ".session",
+    "SessionStatistics": ".session",
     "CheapestWithinLatency": ".router",
     "RoutedCompletion": ".router",
     "Route": ".router",

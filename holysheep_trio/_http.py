@@ -31,6 +31,7 @@ from .errors import (
     APITimeoutError,
     ConfigurationError,
     HolySheepError,
+    PreviousResponseNotFoundError,
     StreamProtocolError,
     error_class_for_status,
 )
@@ -379,7 +380,10 @@ class HttpExchange:
         message, error_type, code = parse_error_body(body)
         headers = response.headers
         status = response.status_code
-        return error_class_for_status(status)(
+        cls = error_class_for_status(status)
+        if status == 400 and code == "previous_response_not_found":
+            cls = PreviousResponseNotFoundError
+        return cls(
             f"HTTP {status}: {message}",
             status=status,
             body=body.decode("utf-8", "replace"),

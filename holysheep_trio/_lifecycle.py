@@ -376,6 +376,9 @@ class Request(Generic[ItemT]):
         retry: The retry policy instead of the client's (a WebSocket session never re-sends a
             request the server may be running: ``RetryPolicy(max_retries=0)``).
         base_urls: The endpoints instead of the client's base URL and fallback URLs.
+        client_health: Whether the client's health monitor holds the request in its pending
+            queue and hears of its connection failures (False for a WebSocket session, whose
+            lane exchange queues the request itself and whose own monitor watches its socket).
     """
 
     def __init__(
@@ -396,6 +399,7 @@ class Request(Generic[ItemT]):
         request: Callable[[], Mapping[str, Any]] | None = None,
         retry: RetryPolicy | None = None,
         base_urls: tuple[str, ...] | None = None,
+        client_health: bool = True,
     ) -> None:
         self._client = client
         self.model = model
@@ -413,6 +417,7 @@ class Request(Generic[ItemT]):
         self._request_fields = request
         self._retry = retry
         self._base_urls = base_urls
+        self._client_health = client_health
         self._reservation: Reservation | None = None
         self._observer: RequestObserver | None = None
         #: Items decoded and ready for the caller, in order.
@@ -571,7 +576,7 @@ class Request(Generic[ItemT]):
         if explicit is not None and explicit != "auto":
             self._total_deadline = trio.current_time() + explicit
         client = self._client
-        health = client._health
+        health = client._health if self._client_health else None
         budget = client._budget
         urls = client._base_urls if self._base_urls is None else self._base_urls
         policy = client._retry if self._retry is None else self._retry
@@ -673,7 +678,7 @@ class Request(Generic[ItemT]):
     async def _admit(self, base_url: str) -> _Attempt[ItemT]:
         """Wait for admission of a new attempt (within the total deadline) and start it."""
         client = self._client
-        health = client._health
+        health = client._health if self._client_health else None
         if health is not None:
             # The pending queue: while the connection heals, requests wait here in order,
             # before admission, so that a held request holds no slot.
@@ -747,7 +752,7 @@ class Request(Generic[ItemT]):
             self.end = trio.current_time()
             await self._close_response(attempt)
             self._report(attempt, error=error, completed=False)
-            health = self._client._health
+            health = self._client._health if self._client_health else None
             if health is not None:
                 health.report_failure(error)
             raise StreamInterruptedError.from_error(error, partial=self._partial()) from error

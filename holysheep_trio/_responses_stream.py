@@ -47,9 +47,11 @@ from .responses import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
+    from ._lifecycle import Exchange
     from .client import Client
+    from .retry import RetryPolicy
     from .sse import ServerSentEvent
     from .timeouts import Timeouts
 
@@ -129,6 +131,16 @@ class _ResponseDecoder:
         item = decode_response_event(event)
         if item is None:  # an empty data field, or a relay's `[DONE]` after the terminal event
             return None, 0
+        return self.fold(item, event.data)
+
+    def fold(self, item: ResponseEvent, data: str) -> tuple[ResponseEvent, int]:
+        """Fold a decoded event in and return it with its lifecycle flags (``data``: its text,
+        for the errors).
+
+        Raises:
+            StreamProtocolError: the event breaks the stream's order.
+            APIStreamError: an in-band ``error`` event or ``response.failed``.
+        """
         if item.is_terminal:
             # Before adding: response.failed raises, and its usage is billed all the same.
             usage = item.usage
@@ -137,7 +149,7 @@ class _ResponseDecoder:
         try:
             self.accumulator.add(item)
         except StreamProtocolError as exc:
-            raise StreamProtocolError(exc.message, data=event.data) from None
+            raise StreamProtocolError(exc.message, data=data) from None
         if item.is_output:
             return item, _OUTPUT
         return item, _FLAGS.get(type(item), PROGRESS)
@@ -159,7 +171,10 @@ class ResponseStream:
     request lifecycle. The first token is the first output event (a non-empty text, refusal,
     function-call arguments or reasoning delta: ``event.is_output``).
 
-    Create it with :meth:`Client.stream_response <holysheep_trio.Client.stream_response>`.
+    Create it with :meth:`Client.stream_response <holysheep_trio.Client.stream_response>`, or
+    over a WebSocket with :meth:`Session.stream_response
+    <holysheep_trio.Session.stream_response>` (then no attempt is ever repeated: a request the
+    server may be running is not sent twice).
     """
 
     def __init__(
@@ -167,26 +182,36 @@ class ResponseStream:
         client: Client,
         *,
         model: str,
-        body: bytes,
+        body: bytes = b"",
         max_output_tokens: int | None,
         timeouts: Timeouts,
         extra_headers: Mapping[str, str] | None = None,
         estimated_tokens: int = 0,
         estimated_prompt_tokens: int = 0,
         fields: Mapping[str, Any] | None = None,
+        new_exchange: Callable[[str], Exchange] | None = None,
+        new_decoder: Callable[[], _ResponseDecoder] = _ResponseDecoder,
+        retry: RetryPolicy | None = None,
+        base_urls: tuple[str, ...] | None = None,
+        client_health: bool = True,
     ) -> None:
+        # The exchange of an attempt: a POST of ``body`` by default; a WebSocket lane (whose
+        # decoder reads frames already parsed) for a session.
         self._decoder: _ResponseDecoder | None = None
+        self._make_decoder = new_decoder
         request_fields: Mapping[str, Any] = fields or {}
-        self._request: Request[ResponseEvent] = Request(
-            client,
-            model=model,
-            new_exchange=http_exchange(
+        if new_exchange is None:
+            new_exchange = http_exchange(
                 client,
                 path="/responses",
                 payload=body,
                 extra_headers=extra_headers,
                 timeouts=timeouts,
-            ),
+            )
+        self._request: Request[ResponseEvent] = Request(
+            client,
+            model=model,
+            new_exchange=new_exchange,
             max_tokens=max_output_tokens,
             timeouts=timeouts,
             extra_headers=extra_headers,
@@ -197,12 +222,15 @@ class ResponseStream:
             prompt_bound=lambda: prompt_token_bound(request_fields),
             operation="responses",
             request=lambda: request_fields,
+            retry=retry,
+            base_urls=base_urls,
+            client_health=client_health,
         )
 
     def _new_decoder(self) -> _ResponseDecoder:
         # The lifecycle makes one decoder per attempt, when the attempt starts: the latest one
         # is the current attempt's, whose accumulator is the response.
-        decoder = self._decoder = _ResponseDecoder()
+        decoder = self._decoder = self._make_decoder()
         return decoder
 
     def __repr__(self) -> str:

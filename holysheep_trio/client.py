@@ -67,6 +67,7 @@ from .timeouts import Timeouts
 if TYPE_CHECKING:
     from .budget import Budget
     from .health import HealthConfig, HealthMonitor
+    from .session import Session
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -280,6 +281,7 @@ class Client:
         self._retry = retry
         self._max_event_size = max_event_size
         self._streams: set[Request[Any]] = set()
+        self._sessions: set[Session] = set()  # open WebSocket sessions (open_session)
         self._closed = False
         secrets = [] if api_key is None else [api_key]
         secrets += header_secrets(http_client.headers)
@@ -527,6 +529,64 @@ class Client:
                 pass
         return stream.response
 
+    def open_session(
+        self,
+        *,
+        health: HealthConfig | None = None,
+        max_age: float = 55 * 60,
+        max_in_flight: int = 16,
+        recover: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> AbstractAsyncContextManager[Session]:
+        """Open a WebSocket session of the Responses API; use with ``async with``.
+
+        One long-lived socket to ``{base_url}/responses`` (``ws``/``wss``) carries many
+        responses: ``session.stream_response(...)`` and ``session.create_response(...)`` take
+        the arguments of :meth:`stream_response` plus ``stream_id`` and give the same events
+        and :class:`~holysheep_trio.Response`. The block owns the session's tasks (a reader
+        per connection, its writer, the heartbeat); leaving it, or :meth:`aclose`, closes the
+        socket and makes open streams raise :class:`~holysheep_trio.ClientClosedError`. See
+        ``docs/websocket.md``.
+
+        Args:
+            health: The heartbeat and reconnect rules (a
+                :class:`~holysheep_trio.HealthConfig`). Default:
+                ``HealthConfig(interval=20.0, timeout=5.0)``: a ping every 20 s, answered
+                within 5 s; reconnects with the health module's backoff and jitter.
+            max_age: Seconds after which new responses go to a fresh connection while those
+                in flight finish on the old one (the API closes a connection after 60 minutes).
+            max_in_flight: Responses sent at once per connection (the API's cap is 16);
+                more wait, in order, in the pending queue.
+            recover: After a reconnect, a continuation whose previous response the server no
+                longer has is sent once more with its lane's full input history and no
+                ``previous_response_id`` (the session then keeps that history per lane).
+                Without it, such a request raises
+                :class:`~holysheep_trio.PreviousResponseNotFoundError`.
+            extra_headers: Headers added to the upgrade request (the API key, the client's
+                User-Agent and headers go there already).
+
+        Returns:
+            An async context manager yielding the :class:`~holysheep_trio.Session`.
+
+        Raises:
+            APIStatusError: on entry, the server refused the upgrade (the subclass of its
+                status, with ``body`` and ``retry_after``, as over HTTP).
+            APIConnectionError: on entry, the connection failed (``APITimeoutError`` when it
+                did not open within ``health.timeout``).
+            TypeError: ``health`` or ``recover`` has the wrong type.
+            ValueError: ``max_age`` or ``max_in_flight`` is out of range.
+        """
+        from .session import open_session
+
+        return open_session(
+            self,
+            health=health,
+            max_age=max_age,
+            max_in_flight=max_in_flight,
+            recover=recover,
+            extra_headers=extra_headers,
+        )
+
     # ---- many requests: batches and hedging ----------------------------------------------
 
     async def _run_request(self, request: BatchRequest) -> Completion:
@@ -688,6 +748,8 @@ class Client:
         self._closed = True
         for stream in list(self._streams):
             stream.cancel_by_client()
+        for session in list(self._sessions):
+            session._close_by_client()
         if self._health is not None:
             await self._health.aclose()
         if self._owns_http:

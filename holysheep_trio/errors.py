@@ -18,6 +18,7 @@ The tree::
     └── APIError                        anything that happened while talking to the API
         ├── APIStatusError              a non-2xx HTTP status (.status, .body, .retry_after)
         │   ├── BadRequestError         400
+        │   │   └── PreviousResponseNotFoundError  a continuation whose previous response is gone
         │   ├── AuthenticationError     401
         │   ├── PermissionDeniedError   403
         │   ├── NotFoundError           404
@@ -69,6 +70,7 @@ __all__ = [
     "OverloadedError",
     "PendingQueueFullError",
     "PermissionDeniedError",
+    "PreviousResponseNotFoundError",
     "RateLimitError",
     "ServerError",
     "StreamInterruptedError",
@@ -297,6 +299,19 @@ class APIStatusError(APIError):
 
 class BadRequestError(APIStatusError):
     """HTTP 400: the request is malformed or has invalid parameters."""
+
+
+class PreviousResponseNotFoundError(BadRequestError):
+    """400 ``previous_response_not_found``: the ``previous_response_id`` names a response the
+    server no longer has.
+
+    Over HTTP, the id is unknown or its response was not stored (``store=False``), or has
+    expired. In a WebSocket session (:meth:`Client.open_session
+    <holysheep_trio.Client.open_session>`) it is typically a continuation sent after a
+    reconnect or a rotation: the server keeps a connection's responses in a cache of that
+    connection, so a ``store=False`` response is gone with it. Nothing was generated; send the
+    conversation's full input instead (``open_session(recover=True)`` does that once by itself).
+    """
 
 
 class AuthenticationError(APIStatusError):

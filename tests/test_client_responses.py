@@ -688,11 +688,12 @@ async def test_previous_response_id_chains(autojump_clock: MockClock, sim: Simul
         unstored = await client.create_response(
             model="gpt-4.1", input="Three", store=False, max_output_tokens=20
         )
-        with pytest.raises(hs.BadRequestError) as info:
+        with pytest.raises(hs.PreviousResponseNotFoundError) as info:
             await client.create_response(
                 model="gpt-4.1", input="Four", previous_response_id=unstored.id
             )
     error = info.value
+    assert isinstance(error, hs.BadRequestError)
     assert error.status == 400
     assert error.code == "previous_response_not_found"
     assert error.attempt == 1
