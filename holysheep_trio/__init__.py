@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .errors import ConnectionLostError as ConnectionLostError
     from .errors import HolySheepError as HolySheepError
     from .errors import LedgerError as LedgerError
+    from .errors import LedgerUnavailableError as LedgerUnavailableError
     from .errors import NotFoundError as NotFoundError
     from .errors import OverloadedError as OverloadedError
     from .errors import PendingQueueFullError as PendingQueueFullError
@@ -160,6 +161,7 @@ _LAZY: dict[str, str] = {
     "ConnectionLostError": ".errors",
     "HolySheepError": ".errors",
     "LedgerError": ".errors",
+    "LedgerUnavailableError": ".errors",
     "NotFoundError": ".errors",
     "OverloadedError": ".errors",
     "PendingQueueFullError": ".errors",
