@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
+    from ._fleet import LimitStore as LimitStore
+    from ._fleet import open_limit_store as open_limit_store
     from ._transport import TransportStatistics as TransportStatistics
     from ._transport import TrioTransport as TrioTransport
     from .batch import BatchResult as BatchResult
@@ -136,6 +138,8 @@ if TYPE_CHECKING:
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
+    "LimitStore": "._fleet",
+    "open_limit_store": "._fleet",
     "BatchResult": ".batch",
     "ChatRequest": ".batch",
     "AttemptBill": ".budget",

@@ -387,7 +387,7 @@ class Outage:
 
 
 async def call_redis(
-    outage: Outage, call: Callable[[], Awaitable[T]], *, doing: str, timeout: float
+    outage: Outage, call: Callable[[], Awaitable[T]], *, doing: str, limit: float
 ) -> T:
     """Run one Redis call to its end (shielded, bounded), under the outage policy.
 
@@ -403,14 +403,15 @@ async def call_redis(
     outage.check()
     import coredis.exceptions as redis_errors
 
+    caught: tuple[type[BaseException], ...] = (redis_errors.RedisError, *_unreachable_types())
     try:
-        with trio.move_on_after(timeout + 1.0, shield=True) as scope:
+        with trio.move_on_after(limit + 1.0, shield=True) as scope:
             result = await call()
-    except (redis_errors.RedisError, *_unreachable_types()) as exc:
+    except caught as exc:
         if _is_unreachable(exc):
             raise outage.failed(exc) from None
         raise LedgerError(f"Redis refused {doing}: {exc}") from None
     if scope.cancelled_caught:
-        raise outage.failed(TimeoutError(f"{doing} took longer than {timeout:g} s"))
+        raise outage.failed(TimeoutError(f"{doing} took longer than {limit:g} s"))
     outage.succeeded()
     return result

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import trio
+from conftest import RedisServer
 
 import holysheep_trio as hs
 from holysheep_trio.ledger import (
@@ -29,8 +30,6 @@ from holysheep_trio.ledger import (
 )
 from holysheep_trio.ledger._core import apply_hold, apply_settle, read_report
 from holysheep_trio.ledger._memory import MemoryStore
-
-from conftest import RedisServer
 
 UTC = dt.timezone.utc
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,9 +170,7 @@ async def test_an_expired_hold_is_spent_and_a_late_settlement_adds_only_the_exce
 
 
 async def test_a_budget_on_redis_reserves_refuses_and_reports(redis_server: RedisServer) -> None:
-    async with hs.open_budget(
-        daily=0.055, ledger=redis_server.url, key_prefix=prefix()
-    ) as budget:
+    async with hs.open_budget(daily=0.055, ledger=redis_server.url, key_prefix=prefix()) as budget:
         held = [await budget.reserve(**SMALL) for _ in range(5)]
         with trio.move_on_after(0.05) as scope:  # the sixth waits for room
             await budget.reserve(**SMALL)

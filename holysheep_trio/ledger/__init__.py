@@ -196,8 +196,7 @@ def _ledger_for(url: str, *, calendar: Calendar, read_only: bool) -> MemoryLedge
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
         raise ConfigurationError(
-            f"unknown ledger {url!r}: use 'memory://', 'sqlite:///PATH' or"
-            " 'redis://HOST:PORT/DB'"
+            f"unknown ledger {url!r}: use 'memory://', 'sqlite:///PATH' or 'redis://HOST:PORT/DB'"
         )
     if parts.netloc:
         raise ConfigurationError(

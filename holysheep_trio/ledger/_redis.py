@@ -31,6 +31,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
@@ -557,12 +558,12 @@ class RedisLedger:
         if self._closed:
             raise LedgerError(f"ledger {self._target.location} is closed")
         for _ in range(_STALE_TRIES):
-            period_args = self._period_args()
-            reply = await call_redis(
+            call_args = [*self._period_args(), *args]
+            reply: Any = await call_redis(
                 self._outage,
-                lambda: script(keys=self._keys, args=[*period_args, *args]),
+                functools.partial(script, keys=self._keys, args=call_args),
                 doing=doing,
-                timeout=self._target.timeout,
+                limit=self._target.timeout,
             )
             if not isinstance(reply, list) or not reply:
                 raise LedgerError(f"Redis answered {doing} with {reply!r}")
@@ -606,7 +607,7 @@ class RedisLedger:
         """
         self._limits, self._timezone = limits, timezone
         try:
-            reply = await call_redis(
+            reply: Any = await call_redis(
                 self._outage,
                 lambda: self._configure_script(
                     keys=self._keys[:1],
@@ -618,7 +619,7 @@ class RedisLedger:
                     ],
                 ),
                 doing="recording the limits",
-                timeout=self._target.timeout,
+                limit=self._target.timeout,
             )
         except LedgerUnavailableError:
             if not self._target.fail_open:
@@ -646,7 +647,7 @@ class RedisLedger:
             self._outage,
             lambda: self._client.exists([self._keys[0]]),
             doing="looking for the budget",
-            timeout=self._target.timeout,
+            limit=self._target.timeout,
         )
         return bool(found)
 
