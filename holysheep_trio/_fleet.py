@@ -326,6 +326,9 @@ class LimitStore:
         self._held.pop(lease.id, None)
         self._released.set()
         self._released = trio.Event()
+        if self._closed:  # the connection is gone: the lease expires by itself
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         tpm = "" if rate is None or rate.tpm is None else str(rate.tpm)
         keys = self._keys(lease.model)
         with trio.move_on_after(RELEASE_TIMEOUT, shield=True):
