@@ -280,7 +280,8 @@ async def test_four_processes_share_one_rate_limit(
 ) -> None:
     """rpm=600 shared by 4 processes sending 160 requests each: the simulator never sees more
     requests in a window of T seconds than the bucket allows (600 + 10 T, plus a little for the
-    time between admission and arrival), and the 40 beyond the burst take about 4 s."""
+    time between admission and arrival), and the 40 beyond the burst wait (4 s). Four local
+    buckets would have let all 640 through at once."""
     rpm = 600
     async with open_simulator(profile="fast") as sim:
         base = {
@@ -296,7 +297,7 @@ async def test_four_processes_share_one_rate_limit(
         async with sampled(sim) as samples:
             results = await run_workers(tmp_path, [base] * 4)
     assert sum(result["done"] for result in results) == 640
-    slack = 0.5  # seconds between a debit in Redis and the request's arrival, at most
+    slack = 2.0  # seconds between a debit in Redis and the request's arrival, at most (a loaded CI)
     for index, (start, before) in enumerate(samples):
         for end, after in samples[index + 1 :]:
             allowed = rpm + rpm / 60 * (end - start + slack)
@@ -518,13 +519,13 @@ async def test_shared_limits_fail_open_on_the_local_limits(
 async def test_leases_are_renewed_while_held(redis_server: RedisServer) -> None:
     name = prefix()
     async with (
-        hs.open_limit_store(redis_server.url, key_prefix=name, lease_time=0.3) as first,
-        hs.open_limit_store(redis_server.url, key_prefix=name, lease_time=0.3) as second,
+        hs.open_limit_store(redis_server.url, key_prefix=name, lease_time=1.0) as first,
+        hs.open_limit_store(redis_server.url, key_prefix=name, lease_time=1.0) as second,
     ):
         holder = Pool(hs.Limits(max_concurrent=1, store=first))
         other = Pool(hs.Limits(max_concurrent=1, store=second))
         async with holder.admit(MODEL):
-            with trio.move_on_after(1.0) as scope:  # three lease times: renewed meanwhile
+            with trio.move_on_after(2.5) as scope:  # 2.5 lease times: renewed meanwhile
                 async with other.admit(MODEL):
                     pass  # pragma: no cover
             assert scope.cancelled_caught
