@@ -47,9 +47,11 @@ __all__ = [
     "Outage",
     "RedisTarget",
     "call_redis",
+    "check_key_prefix",
     "key_tag",
     "open_redis",
     "parse_redis_url",
+    "unwrapped_groups",
 ]
 
 T = TypeVar("T")
