@@ -17,6 +17,8 @@ __version__ = "0.1.0.dev0"
 
 if TYPE_CHECKING:
     from . import otel as otel
+    from ._fleet import LimitStore as LimitStore
+    from ._fleet import open_limit_store as open_limit_store
     from ._responses_stream import ResponseStream as ResponseStream
     from ._transport import TransportStatistics as TransportStatistics
     from ._transport import TrioTransport as TrioTransport
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from .errors import ConnectionLostError as ConnectionLostError
     from .errors import HolySheepError as HolySheepError
     from .errors import LedgerError as LedgerError
+    from .errors import LedgerUnavailableError as LedgerUnavailableError
     from .errors import NotFoundError as NotFoundError
     from .errors import OverloadedError as OverloadedError
     from .errors import PendingQueueFullError as PendingQueueFullError
@@ -140,6 +143,8 @@ if TYPE_CHECKING:
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
+    "LimitStore": "._fleet",
+    "open_limit_store": "._fleet",
     "BatchResult": ".batch",
     "ChatRequest": ".batch",
     "AttemptBill": ".budget",
@@ -166,6 +171,7 @@ _LAZY: dict[str, str] = {
     "ConnectionLostError": ".errors",
     "HolySheepError": ".errors",
     "LedgerError": ".errors",
+    "LedgerUnavailableError": ".errors",
     "NotFoundError": ".errors",
     "OverloadedError": ".errors",
     "PendingQueueFullError": ".errors",

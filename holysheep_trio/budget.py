@@ -995,14 +995,19 @@ async def open_budget(
     clock: Callable[[], datetime] | None = None,
     reservation_expiry: float = DEFAULT_RESERVATION_EXPIRY,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
+    key_prefix: str | None = None,
+    fail_open: bool | None = None,
 ) -> AsyncIterator[Budget]:
     """Open a budget over a ledger; use with ``async with``. Leaving the block closes the ledger.
 
     Args:
         daily: USD per calendar day, or None for no daily limit.
         monthly: USD per calendar month, or None for no monthly limit.
-        ledger: ``"memory://"`` (this process only) or ``"sqlite:///PATH"`` (a file shared by
-            the processes of this machine, surviving ``kill -9``).
+        ledger: ``"memory://"`` (this process only), ``"sqlite:///PATH"`` (a file shared by
+            the processes of this machine, surviving ``kill -9``) or
+            ``"redis://HOST:PORT/DB"`` / ``"rediss://…"`` (shared by every process and
+            machine that reaches the Redis server; needs the ``redis`` extra; see
+            ``docs/fleet.md``).
         timezone: The IANA zone whose calendar days and months the periods are.
         prices: Model -> :class:`~holysheep_trio.ModelPrice`; a model missing here cannot be
             budgeted (:class:`~holysheep_trio.UnknownPriceError`).
@@ -1012,16 +1017,24 @@ async def open_budget(
         clock: Returns the current time as an aware datetime (for tests); default: now, UTC.
         reservation_expiry: Seconds after which a reservation made without ``expires_in``
             counts as spent if never settled.
-        poll_interval: Seconds between looks at a shared (SQLite) ledger while a request waits
-            for room that another process may release.
+        poll_interval: Seconds between looks at a shared (SQLite, Redis) ledger while a
+            request waits for room that another process may release.
+        key_prefix: For a Redis ledger: the prefix of its keys, so that several budgets share
+            one Redis (default: the URL's ``?key_prefix=``, else ``"holysheep"``).
+        fail_open: For a Redis ledger: while Redis is unreachable, reserve in a local ledger
+            of this process (seeded with the last totals seen) instead of failing every
+            request with :class:`~holysheep_trio.LedgerUnavailableError`; one WARNING is
+            logged per outage (default: the URL's ``?fail_open=``, else False).
 
     Yields:
         The :class:`Budget`.
 
     Raises:
-        ConfigurationError: A bad limit, zone, policy, clock or ledger URL.
+        ConfigurationError: A bad limit, zone, policy, clock or ledger URL, or ``key_prefix``
+            / ``fail_open`` for a ledger not in Redis.
         LedgerError: The ledger file cannot be opened or written, is corrupt, or counts days
             in another zone.
+        LedgerUnavailableError: The Redis ledger is unreachable (without ``fail_open``).
     """
     limits = Limits(daily=_limit("daily", daily), monthly=_limit("monthly", monthly))
     try:
@@ -1045,8 +1058,13 @@ async def open_budget(
         calendar.now()
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-    async with open_ledger(ledger, calendar=calendar) as store:
+    async with open_ledger(
+        ledger, calendar=calendar, key_prefix=key_prefix, fail_open=fail_open
+    ) as store:
         await store.configure(limits=limits, timezone=timezone)
+        # A ledger with its own clock (Redis's TIME) is the budget's clock too, so its waits
+        # and hints use the periods the ledger uses, whatever this machine's clock says.
+        calendar = getattr(store, "server_calendar", calendar)
         found = await store.report()
         budget = Budget(
             ledger=store,
@@ -1076,7 +1094,7 @@ async def read_usage(
     Opens the file read-only; the limits are those the last budget recorded in it.
 
     Args:
-        ledger: ``"sqlite:///PATH"``.
+        ledger: ``"sqlite:///PATH"`` or ``"redis://HOST:PORT/DB?key_prefix=…"``.
         timezone: The zone to count days in; must match the file's (default: the file's).
         clock: As for :func:`open_budget`.
 

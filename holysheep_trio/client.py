@@ -1001,20 +1001,23 @@ async def open_client(
     # A telemetry that observes the pool and the budget (holysheep_trio.otel) is bound to
     # the client while it is open; the returned function unbinds it.
     unbind: Callable[[], None] | None = None
-    try:
-        bind = getattr(telemetry, "bind", None)
-        if bind is not None:
-            unbind = bind(client)
-        if health is None:
-            # Nothing runs in the background, so no nursery either.
-            yield client
-        else:
-            from .health import open_health_monitor
-
-            async with open_health_monitor(health, probe=client._probe, urls=urls) as monitor:
-                client._health = monitor
+    # Limits(store="redis://...") is opened here, for the client's lifetime (it does nothing,
+    # and opens no nursery, without a URL store).
+    async with client._pool.open_store():
+        try:
+            bind = getattr(telemetry, "bind", None)
+            if bind is not None:
+                unbind = bind(client)
+            if health is None:
+                # Nothing runs in the background, so no nursery either.
                 yield client
-    finally:
-        if unbind is not None:
-            unbind()
-        await client.aclose()
+            else:
+                from .health import open_health_monitor
+
+                async with open_health_monitor(health, probe=client._probe, urls=urls) as monitor:
+                    client._health = monitor
+                    yield client
+        finally:
+            if unbind is not None:
+                unbind()
+            await client.aclose()

@@ -15,6 +15,7 @@ The tree::
     ├── PendingQueueFullError           too many requests already wait for the connection
     ├── BudgetExceededError             the request does not fit a budget period; nothing sent
     ├── LedgerError                     the usage ledger cannot be opened, read or written
+    │   └── LedgerUnavailableError      the shared store (Redis) cannot be reached; fail closed
     └── APIError                        anything that happened while talking to the API
         ├── APIStatusError              a non-2xx HTTP status (.status, .body, .retry_after)
         │   ├── BadRequestError         400
@@ -66,6 +67,7 @@ __all__ = [
     "ErrorKind",
     "HolySheepError",
     "LedgerError",
+    "LedgerUnavailableError",
     "NotFoundError",
     "OverloadedError",
     "PendingQueueFullError",
@@ -248,6 +250,17 @@ class LedgerError(HolySheepError):
     """
 
     kind: ErrorKind = "ledger"
+
+
+class LedgerUnavailableError(LedgerError):
+    """The shared store behind a budget or shared limits (Redis) cannot be reached.
+
+    Raised at once, without sending anything, by a new request whose budget ledger or shared
+    limits live in an unreachable Redis: money is at stake, so the default is to fail closed.
+    ``fail_open=True`` (``open_budget``, or ``?fail_open=true`` in the store's URL) falls back
+    to local state instead. Calls fail at once for a second after a failure, then Redis is
+    tried again; the first call that reaches it ends the outage.
+    """
 
 
 class APIError(HolySheepError):

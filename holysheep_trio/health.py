@@ -25,7 +25,6 @@ import enum
 import logging
 import math
 import random
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -34,6 +33,7 @@ from typing import Any, Final
 import attrs
 import trio
 
+from ._groups import BlockGuard
 from .errors import (
     APIConnectionError,
     APITimeoutError,
@@ -46,9 +46,6 @@ from .errors import (
     PermissionDeniedError,
     StreamInterruptedError,
 )
-
-if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "DEFAULT_SUBSCRIPTION_BUFFER",
@@ -1010,16 +1007,6 @@ class HealthMonitor:
         self._subscribers.clear()
 
 
-def _single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside nested one-member groups; None when several failed at once."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    if isinstance(exc, BaseExceptionGroup):
-        return exc if exc is not group else None
-    return exc
-
-
 @asynccontextmanager
 async def open_health_monitor(
     config: HealthConfig, *, probe: Probe, urls: Sequence[str]
@@ -1054,28 +1041,14 @@ async def open_health_monitor(
         TypeError: ``config`` is not a :class:`HealthConfig`.
     """
     monitor = HealthMonitor(config, probe=probe, urls=urls)
-    # The caller's block runs inside the nursery, which wraps whatever leaves it in a group:
-    # what the block raised comes out as it was (the very object, a group of its own included),
-    # and a bug of the monitor task as that one exception.
-    body_error: BaseException | None = None
-    failure: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(monitor._run)
-            try:
+    # What the caller's block raises comes out as it was; a bug of the monitor task as that
+    # one exception (see _groups.BlockGuard).
+    guard = BlockGuard()
+    async with guard.outer(), trio.open_nursery() as nursery:
+        await nursery.start(monitor._run)
+        try:
+            async with guard.inner():
                 yield monitor
-            except BaseException as exc:
-                body_error = exc
-                raise
-            finally:
-                monitor._close()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if body_error is not None and list(group.exceptions) == [body_error]:
-            failure = body_error
-        else:
-            failure = _single_leaf(group)
-            if failure is None:
-                raise
-    if failure is not None:
-        raise failure
+        finally:
+            monitor._close()
+            nursery.cancel_scope.cancel()

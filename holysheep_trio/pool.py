@@ -37,10 +37,15 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._fleet import Lease, LimitStore
 
 # Token estimates live beside the wire formats; re-exported here for existing imports.
 from ._tokens import DEFAULT_COMPLETION_ESTIMATE as DEFAULT_COMPLETION_ESTIMATE
@@ -143,6 +148,23 @@ def _validate_rate(instance: object, attribute: attrs.Attribute[Any], value: obj
             raise TypeError(f"rate[{model!r}] must be a RateLimit, got {rate!r}")
 
 
+def _validate_store(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        # Checked now, so a bad URL fails where the limits are written (no coredis needed).
+        from ._redis import parse_redis_url
+
+        parse_redis_url(value)
+        return
+    from ._fleet import LimitStore
+
+    if not isinstance(value, LimitStore):
+        raise TypeError(
+            f"store must be a redis:// URL or a LimitStore (open_limit_store), got {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class RateLimit:
     """Requests per minute and tokens per minute allowed for one model.
@@ -181,6 +203,14 @@ class Limits:
             let such an answer's ``Retry-After`` pause new admissions of that model. When
             False, neither happens: a ``Retry-After`` only delays the refused request's own
             retry (see :class:`~holysheep_trio.RetryPolicy`), never other requests.
+        store: Where the limits are shared by several processes or machines: a
+            ``"redis://HOST:PORT/DB"`` URL (optionally ``?key_prefix=…&lease_time=…&
+            fail_open=true``), opened by the pool's owner, or a
+            :class:`~holysheep_trio.LimitStore` from :func:`~holysheep_trio.open_limit_store`.
+            Then ``max_concurrent`` and ``per_model`` also cap the whole fleet (slots held as
+            leases with an expiry) and ``rate`` is one token bucket per model for the whole
+            fleet; the local limits still apply in each process. None (the default): this
+            process only. See ``docs/fleet.md``.
     """
 
     max_concurrent: int = attrs.field(default=10, validator=_positive_int)
@@ -195,6 +225,9 @@ class Limits:
         factory=dict, converter=_frozen_mapping, validator=_validate_rate, hash=False
     )
     adaptive: bool = True
+    store: str | LimitStore | None = attrs.field(
+        default=None, validator=_validate_store, eq=False, hash=False
+    )
 
     @classmethod
     def unlimited(cls) -> Limits:
@@ -845,6 +878,10 @@ class Pool:
         max_pause: float = MAX_RETRY_AFTER,
     ) -> None:
         self._limits = Limits() if limits is None else limits
+        store = self._limits.store
+        #: Whether admissions take a second step in the shared store (Limits.store).
+        self._shared = store is not None
+        self._store: LimitStore | None = None if store is None or isinstance(store, str) else store
         self._max_pause = min(float(max_pause), MAX_RETRY_AFTER)
         self._global = trio.CapacityLimiter(self._limits.max_concurrent)
         self._models: dict[str, _ModelState] = {}
@@ -873,7 +910,8 @@ class Pool:
         if state is None:
             state = _ModelState(
                 configured=self._limits.limit_for(model),
-                rate=self._limits.rate_for(model),
+                # With a shared store the buckets are the fleet's, in the store.
+                rate=None if self._shared else self._limits.rate_for(model),
                 now=now,
                 window_samples=self._window[0],
                 window_seconds=self._window[1],
@@ -929,6 +967,15 @@ class Pool:
         state = self._state(model, started)
         admission = Admission(self, state, model, estimated_tokens)
         waited = await self._acquire(state, admission)
+        lease: Lease | None = None
+        if self._shared:
+            try:
+                lease = await self._acquire_shared(state, admission)
+            except BaseException:
+                self._global.release_on_behalf_of(admission)
+                state.limiter.release_on_behalf_of(admission)
+                raise
+            waited = True
         # From here on both slots are held and must be returned on every path.
         now = trio.current_time()
         self._total += 1
@@ -954,6 +1001,61 @@ class Pool:
             state.active -= 1
             self._global.release_on_behalf_of(admission)
             state.limiter.release_on_behalf_of(admission)
+            if lease is not None:
+                await self._release_shared(lease, admission)
+
+    @asynccontextmanager
+    async def open_store(self) -> AsyncIterator[None]:
+        """Open the shared store named by ``Limits(store="redis://…")`` for the block's lifetime.
+
+        Whoever owns the pool (the client) enters this around the pool's use: the store's
+        connection and its lease-renewal task live in the block. Without a store, or with a
+        :class:`~holysheep_trio.LimitStore` opened by the caller, it does nothing (and opens
+        no nursery).
+
+        Raises:
+            ConfigurationError: coredis is missing (the ``redis`` extra).
+        """
+        store = self._limits.store
+        if not isinstance(store, str) or self._store is not None:
+            yield
+            return
+        from ._fleet import open_limit_store
+
+        async with open_limit_store(store) as opened:
+            self._store = opened
+            try:
+                yield
+            finally:
+                self._store = None
+
+    async def _acquire_shared(self, state: _ModelState, admission: Admission) -> Lease | None:
+        """The fleet's admission step: slots and buckets in the shared store (docs/fleet.md)."""
+        store = self._store
+        if store is None:
+            raise ConfigurationError(
+                "Limits(store=URL) is opened by the pool's owner (Pool.open_store()); open it"
+                " yourself with `async with hs.open_limit_store(URL) as store:` and pass"
+                " Limits(store=store)"
+            )
+        return await store.acquire(
+            admission.model,
+            max_concurrent=self._limits.max_concurrent,
+            model_limit=state.configured,
+            rate=self._limits.rate_for(admission.model),
+            tokens=admission.estimated_tokens,
+        )
+
+    async def _release_shared(self, lease: Lease, admission: Admission) -> None:
+        store = self._store
+        if store is None:  # the store was closed first: the lease expires by itself
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        rate = self._limits.rate_for(lease.model)
+        correction = 0
+        if rate is not None and rate.tpm is not None:
+            correction = self._token_correction(admission)
+        await store.release(lease, rate=rate, correction=correction)
 
     async def _acquire(self, state: _ModelState, admission: Admission) -> bool:
         """Take the model slot, pass the gate, take the global slot (see the module docs).
@@ -1067,15 +1169,21 @@ class Pool:
             )
         bucket = admission._state.tokens
         if bucket is not None:
-            correction = admission.estimated_tokens - admission._used
-            if not (admission._succeeded or admission._last_refused):
-                # The server may have counted it: keep the reservation, charge any excess.
-                correction = min(0, correction)
+            correction = self._token_correction(admission)
             if correction:
                 bucket.give_back(correction, trio.current_time())
                 if correction > 0:
                     admission._state.credited.set()
                     admission._state.credited = trio.Event()
+
+    @staticmethod
+    def _token_correction(admission: Admission) -> int:
+        """Tokens to give back to the TPM bucket when the request ends (negative: charge)."""
+        correction = admission.estimated_tokens - admission._used
+        if not (admission._succeeded or admission._last_refused):
+            # The server may have counted it: keep the reservation, charge any excess.
+            correction = min(0, correction)
+        return correction
 
     def _count_usage(
         self, admission: Admission, prompt_tokens: int, completion_tokens: int, now: float

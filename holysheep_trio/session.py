@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import re
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -43,6 +42,7 @@ import attrs
 import httpx2
 import trio
 
+from ._groups import BlockGuard
 from ._lifecycle import CLOSE_TIMEOUT, scrub_error
 from ._responses_stream import ResponseStream, _ResponseDecoder
 from ._responses_wire import build_response_request_body, estimate_input_messages
@@ -65,7 +65,6 @@ from .health import (
     HealthConfig,
     HealthMonitor,
     HealthState,
-    _single_leaf,
     open_health_monitor,
 )
 from .models import Message
@@ -73,9 +72,6 @@ from .pool import estimate_tokens
 from .responses import Response, ResponseEvent
 from .retry import RetryPolicy, parse_retry_after
 from .sse import ServerSentEvent
-
-if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 if TYPE_CHECKING:
     import ssl
@@ -1189,46 +1185,32 @@ async def open_session(
         recover=recover,
         extra_headers=extra_headers or {},
     )
-    body_error: BaseException | None = None
-    failure: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            session._nursery = nursery
-            client._sessions.add(session)
-            try:
-                # The first connection is made here, so that a refused upgrade (a wrong key, a
-                # 503) raises its typed error from the `async with` line.
-                with trio.move_on_after(config.timeout) as scope:
-                    connection = await session._connect()
-                if scope.cancelled_caught:
-                    raise APITimeoutError(
-                        f"the WebSocket connection did not open within {config.timeout:g} s",
-                        deadline="connect",
-                        seconds=config.timeout,
-                    )
-                session._install(connection)
-                async with open_health_monitor(
-                    config, probe=session._probe, urls=[session.url]
-                ) as monitor:
-                    session._monitor = monitor
-                    nursery.start_soon(session._watch_health)
-                    # Its first probe finds the connection up: `Connected`, then `healthy`.
-                    await monitor.wait_healthy()
-                    try:
-                        yield session
-                    except BaseException as exc:
-                        body_error = exc
-                        raise
-            finally:
-                client._sessions.discard(session)
-                await session._aclose()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if body_error is not None and list(group.exceptions) == [body_error]:
-            failure = body_error
-        else:
-            failure = _single_leaf(group)
-            if failure is None:
-                raise
-    if failure is not None:
-        raise failure
+    guard = BlockGuard()
+    async with guard.outer(), trio.open_nursery() as nursery:
+        session._nursery = nursery
+        client._sessions.add(session)
+        try:
+            # The first connection is made here, so that a refused upgrade (a wrong key, a
+            # 503) raises its typed error from the `async with` line.
+            with trio.move_on_after(config.timeout) as scope:
+                connection = await session._connect()
+            if scope.cancelled_caught:
+                raise APITimeoutError(
+                    f"the WebSocket connection did not open within {config.timeout:g} s",
+                    deadline="connect",
+                    seconds=config.timeout,
+                )
+            session._install(connection)
+            async with open_health_monitor(
+                config, probe=session._probe, urls=[session.url]
+            ) as monitor:
+                session._monitor = monitor
+                nursery.start_soon(session._watch_health)
+                # Its first probe finds the connection up: `Connected`, then `healthy`.
+                await monitor.wait_healthy()
+                async with guard.inner():
+                    yield session
+        finally:
+            client._sessions.discard(session)
+            await session._aclose()
+            nursery.cancel_scope.cancel()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -12,6 +13,9 @@ from trio.testing import MockClock
 
 import holysheep_trio as hs
 from holysheep_trio.simulator import Simulator, open_simulator
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import ExceptionGroup
 
 KEY = "sk-health-0123456789-secret"
 MESSAGES = [{"role": "user", "content": "ping"}]
@@ -361,3 +365,13 @@ async def test_the_health_argument_is_checked() -> None:
     with pytest.raises(TypeError, match="HealthConfig"):
         async with hs.open_client(api_key=KEY, health={"interval": 1}):  # type: ignore[arg-type]
             pass  # pragma: no cover
+
+
+async def test_the_callers_exceptions_come_out_unchanged(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    group = ExceptionGroup("mine", [ValueError("inner")])
+    with pytest.raises(ExceptionGroup) as info:
+        async with hs.open_client(api_key=KEY, base_url=sim.base_url, health=config()):
+            raise group
+    assert info.value is group

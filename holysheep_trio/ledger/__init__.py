@@ -1,5 +1,5 @@
 # Usage ledgers behind one interface: where a budget's reservations and spend are kept.
-"""The :class:`Ledger` interface and its backends: ``memory://`` and ``sqlite:///PATH``.
+"""The :class:`Ledger` interface and its backends: ``memory://``, ``sqlite:///PATH``, ``redis://``.
 
 A budget (:func:`holysheep_trio.open_budget`) keeps nothing but a queue of waiters; every
 number lives in its ledger, so several budgets (in several processes, with SQLite) share one.
@@ -70,9 +70,10 @@ class Ledger(Protocol):
     """Where a budget's reservations, spend and usage are kept; one transaction per call.
 
     Implementations: :class:`MemoryLedger` (``"memory://"``), :class:`SQLiteLedger`
-    (``"sqlite:///PATH"``). A Redis backend fits behind the same methods: ``hold`` and
-    ``settle`` become Lua scripts over the two period keys, the reservation rows and the usage
-    hashes.
+    (``"sqlite:///PATH"``) and ``RedisLedger`` (``"redis://HOST:PORT/DB"``, in
+    ``holysheep_trio.ledger._redis``, imported only when used: it needs the ``redis`` extra),
+    whose ``hold`` and ``settle`` are Lua scripts over the period totals, the reservation rows
+    and the usage hashes.
     """
 
     @property
@@ -133,24 +134,49 @@ class Ledger(Protocol):
 
 @asynccontextmanager
 async def open_ledger(
-    url: str, *, calendar: Calendar, read_only: bool = False
+    url: str,
+    *,
+    calendar: Calendar,
+    read_only: bool = False,
+    key_prefix: str | None = None,
+    fail_open: bool | None = None,
 ) -> AsyncIterator[Ledger]:
     """Open the ledger at ``url``; use with ``async with``. Leaving the block closes it.
 
     Args:
         url: ``"memory://"``, or ``"sqlite:///PATH"`` (``sqlite:///usage.db`` is relative,
             ``sqlite:////var/lib/usage.db`` absolute), optionally with
-            ``?synchronous=full``.
+            ``?synchronous=full``, or ``"redis://[user:password@]HOST[:PORT][/DB]"`` (or
+            ``rediss://`` for TLS), optionally with ``?key_prefix=…&fail_open=true``.
         calendar: The time zone and clock.
-        read_only: Open an existing file without writing (the ``usage`` command).
+        read_only: Open an existing ledger without writing (the ``usage`` command).
+        key_prefix: For Redis: the prefix of the budget's keys (overrides the URL's).
+        fail_open: For Redis: fall back to a local ledger while Redis is unreachable
+            (overrides the URL's; default False: fail closed).
 
     Yields:
         The ledger.
 
     Raises:
-        ConfigurationError: The URL has an unknown scheme or option.
+        ConfigurationError: The URL has an unknown scheme or option, or ``key_prefix`` /
+            ``fail_open`` were given for a ledger that is not in Redis.
         LedgerError: The file cannot be opened or written, is corrupt, or is not a ledger.
     """
+    if isinstance(url, str) and url.startswith(("redis://", "rediss://")):
+        # Imported here: coredis comes with the `redis` extra only.
+        from ._redis import open_redis_ledger
+
+        async with open_redis_ledger(
+            url,
+            calendar=calendar,
+            read_only=read_only,
+            key_prefix=key_prefix,
+            fail_open=fail_open,
+        ) as redis_ledger:
+            yield redis_ledger
+        return
+    if key_prefix is not None or fail_open is not None:
+        raise ConfigurationError("key_prefix and fail_open apply to redis:// ledgers only")
     ledger = _ledger_for(url, calendar=calendar, read_only=read_only)
     if isinstance(ledger, SQLiteLedger):
         await ledger.open()
@@ -170,8 +196,7 @@ def _ledger_for(url: str, *, calendar: Calendar, read_only: bool) -> MemoryLedge
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
         raise ConfigurationError(
-            f"unknown ledger {url!r}: use 'memory://' or 'sqlite:///PATH'"
-            " (redis:// comes with the fleet backend)"
+            f"unknown ledger {url!r}: use 'memory://', 'sqlite:///PATH' or 'redis://HOST:PORT/DB'"
         )
     if parts.netloc:
         raise ConfigurationError(
