@@ -48,7 +48,13 @@ from .bench import (
     streaming_rate,
     write_plot,
 )
-from .errors import APIConnectionError, APITimeoutError, ConfigurationError, HolySheepError
+from .errors import (
+    APIConnectionError,
+    APITimeoutError,
+    ConfigurationError,
+    HolySheepError,
+    _shown_url,
+)
 from .prices import cost, format_usd
 
 if TYPE_CHECKING:
@@ -92,17 +98,6 @@ API_CHOICES: Final = ("chat", "responses")
 
 def _say(command: str, text: str) -> None:
     print(f"{PROG} {command}: {text}", file=sys.stderr, flush=True)
-
-
-def _shown_url(url: str) -> str:
-    """``url`` without a ``user:password@`` part, which may hold a credential."""
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        return url
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    return f"{scheme}://{authority}{slash}{path}"
 
 
 def _sole(exc: BaseException) -> BaseException:

@@ -48,6 +48,7 @@ __all__ = [
     "HttpExchange",
     "cause_of",
     "http_exchange",
+    "merge_headers",
     "read_bounded",
     "translate",
 ]
@@ -166,6 +167,18 @@ def translate(exc: BaseException, *, connect_timeout: float | None) -> HolySheep
     """
     if isinstance(exc, HolySheepError):
         return exc
+    if isinstance(exc, httpx2.HTTPStatusError):
+        # A user's http_client with its own response hook (``raise_for_status``): the status
+        # decides, as for a status we read ourselves.
+        response = exc.response
+        status = response.status_code
+        return error_class_for_status(status)(
+            f"HTTP {status} (raised by the http_client's response hook)",
+            status=status,
+            retry_after=parse_retry_after(response.headers),
+            should_retry=_should_retry(response.headers),
+            headers=dict(response.headers.items()),
+        )
     if isinstance(exc, httpx2.ConnectTimeout | httpx2.PoolTimeout):
         return APITimeoutError(
             f"connecting timed out ({type(exc).__name__})",
@@ -197,6 +210,14 @@ def cause_of(exc: BaseException) -> BaseException | None:
     newline), so it is never chained: ``raise translate(exc) from cause_of(exc)``.
     """
     return None if isinstance(exc, httpx2.LocalProtocolError) else exc
+
+
+def merge_headers(base: Mapping[str, str], extra: Mapping[str, str]) -> httpx2.Headers:
+    """``base`` with ``extra`` on top, names compared without case (HTTP's rule): an
+    ``authorization`` of yours replaces the client's ``Authorization``, never joins it."""
+    merged = httpx2.Headers(base)
+    merged.update(extra)
+    return merged
 
 
 def _should_retry(headers: Mapping[str, str]) -> bool | None:
@@ -286,17 +307,25 @@ class HttpExchange:
             "POST",
             self._url,
             content=self._payload,
-            headers={**client._request_headers(), **self._extra_headers},
+            headers=merge_headers(client._request_headers(), self._extra_headers),
             timeout=httpx2.Timeout(None, connect=self._connect),
         )
-        self.sent = True  # from here on the server may see it, unless the send says not
-        with trio.move_on_at(deadline) as scope:
-            try:
-                response = await client._http.send(request, stream=True, follow_redirects=False)
-            except TRANSPORT_ERRORS as exc:
-                if isinstance(exc, _NOT_SENT):
-                    self.sent = False
-                raise translate(exc, connect_timeout=self._connect) from cause_of(exc)
+        self.sent = True  # from here on the server may see it, unless we learn otherwise
+        try:
+            with trio.move_on_at(deadline) as scope:
+                try:
+                    response = await client._http.send(request, stream=True, follow_redirects=False)
+                except TRANSPORT_ERRORS as exc:
+                    if isinstance(exc, _NOT_SENT):
+                        self.sent = False
+                    raise translate(exc, connect_timeout=self._connect) from cause_of(exc)
+        finally:
+            # TrioTransport says whether a byte of the request was written, also when a
+            # cancellation or a deadline stopped the send (while connecting, nothing was);
+            # another transport can't tell, so the request may have been read.
+            written = request.extensions.get("holysheep.sent")
+            if written is not None:
+                self.sent = bool(written)
         if scope.cancelled_caught:
             return False
         self._response = response
@@ -311,7 +340,7 @@ class HttpExchange:
         content_type = headers.get("content-type", "text/event-stream")
         if not content_type.lower().startswith("text/event-stream"):
             # Some gateways answer a failed stream request with 200 and a JSON error body.
-            raise error_from_success_body(
+            error = error_from_success_body(
                 await self._read_bounded(MAX_ERROR_BODY, deadline),
                 content_type=content_type,
                 status=response.status_code,
@@ -319,6 +348,11 @@ class HttpExchange:
                 retry_after=parse_retry_after(headers),
                 should_retry=_should_retry(headers),
             )
+            if isinstance(error, APIStatusError):
+                # A refusal with the status it names (a 429 in a 200): refused, as the pool,
+                # the budget and the retry policy must all see it.
+                self.status = error.status
+            raise error
         return True
 
     async def receive(self) -> Received:

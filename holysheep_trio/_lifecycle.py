@@ -99,10 +99,13 @@ CLOSE_TIMEOUT: Final = 5.0
 #: After the end of a stream (``[DONE]``) the body should end at once; wait this long for its
 #: end (so the connection can be reused) before simply closing it. Not an error either way.
 DRAIN_AFTER_END: Final = 0.25
-#: Items held back before the first output (role chunks, empty deltas, response.created...),
-#: at most. Beyond it, droppable items are dropped and others are a protocol error: a server
-#: that streams nothing but empty chunks must not fill our memory.
+#: Droppable items (empty deltas) held back before the first output, at most; later ones are
+#: dropped: a server that streams nothing but empty chunks must not fill our memory.
 MAX_HELD_ITEMS: Final = 64
+#: Events that carry something (a role, a finish reason, a Responses API item, e.g. a built-in
+#: tool call before any text) held before the first output, at most; beyond it (or beyond
+#: ``max_event_size`` bytes in all) the stream is a protocol error, not a memory leak.
+MAX_HELD_EVENTS: Final = 4096
 #: Seconds added to a request's total deadline for its budget reservation's expiry: the
 #: reservation of a process that died (``kill -9``) counts as spent after that long.
 RESERVATION_MARGIN: Final = 60.0
@@ -142,9 +145,14 @@ class Exchange(Protocol):
         request_id: The server's request id, once known.
     """
 
-    sent: bool
-    status: int | None
-    request_id: str | None
+    @property
+    def sent(self) -> bool: ...
+
+    @property
+    def status(self) -> int | None: ...
+
+    @property
+    def request_id(self) -> str | None: ...
 
     async def open(self, deadline: float) -> bool:
         """Send the request; False if ``deadline`` passed before the server accepted it.
@@ -370,6 +378,8 @@ class Request(Generic[ItemT]):
         partial: The result accumulated so far, for :class:`StreamInterruptedError`.
         prompt_bound: An upper bound on the prompt tokens, for a budget reservation (asked
             only when the client has a budget).
+        choices: How many choices the request asks for (``n``); ``max_tokens`` already counts
+            them, and without it the budget reserves the model's maximum output per choice.
         operation: ``"chat"`` or ``"responses"``, for telemetry.
         request: The request's fields (messages or input, parameters), for telemetry (asked
             only when the client has telemetry).
@@ -395,6 +405,7 @@ class Request(Generic[ItemT]):
         new_decoder: Callable[[], Decoder[ItemT]],
         partial: Callable[[], Any],
         prompt_bound: Callable[[], int] | None = None,
+        choices: int = 1,
         operation: str = "chat",
         request: Callable[[], Mapping[str, Any]] | None = None,
         retry: RetryPolicy | None = None,
@@ -413,6 +424,7 @@ class Request(Generic[ItemT]):
         self._new_decoder = new_decoder
         self._partial = partial
         self._prompt_bound = prompt_bound
+        self._choices = choices
         self._operation = operation
         self._request_fields = request
         self._retry = retry
@@ -431,6 +443,11 @@ class Request(Generic[ItemT]):
         self.end: float | None = None
         self._total_deadline = _INF
         self._attempt: _Attempt[ItemT] | None = None
+        # The attempt whose cost a retry already committed to the budget: never settled again.
+        self._billed: _Attempt[ItemT] | None = None
+        #: The failure that ended the stream after its output began (raised wrapped in a
+        #: StreamInterruptedError, which the caller may have caught inside the block).
+        self.failure: HolySheepError | None = None
         # The cancel scope of the library await in progress (entering, or reading the next
         # item), so that Client.aclose() can cancel it. Never held across the caller's own
         # code: a caller's cancel scope may open and close around any of our calls.
@@ -454,6 +471,9 @@ class Request(Generic[ItemT]):
             self.state = "done"
             raise ClientClosedError("the client is closed", model=self.model)
         client._streams.add(self)
+        # Until the first admission, the request's clock runs from here (a request refused
+        # before it, by a budget or a health check, reports the time it took to be refused).
+        self.start = trio.current_time()
         telemetry = client._telemetry
         if telemetry is not None:
             fields = self._request_fields() if self._request_fields is not None else {}
@@ -510,7 +530,9 @@ class Request(Generic[ItemT]):
             if observer is not None:
                 self._observer = None
                 observer.finished(
-                    error=exc,
+                    # A stream that failed after its output began ended in error, even when the
+                    # caller caught the StreamInterruptedError inside the block.
+                    error=exc if exc is not None else self.failure,
                     result=self._partial(),
                     usage=None if attempt is None else attempt.decoder.usage,
                     base_url=None if attempt is None else attempt.base_url,
@@ -536,7 +558,8 @@ class Request(Generic[ItemT]):
         self._reservation = None
         try:
             # Shielded and bounded inside: committed before the stream's exit returns.
-            await reservation.settle(None if attempt is None else attempt.bill())
+            bill = None if attempt is None or attempt is self._billed else attempt.bill()
+            await reservation.settle(bill)
         except HolySheepError as error:  # the ledger failed: the caller must know
             self._tag(error)
             if exc is None:
@@ -582,12 +605,20 @@ class Request(Generic[ItemT]):
         policy = client._retry if self._retry is None else self._retry
         if budget is not None:
             await self._reserve(budget)
-        # With a health monitor, start at the endpoint it found healthy (after a failover).
         url_index = 0
-        if health is not None and health.active_url in urls:
-            url_index = urls.index(health.active_url)
         endpoint_attempt = 0
+        fell_over = False
         while True:
+            if health is not None:
+                # The pending queue: while the connection heals, requests wait here in order,
+                # before admission, so that a held request holds no slot. Then they go to the
+                # endpoint the monitor found healthy (a failover may have happened meanwhile),
+                # unless this request already fell over past it by itself.
+                await self._within_total(health.wait_ready, "waiting for the connection")
+                active = health.active_url
+                if not fell_over and active in urls and urls.index(active) != url_index:
+                    url_index = urls.index(active)
+                    endpoint_attempt = 0
             attempt = await self._admit(urls[url_index])
             endpoint_attempt += 1
             try:
@@ -621,6 +652,7 @@ class Request(Generic[ItemT]):
                 if fall_over:
                     url_index += 1
                     endpoint_attempt = 0
+                    fell_over = True
                     logger.info(
                         "%s: falling over to the next endpoint after %s",
                         self.model,
@@ -643,6 +675,9 @@ class Request(Generic[ItemT]):
                         functools.partial(reservation.retry, attempt.bill()),
                         "waiting for budget room",
                     )
+                    # Committed: if the request ends before another attempt starts, the
+                    # settlement must not charge this attempt a second time.
+                    self._billed = attempt
                 continue
             return
 
@@ -650,11 +685,17 @@ class Request(Generic[ItemT]):
         """Reserve the request's worst-case cost before anything is sent."""
         total = self._timeouts.total_for(self.model, self._max_tokens)
         prompt_bound = 0 if self._prompt_bound is None else self._prompt_bound()
+        max_output = self._max_tokens
+        if max_output is None and self._choices > 1:
+            # No limit: each choice may run to the model's maximum output.
+            price = budget.prices.get(self.model)
+            if price is not None and price.max_output_tokens:
+                max_output = price.max_output_tokens * self._choices
         self._reservation = await self._within_total(
             lambda: budget.reserve(
                 model=self.model,
                 prompt_bound=prompt_bound,
-                max_output_tokens=self._max_tokens,
+                max_output_tokens=max_output,
                 # A reservation whose process died counts as spent after this long: the
                 # request's own deadline plus a margin for the settlement.
                 expires_in=None if total is None else total + RESERVATION_MARGIN,
@@ -678,11 +719,6 @@ class Request(Generic[ItemT]):
     async def _admit(self, base_url: str) -> _Attempt[ItemT]:
         """Wait for admission of a new attempt (within the total deadline) and start it."""
         client = self._client
-        health = client._health if self._client_health else None
-        if health is not None:
-            # The pending queue: while the connection heals, requests wait here in order,
-            # before admission, so that a held request holds no slot.
-            await self._within_total(health.wait_ready, "waiting for the connection")
         admission = client._admit(model=self.model, estimated_tokens=self._estimated_tokens)
         ticket = await self._within_total(
             admission.__aenter__, "waiting for admission (the client's limits)"
@@ -755,7 +791,9 @@ class Request(Generic[ItemT]):
             health = self._client._health if self._client_health else None
             if health is not None:
                 health.report_failure(error)
-            raise StreamInterruptedError.from_error(error, partial=self._partial()) from error
+            interrupted = StreamInterruptedError.from_error(error, partial=self._partial())
+            self.failure = interrupted
+            raise interrupted from error
         finally:
             self._scope = None
         if scope.cancelled_caught:
@@ -813,6 +851,13 @@ class Request(Generic[ItemT]):
                 if attempt.saw_end:  # complete; only the end of the body was lost
                     attempt.eof = True
                     return
+                raise
+            except trio.Cancelled:
+                # The caller's own cancel scope around this read: the silence so far still
+                # counts against idle (a caller polling with short timeouts must not reset it).
+                now = trio.current_time()
+                attempt.idle_left -= now - waiting_since
+                waiting_since = now  # counted once, whoever's scope this is
                 raise
         if scope.cancelled_caught:
             if attempt.saw_end:  # complete; the server just did not end the body
@@ -881,15 +926,19 @@ class Request(Generic[ItemT]):
 
     def _hold(self, attempt: _Attempt[ItemT], item: ItemT, flags: int, size: int) -> bool:
         """Keep an item until the first output; False if the stream broke the bound."""
+        held = attempt.held
+        if flags & DROPPABLE:
+            # Nothing the caller could miss: kept only while there are few.
+            if len(held) < MAX_HELD_ITEMS:
+                held.append(item)
+            return True
         limit = self._client._max_event_size
-        if len(attempt.held) < MAX_HELD_ITEMS and attempt.held_bytes + size <= limit:
-            attempt.held.append(item)
+        if len(held) < MAX_HELD_EVENTS and attempt.held_bytes + size <= limit:
+            held.append(item)
             attempt.held_bytes += size
             return True
-        if flags & DROPPABLE:
-            return True
         attempt.failure = StreamProtocolError(
-            f"more than {MAX_HELD_ITEMS} events (or {limit} bytes) before the first output"
+            f"more than {MAX_HELD_EVENTS} events (or {limit} bytes) before the first output"
         )
         return False
 

@@ -197,6 +197,7 @@ class ResponseStream:
     ) -> None:
         # The exchange of an attempt: a POST of ``body`` by default; a WebSocket lane (whose
         # decoder reads frames already parsed) for a session.
+        self._client = client
         self._decoder: _ResponseDecoder | None = None
         self._make_decoder = new_decoder
         request_fields: Mapping[str, Any] = fields or {}
@@ -219,7 +220,10 @@ class ResponseStream:
             estimated_prompt_tokens=estimated_prompt_tokens,
             new_decoder=self._new_decoder,
             partial=lambda: self.response,
-            prompt_bound=lambda: prompt_token_bound(request_fields),
+            prompt_bound=lambda: (
+                prompt_token_bound(request_fields)
+                + client._chain_tokens(request_fields.get("previous_response_id"))
+            ),
             operation="responses",
             request=lambda: request_fields,
             retry=retry,
@@ -279,7 +283,15 @@ class ResponseStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        return await self._request.exit(exc)
+        try:
+            return await self._request.exit(exc)
+        finally:
+            # A later request may continue this response (previous_response_id): the server
+            # bills this response's input and output again as that request's input.
+            response = self.response
+            usage = response.usage
+            if response.id and usage is not None:
+                self._client._remember_chain(response.id, usage.input_tokens + usage.output_tokens)
 
     def __aiter__(self) -> ResponseStream:
         if self._request.state == "new":

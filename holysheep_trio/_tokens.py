@@ -134,6 +134,28 @@ def prompt_token_bound(request: Mapping[str, Any]) -> int:
     return bound + IMAGE_TOKEN_ALLOWANCE * _count_images(prompt)
 
 
+def choice_count(params: Mapping[str, Any]) -> int:
+    """How many choices a chat request asks for (``n``; 1 when absent or not a positive int)."""
+    n = params.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
+def completion_token_bound(params: Mapping[str, Any]) -> int | None:
+    """The most output tokens a chat request can be billed, or None when it sets no limit.
+
+    ``max_completion_tokens`` when given (the newer name wins, as the API and the simulator
+    decide), else ``max_tokens``, times ``n``: every choice is generated and billed up to the
+    limit. The budget's reservation, the pool's TPM estimate and the automatic total deadline
+    all use it.
+    """
+    limit = params.get("max_completion_tokens")
+    if limit is None:
+        limit = params.get("max_tokens")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        return None
+    return max(0, limit) * choice_count(params)
+
+
 def estimate_tokens(messages: Iterable[Any], *, max_tokens: int | None = None) -> int:
     """A cheap upper-ish estimate of a request's tokens: prompt characters / 4, plus completion.
 

@@ -1018,6 +1018,9 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             )
         key: _PoolKey = (scheme, url.host, url.port or default_port)
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
+        # Whether any byte of the request reached the kernel: a caller that gives up (a
+        # cancellation, a deadline) can tell "never sent" from "maybe read by the server".
+        request.extensions["holysheep.sent"] = False
         try:
             # Validated before a connection is taken: a request that cannot be sent costs none.
             head = h11.Request(
@@ -1090,6 +1093,9 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 await connection.sender.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             failure = exc  # from trio.SSLStream itself; the writer keeps socket errors
+        finally:
+            if writer.bytes_sent != sent_before:
+                request.extensions["holysheep.sent"] = True
         if scope.cancelled_caught:
             raise httpx2.WriteTimeout("timed out sending the request", request=request)
         failure = writer.error or failure

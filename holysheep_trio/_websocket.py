@@ -231,6 +231,11 @@ class WebSocketConnection:
         self._parts: list[str] = []
         self._size = 0
         self._pings: dict[bytes, trio.Event] = {}
+        # Text messages queued so far, and how many of them the kernel took: a request whose
+        # frame was never written cannot have been read by the server.
+        self._texts_queued = 0
+        self._texts_in_outbox = 0
+        self.texts_written = 0
         self._ping_numbers = itertools.count(1)
         self.error: HolySheepError | None = None
 
@@ -239,8 +244,12 @@ class WebSocketConnection:
         """Whether frames may still be sent (no close frame sent or received, no failure)."""
         return self.error is None and self._ws.state is ConnectionState.OPEN
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: str) -> int:
         """Queue a text frame; the write loop sends it after the frames queued before it.
+
+        Returns:
+            The message's number on this connection: it has reached the kernel once
+            :attr:`texts_written` is at least that.
 
         Raises:
             APIConnectionError: the connection is closing or failed.
@@ -248,6 +257,9 @@ class WebSocketConnection:
         if not self.open:
             raise self.error or APIConnectionError("the WebSocket connection is closing")
         self._queue(self._ws.send(TextMessage(data=text)))
+        self._texts_queued += 1
+        self._texts_in_outbox += 1
+        return self._texts_queued
 
     def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> None:
         """Queue a close frame (once); :meth:`receive` then waits for the server's."""
@@ -299,11 +311,13 @@ class WebSocketConnection:
                 continue
             data = b"".join(self._outbox)
             self._outbox.clear()
+            texts, self._texts_in_outbox = self._texts_in_outbox, 0
             try:
                 await self._stream.send_all(data)
             except _NETWORK_ERRORS as exc:
                 self.fail(APIConnectionError(f"writing to the WebSocket failed: {exc!r}"))
                 return
+            self.texts_written += texts
 
     async def receive(self) -> list[str]:
         """Read once from the socket; return the text messages it completed (maybe none).

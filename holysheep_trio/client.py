@@ -16,9 +16,9 @@ through.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
-import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -53,10 +53,10 @@ from ._lifecycle import (
 )
 from ._responses_stream import ResponseStream
 from ._responses_wire import build_response_request_body, estimate_input_messages
-from ._tokens import prompt_token_bound
+from ._tokens import choice_count, completion_token_bound, prompt_token_bound
 from ._wire import DONE, CompletionAccumulator, build_request_body, decode_event, parse_error_body
 from .batch import BatchResult, ChatRequest
-from .errors import ConfigurationError, HolySheepError, error_class_for_status
+from .errors import ConfigurationError, HolySheepError, _shown_url, error_class_for_status
 from .models import ChatChunk, Completion, Message, Usage
 from .pool import Admission, Limits, Pool, PoolStatistics, estimate_tokens
 from .responses import Response
@@ -92,11 +92,8 @@ _USER_AGENT: Final = f"holysheep-trio/{__version__}"
 _MAX_BATCH_IN_FLIGHT: Final = 100
 #: The most of a health check's answer (the model list) that is read.
 _MAX_PROBE_BODY: Final = 1024 * 1024
-#: Request headers whose values are secrets: scrubbed from every error text.
-_USERINFO: Final = re.compile(r"//[^/?#@]*@")
-_SECRET_HEADERS: Final = frozenset(
-    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
-)
+#: Responses remembered for budgeted continuations (``previous_response_id``).
+_MAX_CHAINS: Final = 10_000
 
 
 class _Secret:
@@ -170,6 +167,7 @@ class ChatStream:
         estimated_tokens: int = 0,
         estimated_prompt_tokens: int = 0,
         fields: Mapping[str, Any] | None = None,
+        choices: int = 1,
     ) -> None:
         self._acc = CompletionAccumulator()
         request_fields: Mapping[str, Any] = fields or {}
@@ -191,6 +189,7 @@ class ChatStream:
             new_decoder=_ChatDecoder,
             partial=lambda: self.completion,
             prompt_bound=lambda: prompt_token_bound(request_fields),
+            choices=choices,
             operation="chat",
             request=lambda: request_fields,
         )
@@ -283,6 +282,8 @@ class Client:
         self._streams: set[Request[Any]] = set()
         self._sessions: set[Session] = set()  # open WebSocket sessions (open_session)
         self._closed = False
+        # Responses this client produced, newest last: their billed context (see _chain_tokens).
+        self._chains: collections.OrderedDict[str, int] = collections.OrderedDict()
         secrets = [] if api_key is None else [api_key]
         secrets += header_secrets(http_client.headers)
         secrets += _auth_secrets(http_client.auth)
@@ -294,7 +295,7 @@ class Client:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        url = _redact_url(self._base_urls[0])
+        url = _shown_url(self._base_urls[0])
         return f"<Client {state} base_url={url!r} streams={len(self._streams)}>"
 
     @property
@@ -376,13 +377,15 @@ class Client:
         if not isinstance(messages, str | bytes | Mapping | Sequence):
             messages = list(messages)  # read twice below: for the body and the estimate
         body = build_request_body(model=model, messages=messages, params=params)
-        max_tokens = params.get("max_tokens", params.get("max_completion_tokens"))
-        max_tokens = max_tokens if isinstance(max_tokens, int) else None
+        # Every choice is generated (and billed) up to the limit, and max_completion_tokens
+        # wins over max_tokens, as the API decides.
+        max_tokens = completion_token_bound(params)
         return ChatStream(
             self,
             model=model,
             body=body,
             max_tokens=max_tokens,
+            choices=choice_count(params),
             timeouts=timeouts or self._timeouts,
             extra_headers=extra_headers,
             estimated_tokens=estimate_tokens(messages, max_tokens=max_tokens),
@@ -483,6 +486,7 @@ class Client:
             estimated_prompt_tokens=estimate_tokens(messages, max_tokens=0),
             fields={
                 "input": input,
+                "previous_response_id": previous_response_id,
                 "instructions": instructions,
                 "tools": tools,
                 "tool_choice": tool_choice,
@@ -750,10 +754,12 @@ class Client:
             stream.cancel_by_client()
         for session in list(self._sessions):
             session._close_by_client()
-        if self._health is not None:
-            await self._health.aclose()
-        if self._owns_http:
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+        # Shielded and bounded as one (STYLE rule 6): leaving open_client by a cancellation
+        # must still close the monitor and every socket, and aclose() runs only once.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+            if self._health is not None:
+                await self._health.aclose()
+            if self._owns_http:
                 await self._http.aclose()
 
     # ---- seams: admission, outcomes, health checks, headers, secrets --------------------
@@ -823,6 +829,36 @@ class Client:
             headers["Authorization"] = f"Bearer {self._api_key.value}"
         return headers
 
+    def _remember_chain(self, response_id: str, tokens: int) -> None:
+        """A finished response's input plus output tokens: what continuing it is billed."""
+        chains = self._chains
+        chains[response_id] = tokens
+        chains.move_to_end(response_id)
+        while len(chains) > _MAX_CHAINS:
+            chains.popitem(last=False)
+
+    def _chain_tokens(self, previous_response_id: object) -> int:
+        """The input tokens a continuation of ``previous_response_id`` is billed beyond its own.
+
+        Asked only for a budget's reservation. The server bills the whole conversation as
+        input, so an unknown previous response cannot be bounded: refused rather than
+        under-reserved.
+
+        Raises:
+            ConfigurationError: the response was not produced by this client (or it was
+                forgotten: the most recent 10,000 are kept).
+        """
+        if previous_response_id is None:
+            return 0
+        tokens = self._chains.get(str(previous_response_id))
+        if tokens is None:
+            raise ConfigurationError(
+                f"a budgeted request continues response {previous_response_id!r}, which this"
+                " client did not produce: the input the server bills for it cannot be bounded."
+                " Send the conversation as `input` instead of previous_response_id."
+            )
+        return tokens
+
     def _secrets(self) -> tuple[str, ...]:
         """Every secret this client sends: scrubbed from error texts (see ``_tag``)."""
         return self._secret_values
@@ -832,14 +868,6 @@ def _auth_secrets(auth: object) -> list[str]:
     """What an httpx2 auth object would send, when it says (``BasicAuth``'s header)."""
     header = getattr(auth, "_auth_header", None)
     return header_secrets({"authorization": header}) if isinstance(header, str) else []
-
-
-def _redact_url(url: str) -> str:
-    """``url`` without its ``user:password@`` part (for reprs and logs)."""
-    parsed = httpx2.URL(url)
-    if not parsed.userinfo:
-        return url
-    return str(parsed.copy_with(username=None, password=None))
 
 
 def _check_key(key: object) -> str:
@@ -865,22 +893,18 @@ def _check_key(key: object) -> str:
     return stripped
 
 
-def _shown_url(url: object) -> str:
-    """``url`` for an error message, any ``user:password@`` part masked."""
-    return repr(_USERINFO.sub("//***@", url) if isinstance(url, str) else url)
-
-
 def _check_url(url: str) -> str:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ConfigurationError(
-            f"base URLs must start with http:// or https://, got {_shown_url(url)}"
+            "base URLs must start with http:// or https://, got"
+            f" {(_shown_url(url) if isinstance(url, str) else url)!r}"
         )
     try:
         parsed = httpx2.URL(url)
     except httpx2.InvalidURL as exc:
-        raise ConfigurationError(f"bad base URL {_shown_url(url)}: {exc}") from None
+        raise ConfigurationError(f"bad base URL {_shown_url(url)!r}: {exc}") from None
     if not parsed.host:
-        raise ConfigurationError(f"bad base URL {_shown_url(url)}: no host")
+        raise ConfigurationError(f"bad base URL {_shown_url(url)!r}: no host")
     return url.rstrip("/")
 
 

@@ -565,3 +565,15 @@ def _scrub(text: str, secrets: Any) -> str:
         if secret and len(secret) >= _MIN_SCRUBBED_SECRET:
             text = text.replace(secret, "***")
     return text
+
+
+def _shown_url(url: str) -> str:
+    """``url`` for a message, a repr or a log line: a ``user:password@`` part, which may hold a
+    credential, masked as ``***@``."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}://{authority}{slash}{path}"

@@ -45,6 +45,7 @@ from .errors import (
     PendingQueueFullError,
     PermissionDeniedError,
     StreamInterruptedError,
+    _shown_url,
 )
 
 __all__ = [
@@ -208,17 +209,6 @@ class HealthState(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-def _shown_url(url: str) -> str:
-    """``url`` without a ``user:password@`` part, which may hold a credential."""
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        return url
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    return f"{scheme}://{authority}{slash}{path}"
 
 
 def _url_repr(url: str) -> str:

@@ -54,6 +54,7 @@ from .errors import (
     APITimeoutError,
     BadRequestError,
     ClientClosedError,
+    ConfigurationError,
     ConnectionLostError,
     HolySheepError,
     PendingQueueFullError,
@@ -138,6 +139,29 @@ _NO_RETRY: Final = RetryPolicy(max_retries=0)
 def valid_stream_id(value: object) -> bool:
     """Whether ``value`` is a valid ``stream_id``: 1-256 characters of ``[A-Za-z0-9_.-]``."""
     return isinstance(value, str) and _STREAM_ID.fullmatch(value) is not None
+
+
+def _sign_upgrade(headers: httpx2.Headers, auth: httpx2.Auth | None, url: str) -> None:
+    """Add what the http_client's ``auth`` (or the URL's credentials) would send."""
+    if auth is None:
+        parsed = httpx2.URL(url)
+        if not parsed.username:
+            return
+        auth = httpx2.BasicAuth(parsed.username, parsed.password)
+    request = httpx2.Request("GET", url, headers=headers)
+    flow = auth.sync_auth_flow(request)
+    try:
+        signed = next(flow)
+    except Exception:
+        raise ConfigurationError(
+            "the http_client's auth cannot sign the WebSocket upgrade by itself; pass"
+            " open_client(api_key=...) or an Authorization header in extra_headers"
+        ) from None
+    finally:
+        flow.close()
+    value = signed.headers.get("authorization")
+    if value is not None:
+        headers["Authorization"] = value
 
 
 def error_from_frame(payload: Mapping[str, Any], text: str) -> HolySheepError:
@@ -295,7 +319,6 @@ class _LaneExchange:
     """One attempt's exchange over a session's lane (see the module docs).
 
     Attributes:
-        sent: Whether the ``response.create`` frame was queued for the socket.
         status: 200 once the response began; the error's status when the server refused it.
         request_id: Always None (a WebSocket frame has no ``x-request-id``).
     """
@@ -312,13 +335,13 @@ class _LaneExchange:
         "_input",
         "_payload",
         "_replayed",
+        "_sent_number",
         "_session",
         "_started",
         "abandoned",
         "lane_key",
         "queued",
         "request_id",
-        "sent",
         "status",
         "withdrawn",
     )
@@ -348,11 +371,25 @@ class _LaneExchange:
         self.abandoned = False  # aclose() before the end: frames are dropped
         self.withdrawn = False  # left the pending queue unsent
         self.queued = False  # entered the pending queue
-        self.sent = False
+        self._sent_number = 0  # the frame's number on its connection (see `sent`)
         self.status: int | None = None
         self.request_id: str | None = None
 
     # ---- the Exchange protocol ----------------------------------------------------------
+
+    @property
+    def sent(self) -> bool:
+        """Whether the ``response.create`` frame reached the kernel (the server may run it).
+
+        A frame still queued when its connection failed was never sent: the request costs
+        nothing.
+        """
+        connection = self._connection
+        return (
+            connection is not None
+            and self._sent_number > 0
+            and connection.ws.texts_written >= self._sent_number
+        )
 
     async def open(self, deadline: float) -> bool:
         session = self._session
@@ -416,9 +453,9 @@ class _LaneExchange:
             self._base = list(lane.history) if payload.get("previous_response_id") else []
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
-    def dispatched(self, connection: _Connection) -> None:
+    def dispatched(self, connection: _Connection, number: int) -> None:
         self._connection = connection
-        self.sent = True
+        self._sent_number = number
         self._dispatched.set()
 
     def refuse(self, error: HolySheepError) -> None:
@@ -666,6 +703,7 @@ class Session:
             estimated_prompt_tokens=estimate_tokens(messages, max_tokens=0),
             fields={
                 "input": input,
+                "previous_response_id": previous_response_id,
                 "instructions": instructions,
                 "tools": tools,
                 "tool_choice": tool_choice,
@@ -785,7 +823,7 @@ class Session:
                 )
                 continue
             try:
-                connection.ws.send_text(exchange.frame_text(lane, recover))
+                number = connection.ws.send_text(exchange.frame_text(lane, recover))
             except HolySheepError:
                 waiting.append(exchange)
                 continue
@@ -794,7 +832,7 @@ class Session:
             self._pending -= 1
             lane.running = exchange
             connection.running[key] = exchange
-            exchange.dispatched(connection)
+            exchange.dispatched(connection, number)
         self._waiting = waiting
 
     def _lane_done(self, connection: _Connection, key: str | None) -> None:
@@ -838,6 +876,12 @@ class Session:
             )
             return
         kind = payload.get("type")
+        if kind is not None and not isinstance(kind, str):
+            self._unroutable(
+                connection,
+                StreamProtocolError("a WebSocket frame's type is not a string", data=text),
+            )
+            return
         key = payload.get("stream_id")
         if not isinstance(key, str):
             key = None
@@ -852,6 +896,21 @@ class Session:
             return
         if exchange.deliver(payload, text, kind):
             self._lane_done(connection, key)
+
+    def _route_safely(self, connection: _Connection, text: str) -> None:
+        """:meth:`_route`, where a frame that breaks the code's expectations fails only this
+        connection (with a protocol error), never the session and every lane with it: the
+        frames are the server's input, so a surprise in them is the server's fault."""
+        try:
+            self._route(connection, text)
+        except Exception as exc:
+            logger.exception("session: a WebSocket frame could not be handled")
+            self._kill(
+                connection,
+                StreamProtocolError(
+                    f"a WebSocket frame could not be handled ({type(exc).__name__})", data=text
+                ),
+            )
 
     def _unroutable(self, connection: _Connection, error: HolySheepError) -> None:
         """A frame that names no lane: its lane's, when only one response runs; else the
@@ -884,19 +943,37 @@ class Session:
     # ---- connections --------------------------------------------------------------------------
 
     def _handshake_headers(self) -> dict[str, str]:
+        """The upgrade's headers, authenticated as the client's HTTP requests are.
+
+        Names are merged without case (an ``authorization`` in ``extra_headers`` replaces the
+        client's, never joins it). Without an API key, the http_client's own ``auth`` (or the
+        base URL's ``user:password@``) signs the upgrade, as httpx2 signs HTTP requests.
+
+        Raises:
+            ConfigurationError: the http_client's ``auth`` cannot sign a request by itself (it
+                needs the server's answer, e.g. digest auth).
+        """
         client = self._client
-        headers = {
-            name: value
-            for name, value in client._http.headers.items()
-            if name.lower() not in _HANDSHAKE_OWN and not name.lower().startswith("sec-websocket")
-        }
-        headers.update(
-            (name, value)
-            for name, value in client._request_headers().items()
-            if name.lower() == "authorization"
+        http = client._http
+        headers = httpx2.Headers(
+            {
+                name: value
+                for name, value in http.headers.items()
+                if name.lower() not in _HANDSHAKE_OWN
+                and not name.lower().startswith("sec-websocket")
+            }
         )
+        headers.update(
+            {
+                name: value
+                for name, value in client._request_headers().items()
+                if name.lower() == "authorization"
+            }
+        )
+        if "authorization" not in headers:
+            _sign_upgrade(headers, http.auth, self.url)
         headers.update(self._extra_headers)
-        return headers
+        return dict(headers.items())
 
     def _ssl_context(self) -> ssl.SSLContext:
         transport = getattr(self._client._http, "_transport", None)
@@ -975,7 +1052,7 @@ class Session:
                     try:
                         while True:
                             for text in await ws.receive():
-                                self._route(connection, text)
+                                self._route_safely(connection, text)
                     except HolySheepError:
                         pass  # ws.error says why
                     # The writer still sends what was queued (the answer to a close frame).

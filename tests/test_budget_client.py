@@ -159,3 +159,54 @@ async def open_budget_for(reservations: float) -> AsyncIterator[tuple[hs.Budget,
     limit = reservations * from_picodollars(rates.cost(bound, MAX_TOKENS))
     async with hs.open_budget(daily=limit) as budget:
         yield budget, limit
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"n": 8, "max_tokens": MAX_TOKENS},  # every choice is generated and billed
+        {"max_tokens": 16, "max_completion_tokens": MAX_TOKENS * 8},  # the newer name wins
+    ],
+)
+async def test_output_multipliers_are_reserved_too(
+    autojump_clock: trio.testing.MockClock, params: dict[str, Any]
+) -> None:
+    async with (
+        open_budget_for(4.0) as (budget, limit),
+        open_simulator(profile="fast", reply_tokens="max") as sim,
+        hs.open_client(api_key=sim.api_key, base_url=sim.base_url, budget=budget) as client,
+    ):
+        # Eight times one request's output: it would not fit, so it is refused, unsent.
+        with pytest.raises(hs.BudgetExceededError):
+            await client.chat(model=MODEL, messages=MESSAGES, **params)
+        assert bill(sim) <= limit
+        assert sim.stats().requests[MODEL] == 0
+
+
+async def test_a_continued_response_reserves_the_conversation_it_continues(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        hs.open_budget(daily=100.0) as budget,
+        open_simulator(profile="fast") as sim,
+        hs.open_client(api_key=sim.api_key, base_url=sim.base_url, budget=budget) as client,
+    ):
+        first = await client.create_response(model=MODEL, input="Hello", max_output_tokens=50)
+        assert first.usage is not None
+        reserved: list[int] = []
+        real_reserve = budget.reserve
+
+        async def spy(**kwargs: Any) -> Any:
+            reserved.append(kwargs["prompt_bound"])
+            return await real_reserve(**kwargs)
+
+        budget.reserve = spy  # type: ignore[method-assign]
+        await client.create_response(
+            model=MODEL, input="More", previous_response_id=first.id, max_output_tokens=50
+        )
+        chain = first.usage.input_tokens + first.usage.output_tokens
+        assert reserved[0] >= chain  # the server bills the whole conversation as input
+        with pytest.raises(hs.ConfigurationError, match="did not produce"):
+            await client.create_response(
+                model=MODEL, input="More", previous_response_id="resp_from_elsewhere"
+            )

@@ -375,3 +375,34 @@ async def test_the_callers_exceptions_come_out_unchanged(
         async with hs.open_client(api_key=KEY, base_url=sim.base_url, health=config()):
             raise group
     assert info.value is group
+
+
+async def test_a_held_request_goes_where_the_monitor_reconnected(
+    autojump_clock: MockClock,
+) -> None:
+    async with (
+        open_simulator(api_key=KEY, profile="fast") as primary,
+        open_simulator(api_key=KEY, profile="fast") as backup,
+        hs.open_client(
+            api_key=KEY,
+            base_url=primary.base_url,
+            fallback_urls=[backup.base_url],
+            health=config(),
+        ) as client,
+    ):
+        assert client.health is not None
+        await client.health.wait_healthy()
+        primary.set_models_fault("status=503")
+        backup.set_models_fault("status=503")
+        await client.health.reconnect()  # every endpoint down: reconnecting
+        assert client.health.state is hs.HealthState.RECONNECTING
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=2)
+            )
+            await trio.sleep(0.01)
+            assert client.health.statistics().pending == 1
+            backup.set_models_fault(None)  # the backup comes back first
+        assert client.health.active_url == backup.base_url
+        assert backup.stats().requests["gpt-4.1"] == 1
+        assert primary.stats().requests["gpt-4.1"] == 0

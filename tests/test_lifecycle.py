@@ -14,7 +14,8 @@ import trio
 from trio.testing import MockClock
 
 import holysheep_trio as hs
-from holysheep_trio._lifecycle import MAX_HELD_ITEMS
+from holysheep_trio._lifecycle import MAX_HELD_EVENTS, MAX_HELD_ITEMS
+from holysheep_trio._tokens import prompt_token_bound
 from holysheep_trio.simulator import Simulator, open_simulator
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
@@ -166,7 +167,7 @@ async def test_empty_chunks_before_output_are_bounded(autojump_clock: MockClock)
 async def test_too_many_informative_chunks_before_output_is_a_protocol_error(
     autojump_clock: MockClock,
 ) -> None:
-    items: list[bytes | float] = [event({"role": "assistant"})] * (MAX_HELD_ITEMS + 1)
+    items: list[bytes | float] = [event({"role": "assistant"})] * (MAX_HELD_EVENTS + 1)
     items += [event({"content": "hi"}), DONE]
     async with mock_client(
         [httpx2.Response(200, headers=SSE, stream=Script(items))],
@@ -348,3 +349,236 @@ async def test_a_one_member_group_from_the_block_comes_out_unchanged() -> None:
         async with hs.open_client(api_key=KEY, base_url=BASE):
             raise group
     assert info.value is group
+
+
+# ---- found by review: accounting when timing is unlucky ----------------------------------
+
+
+async def test_a_committed_attempt_is_not_billed_again_when_its_retry_never_starts(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    prompt = [{"role": "user", "content": "hi"}]
+    async with (
+        hs.open_budget(daily=100.0) as budget,
+        hs.open_client(
+            api_key=KEY,
+            base_url=sim.base_url,
+            limits=hs.Limits(max_concurrent=1),
+            budget=budget,
+        ) as client,
+    ):
+        sim.inject_faults("disconnect_after=0")  # accepted, then cut: billable, retried
+        holder_go = trio.Event()
+        release = trio.Event()
+
+        async def hold_the_only_slot() -> None:
+            await holder_go.wait()
+            async with client._pool.admit("gpt-4.1"):
+                await release.wait()
+
+        original = client._report
+
+        def report(outcome: Any) -> None:
+            if outcome.error is not None:
+                holder_go.set()  # the retry will find no slot
+            original(outcome)
+
+        client._report = report  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hold_the_only_slot)
+            with trio.move_on_after(30) as scope:
+                await client.chat(model="gpt-4.1", messages=prompt, max_tokens=10)
+            release.set()
+        assert scope.cancelled_caught  # gave up while the retry waited for admission
+        spent = (await budget.report()).daily.spent
+        once = budget.worst_case(
+            model="gpt-4.1",
+            prompt_bound=prompt_token_bound({"messages": prompt}),
+            max_output_tokens=10,
+        )
+    assert spent == pytest.approx(once)  # the cut-short attempt, counted once
+
+
+async def test_a_refusal_inside_a_200_costs_nothing(autojump_clock: MockClock) -> None:
+    refusal = {"error": {"code": 429, "message": "slow down"}}
+    async with (
+        hs.open_budget(daily=100.0) as budget,
+        mock_client(
+            [httpx2.Response(200, json=refusal) for _ in range(3)],
+            budget=budget,
+            retry=hs.RetryPolicy(max_retries=2, initial_delay=0.01),
+        ) as client,
+    ):
+        with pytest.raises(hs.RateLimitError):
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=10)
+        assert client.statistics().failed == {"rate_limit": 3}
+        assert (await budget.report()).daily.spent == 0
+
+
+async def test_a_request_cancelled_while_connecting_costs_nothing(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def never_connects(host: str, port: int) -> Any:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(trio, "open_tcp_stream", never_connects)
+    async with (
+        hs.open_budget(daily=100.0) as budget,
+        hs.open_client(api_key=KEY, base_url="http://127.0.0.1:9/v1", budget=budget) as client,
+    ):
+        with trio.move_on_after(2) as scope:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=100)
+        assert scope.cancelled_caught
+        assert (await budget.report()).daily.spent == 0  # the request never left the machine
+
+
+async def _poll_with_short_timeouts(client: hs.Client) -> None:
+    async with client.stream_chat(
+        model="gpt-4.1",
+        messages=MESSAGES,
+        max_tokens=40,
+        extra_headers={"X-Simulator-Fault": "stall_after=2;seconds=25"},
+    ) as stream:
+        while True:
+            with trio.move_on_after(0.5):  # the caller polls with a short timeout
+                try:
+                    await stream.__anext__()
+                except StopAsyncIteration:
+                    return
+
+
+async def test_idle_counts_across_a_callers_short_read_timeouts(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    async with hs.open_client(
+        api_key=KEY, base_url=sim.base_url, timeouts=hs.Timeouts(idle=1.0)
+    ) as client:
+        started = trio.current_time()
+        with pytest.raises(hs.StreamInterruptedError) as info:
+            await _poll_with_short_timeouts(client)
+    cause = info.value.__cause__
+    assert isinstance(cause, hs.APITimeoutError)
+    assert cause.deadline == "idle"
+    assert trio.current_time() - started < 5.0
+
+
+async def test_a_lower_case_authorization_replaces_the_clients(autojump_clock: MockClock) -> None:
+    seen: list[list[str]] = []
+
+    def serve(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.headers.get_list("authorization"))
+        return httpx2.Response(200, headers=SSE, stream=Script([event({"content": "x"}), DONE]))
+
+    async with (
+        httpx2.AsyncClient(transport=httpx2.MockTransport(serve)) as http_client,
+        hs.open_client(http_client=http_client, api_key=KEY, base_url=BASE) as client,
+    ):
+        await client.chat(
+            model="gpt-4.1",
+            messages=MESSAGES,
+            extra_headers={"authorization": "Bearer sk-tenant-key-000"},
+        )
+    assert seen == [["Bearer sk-tenant-key-000"]]
+
+
+async def test_a_status_raised_by_the_users_response_hook_is_typed_by_it(
+    autojump_clock: MockClock,
+) -> None:
+    calls = 0
+
+    def serve(request: httpx2.Request) -> httpx2.Response:
+        nonlocal calls
+        calls += 1
+        return httpx2.Response(401, json={"error": {"message": "bad key"}})
+
+    async def raise_for_status(response: httpx2.Response) -> None:
+        response.raise_for_status()
+
+    async with (
+        httpx2.AsyncClient(
+            transport=httpx2.MockTransport(serve), event_hooks={"response": [raise_for_status]}
+        ) as http_client,
+        hs.open_client(http_client=http_client, api_key=KEY, base_url=BASE) as client,
+    ):
+        with pytest.raises(hs.AuthenticationError) as info:
+            await client.chat(model="gpt-4.1", messages=MESSAGES)
+    assert info.value.kind == "authentication"
+    assert calls == 1  # a 401 is not retried
+
+
+async def test_a_request_refused_before_admission_reports_its_own_duration(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    async with (
+        hs.open_budget(daily=0.000001) as budget,
+        hs.open_client(api_key=KEY, base_url=sim.base_url, budget=budget) as client,
+    ):
+        await trio.sleep(10)  # the clock has run for a while before this request
+        stream = client.stream_chat(model="gpt-4.1", messages=MESSAGES, max_tokens=100)
+        with pytest.raises(hs.BudgetExceededError):
+            await stream.__aenter__()
+    assert stream.completion.duration < 1.0
+
+
+class _Finished:
+    """A telemetry stand-in that keeps what each request's `finished` was told."""
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException | None] = []
+
+    def start_request(self, **kwargs: Any) -> Any:
+        outer = self
+
+        class Observer:
+            def admitted(self, now: float) -> None:
+                pass
+
+            def attempt_failed(self, **kwargs: Any) -> None:
+                pass
+
+            def output(self, now: float) -> None:
+                pass
+
+            def finished(self, *, error: BaseException | None, **kwargs: Any) -> None:
+                outer.errors.append(error)
+
+        return Observer()
+
+
+async def test_an_interrupted_stream_caught_in_the_block_is_still_a_failure(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    telemetry = _Finished()
+    async with (
+        hs.open_client(api_key=KEY, base_url=sim.base_url, telemetry=telemetry) as client,
+        client.stream_chat(
+            model="gpt-4.1",
+            messages=MESSAGES,
+            max_tokens=20,
+            extra_headers={"X-Simulator-Fault": "disconnect_after=3"},
+        ) as stream,
+    ):
+        try:
+            async for _ in stream:
+                pass
+        except hs.StreamInterruptedError:
+            pass  # the documented way to keep .partial
+    assert len(telemetry.errors) == 1
+    assert isinstance(telemetry.errors[0], hs.StreamInterruptedError)
+
+
+async def test_leaving_open_client_by_cancellation_closes_every_socket(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    with trio.move_on_after(5):
+        async with hs.open_client(
+            api_key=KEY, base_url=sim.base_url, health=hs.HealthConfig()
+        ) as client:
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=2)
+            await trio.sleep_forever()
+    assert client._http.is_closed
+    for _ in range(100):
+        if sim.stats().open_connections == 0:
+            break
+        await trio.sleep(0.01)
+    assert sim.stats().open_connections == 0

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx2
 import pytest
 import trio
 import trio.testing
@@ -537,3 +538,84 @@ async def test_a_request_waits_under_its_own_deadline(
                 )
             assert caught.value.deadline == "first_token"
         assert session.statistics().pending == 0
+
+
+# ---- found by review ------------------------------------------------------------------------
+
+
+async def test_a_frame_with_a_malformed_type_fails_its_response_not_the_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        running(reply_tokens=30) as (_, client),
+        client.open_session(
+            health=seeded(), extra_headers={"X-Simulator-Fault": "frame_delay=0.1"}
+        ) as session,
+    ):
+        connection = session._current
+        assert connection is not None
+        real = connection.ws.receive
+        injected = False
+
+        async def receive() -> list[str]:
+            nonlocal injected
+            texts = await real()
+            if texts and not injected:
+                injected = True
+                return [*texts, '{"type": ["response.output_text.delta"], "delta": "x"}']
+            return texts
+
+        connection.ws.receive = receive  # type: ignore[method-assign]
+        with pytest.raises(hs.HolySheepError) as caught:
+            async with session.stream_response(model=MODEL, input="hi") as stream:
+                await read_all(stream)
+        error = caught.value
+        if isinstance(error, hs.StreamInterruptedError):
+            error = error.__cause__  # type: ignore[assignment]
+        assert isinstance(error, hs.StreamProtocolError)
+        # The session goes on: a new response works (on a new connection if need be).
+        await session.health.wait_healthy()
+        assert (await session.create_response(model=MODEL, input="x")).status == "completed"
+
+
+class _Bearer(httpx2.Auth):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def auth_flow(self, request: httpx2.Request) -> Any:
+        request.headers["Authorization"] = f"Bearer {self.key}"
+        yield request
+
+
+async def test_the_upgrade_is_signed_by_the_http_clients_auth(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_simulator(api_key=KEY, profile="fast", reply_tokens=5) as sim,
+        httpx2.AsyncClient(transport=hs.TrioTransport(), auth=_Bearer(KEY)) as http_client,
+        hs.open_client(base_url=sim.base_url, http_client=http_client) as client,
+        client.open_session(health=seeded()) as session,
+    ):
+        response = await session.create_response(model=MODEL, input="hi")
+    assert response.status == "completed"
+
+
+async def test_a_frame_never_written_costs_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        hs.open_budget(daily=100.0) as budget,
+        running(budget=budget) as (_, client),
+        client.open_session(health=seeded(max_attempts=1)) as session,
+    ):
+        connection = session._current
+        assert connection is not None
+
+        async def broken(data: bytes) -> None:
+            raise trio.BrokenResourceError("the network went away")
+
+        # The next write fails: the request's frame never reaches the server.
+        connection.ws._stream.send_all = broken  # type: ignore[method-assign]
+        with pytest.raises(hs.APIConnectionError):
+            await session.create_response(model=MODEL, input="hi", max_output_tokens=100)
+        assert (await budget.report()).daily.spent == 0
