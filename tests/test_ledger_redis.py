@@ -402,6 +402,35 @@ async def test_fail_open_keeps_serving_and_says_so_once(
     assert "fail_open=True" in warnings[0].getMessage()
 
 
+async def test_renewing_during_an_outage_renews_the_local_reservations_and_says_so(
+    own_redis_server: RedisServer,
+) -> None:
+    now = BASE
+    url = f"{own_redis_server.url}?fail_open=true&retry_interval=0.2"
+    async with redis_ledger(url, lambda: now) as redis:
+        await redis.configure(limits=Limits(), timezone="UTC")
+        held = HoldRequest(
+            reservation_id="in redis",
+            owner="o",
+            model="m",
+            amount=5,
+            expires_in=60,
+            limits=Limits(),
+        )
+        assert (await redis.hold(held)).verdict == "granted"
+        own_redis_server.stop()
+        local = HoldRequest(
+            reservation_id="local", owner="o", model="m", amount=5, expires_in=60, limits=Limits()
+        )
+        assert (await redis.hold(local)).verdict == "granted"  # in the local ledger
+        now += dt.timedelta(seconds=50)
+        # The budget must keep the one in Redis to renew it later, not take it for expired.
+        with pytest.raises(hs.LedgerUnavailableError):
+            await redis.renew(RenewRequest(owner="o", leases=(("in redis", 60.0), ("local", 60.0))))
+        row = redis._fallback._store.get("local")
+        assert row.expires == (now + dt.timedelta(seconds=60)).timestamp()
+
+
 async def test_a_cancelled_hold_either_completes_or_changes_nothing(
     redis_server: RedisServer,
 ) -> None:

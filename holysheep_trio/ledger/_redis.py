@@ -745,9 +745,11 @@ class RedisLedger:
     async def renew(self, request: RenewRequest) -> frozenset[str]:
         """See :meth:`holysheep_trio.Ledger.renew`.
 
-        Reservations granted locally during an outage are renewed in the local ledger. With
-        ``fail_open``, an unreachable Redis renews only those: the others may expire in Redis
-        meanwhile, and their late settlements are refunded to their costs.
+        Reservations granted locally during an outage are renewed in the local ledger, first.
+
+        Raises:
+            LedgerUnavailableError: Redis is unreachable (with ``fail_open`` too: the local
+                renewals were made, and the caller keeps the others to renew them later).
         """
         local = tuple(lease for lease in request.leases if lease[0] in self._fallback_ids)
         remote = tuple(lease for lease in request.leases if lease[0] not in self._fallback_ids)
@@ -759,12 +761,7 @@ class RedisLedger:
         args = [request.owner]
         for reservation_id, expires_in in remote:
             args += [reservation_id, repr(float(expires_in))]
-        try:
-            reply = await self._run(self._renew_script, args, doing="renewing reservations")
-        except LedgerUnavailableError:
-            if not self._target.fail_open:
-                raise
-            return frozenset(renewed)
+        reply = await self._run(self._renew_script, args, doing="renewing reservations")
         self._learn(float(reply[1]))
         ids = reply[2] if len(reply) > 2 and isinstance(reply[2], list) else []
         return frozenset(renewed | {str(reservation_id) for reservation_id in ids})
