@@ -19,6 +19,13 @@ The life of one budgeted request (the client's request lifecycle drives it)::
   if everything in flight cost nothing); if the request does not fit only because others hold
   reservations, it waits (FIFO within the process; cross-process by polling) and decides again.
 - **Settle** commits the real cost (:func:`attempt_charge`) and releases the rest.
+- **Expiry is a lease.** A reservation whose owner never settles it (a killed process) counts
+  as spent at its worst case ``expires_in`` seconds after it was made or last renewed. While
+  its :func:`open_budget` block runs, the budget renews every reservation not yet settled
+  (its task extends each one when half of its lifetime is left), so a live request never
+  expires however long it waits in a queue or streams. If one expired all the same (the
+  ledger was unreachable, the process stalled), its settlement replaces the worst case
+  counted at the expiry by the cost it reports, refunding the difference.
 
 Invariant: when every request's real cost is at most its reservation, the committed spend of
 a period never exceeds its limit, whatever the concurrency -- each grant checks
@@ -29,12 +36,15 @@ rule in :func:`holysheep_trio.ledger.decide`, the calendar) are tested without t
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import os
 import secrets
 import socket
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -44,6 +54,7 @@ from typing import Any, Final, Literal
 import attrs
 import trio
 
+from ._groups import BlockGuard
 from .errors import BudgetExceededError, ConfigurationError, LedgerError, UnknownPriceError
 from .ledger import (
     Calendar,
@@ -53,6 +64,7 @@ from .ledger import (
     Ledger,
     LedgerReport,
     Limits,
+    RenewRequest,
     SettleRequest,
     Totals,
     UsageTotals,
@@ -63,6 +75,7 @@ from .ledger import (
     utc_now,
     zone_named,
 )
+from .ledger._core import PeriodName
 from .models import Usage
 from .prices import DEFAULT_PRICES, ModelPrice, format_usd
 
@@ -91,8 +104,8 @@ __all__ = [
 
 #: Picodollars per US dollar: the ledgers' integer unit.
 PICODOLLARS: Final = 10**12
-#: Seconds after which a reservation whose owner never settled it counts as spent, when the
-#: caller gives no ``expires_in`` (the client passes its total deadline plus a margin).
+#: Seconds after which a reservation whose owner never settled (nor renewed) it counts as spent,
+#: when the caller gives no ``expires_in`` (the client passes its total deadline plus a margin).
 DEFAULT_RESERVATION_EXPIRY: Final = 3600.0
 #: Seconds between two looks at a shared (SQLite) ledger while waiting for room.
 DEFAULT_POLL_INTERVAL: Final = 0.05
@@ -103,9 +116,18 @@ LEDGER_WRITE_TIMEOUT: Final = 15.0
 #: stays far inside SQLite's 64-bit integers (9.2 x 10^18 picodollars).
 MAX_USD: Final = 1_000_000.0
 _MAX_PICODOLLARS: Final = int(MAX_USD) * PICODOLLARS
+# A reservation is renewed when this share of its lifetime is left; the others renewed in the
+# same write are those with less than _RENEW_WITH left, so renewals come in batches.
+_RENEW_AT: Final = 0.5
+_RENEW_WITH: Final = 0.75
+#: Seconds before a renewal that failed (the ledger unreachable, locked) is tried again.
+_RENEW_RETRY: Final = 1.0
+
+logger = logging.getLogger("holysheep_trio")
 
 CancelledPolicy = Literal["reserved", "received"]
 _POLICIES: Final = ("reserved", "received")
+_INF: Final = math.inf
 
 
 # --------------------------------------------------------------------------- pure pieces
@@ -421,12 +443,39 @@ def build_report(
 # --------------------------------------------------------------------------- the budget
 
 
+def _spent_exceeds(
+    limits: Limits, totals: Totals, needed: int, periods: tuple[str, str]
+) -> tuple[PeriodName, Totals] | None:
+    """The period where ``spent + needed > limit``, from ``totals`` of the same periods (pure).
+
+    Returns:
+        The period and the totals known for ``periods`` (a period ``totals`` are not of counts
+        as nothing spent), or None when no spend seen rules the request out.
+    """
+    day, month = periods
+    same_day, same_month = totals.day == day, totals.month == month
+    known = Totals(
+        day=day,
+        month=month,
+        day_spent=totals.day_spent if same_day else 0,
+        day_reserved=totals.day_reserved if same_day else 0,
+        month_spent=totals.month_spent if same_month else 0,
+        month_reserved=totals.month_reserved if same_month else 0,
+    )
+    verdict, period = decide(limits, known, needed)
+    if verdict != "exceeded" or period is None:
+        return None
+    return period, known
+
+
 class _Waiter:
-    __slots__ = ("turn",)
+    __slots__ = ("wake",)
 
     def __init__(self) -> None:
-        #: Set once, when this waiter reaches the head of the queue.
-        self.turn = trio.Event()
+        #: Set when it reaches the head of the line (only the head asks the ledger), or when
+        #: the spend seen grew (so that a request that can no longer fit leaves the line at
+        #: once); replaced after each wake-up.
+        self.wake = trio.Event()
 
 
 class Budget:
@@ -465,6 +514,14 @@ class Budget:
         # Set (and replaced) whenever this process releases room, to wake the head waiter.
         self._changed = trio.Event()
         self._closed = False
+        # The reservations to renew (not settled). Weak: one its owner dropped unsettled can
+        # never be settled, so it is left to expire into spend.
+        self._leases: weakref.WeakValueDictionary[str, Reservation] = weakref.WeakValueDictionary()
+        # Set when a reservation is added that must be renewed before the task next wakes by
+        # itself (at _lease_wake; it looks again after every renewal anyway).
+        self._lease_news = trio.Event()
+        self._lease_wake = math.inf
+        self._renewals_failing = False
 
     def __repr__(self) -> str:
         return (
@@ -591,8 +648,17 @@ class Budget:
 
     def _remember(self, totals: Totals) -> None:
         # A retry holds in its own (maybe older) periods: keep the newest periods seen.
-        if (totals.day, totals.month) >= (self._snapshot.day, self._snapshot.month):
-            self._snapshot = totals
+        seen = self._snapshot
+        if (totals.day, totals.month) < (seen.day, seen.month):
+            return
+        self._snapshot = totals
+        grew = (totals.day == seen.day and totals.day_spent > seen.day_spent) or (
+            totals.month == seen.month and totals.month_spent > seen.month_spent
+        )
+        if grew:
+            # Those behind the head check whether they can still fit (see _acquire).
+            for waiter in itertools.islice(self._waiters, 1, None):
+                waiter.wake.set()
 
     def _released(self) -> None:
         self._changed.set()
@@ -626,7 +692,9 @@ class Budget:
             max_output_tokens: The request's ``max_tokens``, or None.
             expires_in: Seconds after which the reservation counts as spent if its owner never
                 settled it (the request's total deadline plus a margin), or None for
-                :data:`DEFAULT_RESERVATION_EXPIRY`.
+                :data:`DEFAULT_RESERVATION_EXPIRY`. The budget renews it while its
+                :func:`open_budget` block runs and the reservation is not settled, so this
+                bounds only how long the room of a killed process stays held.
 
         Returns:
             The :class:`Reservation`; settle it exactly once when the request ends.
@@ -650,10 +718,12 @@ class Budget:
             expires_in=lifetime,
             limits=self._limits,
         )
-        hold = await self._acquire(lambda: self._ledger.hold(request), new=True)
+        hold = await self._acquire(
+            lambda: self._ledger.hold(request), needed=amount, model=model, periods=None
+        )
         if hold.verdict != "granted":
             raise self._exceeded(hold, amount, model)
-        return Reservation(
+        reservation = Reservation(
             self,
             reservation_id=request.reservation_id,
             model=model,
@@ -661,10 +731,12 @@ class Budget:
             prompt_bound=prompt_bound,
             max_output_tokens=output,
             amount=amount,
-            expires_at=trio.current_time() + lifetime,
+            lifetime=lifetime,
             day=hold.totals.day,
             month=hold.totals.month,
         )
+        self._lease(reservation)
+        return reservation
 
     def _expiry(self, expires_in: float | None) -> float:
         if expires_in is None:
@@ -677,32 +749,57 @@ class Budget:
         self,
         attempt: Callable[[], Awaitable[Hold]],
         *,
-        new: bool,
+        needed: int,
+        model: str,
+        periods: tuple[str, str] | None,
         initial: Hold | None = None,
+        changed: trio.Event | None = None,
     ) -> Hold:
         """Hold room, waiting FIFO while it does not fit only because of reservations.
 
+        Args:
+            attempt: One ledger hold.
+            needed: The picodollars asked for.
+            model: The model (for an error).
+            periods: The day and month the hold counts in (a retry's own), or None for a new
+                reservation (the current ones; it may also fit in the next day).
+            initial: A ``"wait"`` answer already obtained.
+            changed: With ``initial``: the release event as it was *before* that ledger
+                write, so that a release landing during the write still wakes this wait.
+
         Returns:
             A ``"granted"`` or ``"exceeded"`` hold.
+
+        Raises:
+            BudgetExceededError: Before queueing behind others, or while in line: the spend
+                seen already leaves no room (confirmed by a fresh read of the ledger).
         """
         hold = initial
-        changed = self._changed
-        if hold is None and not self._waiters:
-            hold = await attempt()
-            self._remember(hold.totals)
-            if hold.verdict != "wait":
-                return hold
+        if changed is None or hold is None:
+            changed = self._changed
+        if hold is None:
+            if not self._waiters:
+                hold = await attempt()
+                self._remember(hold.totals)
+                if hold.verdict != "wait":
+                    return hold
+            else:
+                # Only the head asks the ledger; one that can never fit must not queue.
+                await self._refuse_if_exceeded(needed, model, periods)
         waiter = _Waiter()
         self._waiters.append(waiter)
-        if self._waiters[0] is waiter:
-            waiter.turn.set()
         try:
             while True:
-                if not waiter.turn.is_set():
-                    await waiter.turn.wait()
+                if self._waiters[0] is not waiter:
+                    while self._waiters[0] is not waiter:
+                        await waiter.wake.wait()
+                        # Replaced before looking, so a later signal is never lost.
+                        waiter.wake = trio.Event()
+                        # At the head now, or the spend grew: can it still fit?
+                        await self._refuse_if_exceeded(needed, model, periods)
                     hold = None  # others went first: look again at once
                 if hold is not None:
-                    with trio.move_on_after(self._wait_time(hold, new=new)):
+                    with trio.move_on_after(self._wait_time(hold, new=periods is None)):
                         await changed.wait()
                 changed = self._changed
                 hold = await attempt()
@@ -713,7 +810,100 @@ class Budget:
             head = self._waiters[0] is waiter
             self._waiters.remove(waiter)
             if head and self._waiters:
-                self._waiters[0].turn.set()
+                self._waiters[0].wake.set()
+
+    async def _refuse_if_exceeded(
+        self, needed: int, model: str, periods: tuple[str, str] | None
+    ) -> None:
+        """Raise :class:`BudgetExceededError` if ``spent + needed > limit`` already.
+
+        Decided from the last totals seen (those of the request's own periods only), then
+        confirmed by a fresh read of the ledger: spent only grows within a period, except
+        when a late settlement is refunded, and the error carries the ledger's numbers.
+        """
+        if periods is None:
+            now = self._calendar.periods(self._calendar.now())
+            periods = (now.day, now.month)
+        if _spent_exceeds(self._limits, self._snapshot, needed, periods) is None:
+            return
+        found = await self._ledger.report()
+        self._remember(found.totals)
+        refused = _spent_exceeds(self._limits, found.totals, needed, periods)
+        if refused is not None:
+            period, totals = refused
+            raise self._exceeded(
+                Hold(verdict="exceeded", period=period, totals=totals), needed, model
+            )
+
+    # ---- leases --------------------------------------------------------------------------
+
+    def _lease(self, reservation: Reservation) -> None:
+        """Renew ``reservation`` until it is settled (or dropped, or the budget closed)."""
+        self._leases[reservation._id] = reservation
+        if reservation._renew_at(_RENEW_AT) < self._lease_wake:
+            self._lease_news.set()
+
+    async def _keep_leases(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Renew the reservations not yet settled before they expire (the budget's task)."""
+        task_status.started()
+        while True:
+            self._lease_news = trio.Event()
+            # No strong reference is kept across the wait: a dropped reservation must go.
+            wake = min(
+                (reservation._renew_at(_RENEW_AT) for reservation in self._leases.values()),
+                default=_INF,
+            )
+            if wake > trio.current_time():
+                self._lease_wake = wake
+                with trio.move_on_at(wake):
+                    await self._lease_news.wait()
+                continue
+            try:
+                await self._renew_due()
+            except LedgerError as exc:
+                if not self._renewals_failing:
+                    logger.warning(
+                        "renewing budget reservations failed, trying again every %g s: %s",
+                        _RENEW_RETRY,
+                        exc,
+                    )
+                self._renewals_failing = True
+                await trio.sleep(_RENEW_RETRY)
+            else:
+                self._renewals_failing = False
+
+    async def _renew_due(self) -> None:
+        """Renew, in one write, the reservations with less than ``_RENEW_WITH`` of their
+        lifetime left."""
+        now = trio.current_time()
+        due = [
+            reservation
+            for reservation in self._leases.values()
+            if reservation._renew_at(_RENEW_WITH) <= now
+        ]
+        await self._renew(due)
+
+    async def _renew(self, reservations: Sequence[Reservation]) -> frozenset[str]:
+        """Extend the reservations' expiries in one ledger write; returns the ids extended."""
+        started = trio.current_time()
+        renewed = await self._ledger.renew(
+            RenewRequest(
+                owner=self._owner,
+                leases=tuple(
+                    (reservation._id, reservation._lifetime) for reservation in reservations
+                ),
+            )
+        )
+        for reservation in reservations:
+            if reservation._id in renewed:
+                reservation._expires_at = max(
+                    reservation._expires_at, started + reservation._lifetime
+                )
+            elif self._leases.get(reservation._id) is reservation:
+                # It expired already (its settlement will be refunded to its cost), or it
+                # holds nothing now; a granted retry leases it again.
+                del self._leases[reservation._id]
+        return renewed
 
     def _wait_time(self, hold: Hold, *, new: bool) -> float:
         """Seconds until the verdict may change without this process releasing room."""
@@ -793,7 +983,7 @@ class Reservation:
         prompt_bound: int,
         max_output_tokens: int,
         amount: int,
-        expires_at: float,
+        lifetime: float,
         day: str,
         month: str,
     ) -> None:
@@ -804,7 +994,10 @@ class Reservation:
         self._prompt_bound = prompt_bound
         self._max_output_tokens = max_output_tokens
         self._amount = amount
-        self._expires_at = expires_at
+        # Seconds the reservation lives without renewal, and when it expires (trio's clock;
+        # an estimate no earlier than the ledger's, which renewals keep well ahead of).
+        self._lifetime = lifetime
+        self._expires_at = trio.current_time() + lifetime
         self._day = day
         self._month = month
         self._held = amount  # held for the attempt in flight (0 after a failed re-hold)
@@ -869,10 +1062,52 @@ class Reservation:
             owner=budget._owner,
             model=self._model,
             amount=amount,
-            expires_in=max(1.0, self._expires_at - trio.current_time()),
+            # A retry's room is held for a whole lifetime again: it is a new attempt.
+            expires_in=self._lifetime,
             limits=budget._limits,
             charge=charge,
         )
+
+    def _renew_at(self, share: float) -> float:
+        """When ``share`` of the lifetime is left before the expiry (trio's clock)."""
+        return self._expires_at - share * self._lifetime
+
+    def _held_again(self) -> None:
+        """A hold was granted: the ledger's expiry is a whole lifetime from now."""
+        self._attempt_open = True
+        self._held = self._amount
+        self._expires_at = trio.current_time() + self._lifetime
+        self._budget._lease(self)
+
+    async def renew(self, expires_in: float | None = None) -> bool:
+        """Extend the reservation's expiry to ``expires_in`` seconds from now (never sooner).
+
+        The budget renews its reservations by itself while its :func:`open_budget` block runs,
+        so a request that waits or streams long keeps its room without this call; it serves to
+        restart the clock with a new lifetime (e.g. the total deadline in force once the
+        request is admitted, plus a margin), which later renewals and retries use too.
+
+        Args:
+            expires_in: The new lifetime in seconds, or None to keep the current one.
+
+        Returns:
+            Whether it was extended: False when it had expired already (its room was counted
+            as spent; its settlement then refunds the difference to the cost it reports).
+
+        Raises:
+            ValueError: ``expires_in`` is not a number > 0.
+            LedgerError: The ledger failed; the reservation keeps its current expiry.
+            RuntimeError: The reservation was settled.
+        """
+        if self._settled:
+            raise RuntimeError("renew() after settle()")
+        budget = self._budget
+        if expires_in is not None:
+            self._lifetime = budget._expiry(expires_in)
+        if self._id not in await budget._renew([self]):
+            return False
+        budget._lease(self)
+        return True
 
     async def retry(self, previous: AttemptBill) -> None:
         """Make room for a retry of the request, after ``previous`` failed.
@@ -895,6 +1130,10 @@ class Reservation:
         if charge is None and self._attempt_open:
             await trio.lowlevel.checkpoint()
             return
+        periods = (self._day, self._month)
+        # Taken before the ledger write: a settlement that lands during the write must wake
+        # the wait below (the event is replaced by every release).
+        changed = budget._changed
         initial: Hold | None = None
         if charge is not None:
             # Commit the cost and release the room in one shielded step, so "charged" and
@@ -908,20 +1147,33 @@ class Reservation:
             budget._remember(hold.totals)
             budget._released()
             if amount and hold.verdict == "granted":
-                self._attempt_open = True
-                self._held = self._amount
+                self._held_again()
                 return
             if hold.verdict == "exceeded":
                 raise budget._exceeded(hold, self._amount, self._model)
+            if not amount:
+                # The totals of this very write decide whether waiting in line makes sense.
+                refused = _spent_exceeds(budget._limits, hold.totals, self._amount, periods)
+                if refused is not None:
+                    period, totals = refused
+                    raise budget._exceeded(
+                        Hold(verdict="exceeded", period=period, totals=totals),
+                        self._amount,
+                        self._model,
+                    )
             initial = hold if amount else None
         request = self._hold_request(self._amount, None)
         hold = await budget._acquire(
-            lambda: budget._ledger.hold(request), new=False, initial=initial
+            lambda: budget._ledger.hold(request),
+            needed=self._amount,
+            model=self._model,
+            periods=periods,
+            initial=initial,
+            changed=changed,
         )
         if hold.verdict != "granted":
             raise budget._exceeded(hold, self._amount, self._model)
-        self._attempt_open = True
-        self._held = self._amount
+        self._held_again()
 
     async def settle(self, last: AttemptBill | None) -> None:
         """End the request: commit its last attempt's cost and release the rest.
@@ -931,6 +1183,9 @@ class Reservation:
         cost follows :func:`attempt_charge`; with ``last=None`` (or after a :meth:`retry` that
         raised) the last attempt costs nothing. Committed before it returns; wakes requests
         waiting for room.
+
+        If the reservation expired meanwhile (its room counted as spent at the worst case),
+        the ledger replaces that by the cost settled, refunding the difference.
 
         Raises:
             LedgerError: The ledger failed or took too long; the reservation will expire into
@@ -942,6 +1197,8 @@ class Reservation:
         self._settled = True
         charge = self._charge_for(last) if self._attempt_open else None
         budget = self._budget
+        if budget._leases.get(self._id) is self:
+            del budget._leases[self._id]  # renewed no more: settled, or left to expire
         with _bounded_write("settling"):
             totals = await budget._ledger.settle(
                 SettleRequest(reservation_id=self._id, model=self._model, charge=charge)
@@ -999,6 +1256,9 @@ async def open_budget(
     fail_open: bool | None = None,
 ) -> AsyncIterator[Budget]:
     """Open a budget over a ledger; use with ``async with``. Leaving the block closes the ledger.
+
+    While the block runs, a task of the budget renews the reservations not yet settled (see
+    ``expires_in`` of :meth:`Budget.reserve`); leaving the block stops it.
 
     Args:
         daily: USD per calendar day, or None for no daily limit.
@@ -1077,10 +1337,17 @@ async def open_budget(
             poll_interval=float(poll_interval),
             snapshot=found.totals,
         )
-        try:
-            yield budget
-        finally:
-            budget._closed = True
+        # The budget's task renews its reservations; what the caller's block raises comes out
+        # as it was, a bug of the task as that one exception (see _groups.BlockGuard).
+        guard = BlockGuard()
+        async with guard.outer(), trio.open_nursery() as nursery:
+            await nursery.start(budget._keep_leases)
+            try:
+                async with guard.inner():
+                    yield budget
+            finally:
+                budget._closed = True
+                nursery.cancel_scope.cancel()
 
 
 async def read_usage(

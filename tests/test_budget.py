@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,19 @@ from holysheep_trio.budget import (
     to_picodollars,
 )
 from holysheep_trio.cli import main
-from holysheep_trio.ledger import Calendar, Charge, Limits, MemoryLedger, SettleRequest, Totals
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+from holysheep_trio.ledger import (
+    Calendar,
+    Charge,
+    HoldRequest,
+    Limits,
+    MemoryLedger,
+    RenewRequest,
+    SettleRequest,
+    Totals,
+)
 
 UTC = dt.timezone.utc
 NOON = dt.datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -334,7 +347,8 @@ async def test_an_expired_reservation_wakes_its_waiters(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with hs.open_budget(daily=0.015, clock=trio_clock(NOON)) as budget:
-        await budget.reserve(**{**SMALL, "expires_in": 60})  # never settled (its owner hangs)
+        # Dropped unsettled (its owner is gone): nobody can settle it, so nobody renews it.
+        await budget.reserve(**{**SMALL, "expires_in": 60})
         with pytest.raises(hs.BudgetExceededError):
             await budget.reserve(**SMALL)  # waits, then the expiry turns it into spend
         assert trio.current_time() == pytest.approx(60)
@@ -672,3 +686,302 @@ async def test_a_retry_queues_behind_earlier_waiters(
         assert order == ["waiter", "first retried"]
         await first.settle(None)
         assert (await budget.report()).daily.spent == pytest.approx(ONE)
+
+
+# --------------------------------------------------------------------------- leases and refunds
+
+
+def _bare_budget(ledger: MemoryLedger, *, daily: float, cancelled: Any = "reserved") -> Budget:
+    """A budget over ``ledger`` without the task of open_budget (so nothing renews it)."""
+    return Budget(
+        ledger=ledger,
+        calendar=ledger._calendar,
+        limits=Limits(daily=to_picodollars(daily, round_up=False)),
+        timezone="UTC",
+        prices=hs.DEFAULT_PRICES,
+        cancelled=cancelled,
+        reservation_expiry=3600,
+        poll_interval=0.05,
+        snapshot=Totals(day="2026-12-04", month="2026-12"),
+    )
+
+
+async def _unreachable(self: MemoryLedger, request: RenewRequest) -> frozenset[str]:
+    await trio.lowlevel.checkpoint()
+    raise hs.LedgerUnavailableError("the ledger is unreachable")
+
+
+USAGE = hs.Usage(prompt_tokens=100, completion_tokens=200, total_tokens=300)
+WITH_USAGE = hs.AttemptBill(billable=True, completed=True, usage=USAGE)
+USAGE_COST = (100 * 2 + 200 * 8) / 1e6
+
+
+async def test_a_live_request_keeps_its_room_however_long_it_waits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with hs.open_budget(daily=0.015, clock=trio_clock(NOON)) as budget:
+        reservation = await budget.reserve(**{**SMALL, "expires_in": 60})
+        await trio.sleep(3600)  # queued behind the client's limits, then a long stream
+        report = await budget.report()
+        assert (report.daily.spent, report.daily.reserved, report.in_flight) == (
+            0,
+            pytest.approx(ONE),
+            1,
+        )
+        await reservation.settle(WITH_USAGE)
+        # The room came back: another request fits at once.
+        await (await budget.reserve(**SMALL)).settle(None)
+        report = await budget.report()
+    assert report.daily.spent == pytest.approx(USAGE_COST)
+    assert (report.models["gpt-4.1"].expired, report.models["gpt-4.1"].requests) == (0, 2)
+
+
+async def test_a_reservation_that_expired_all_the_same_is_refunded_to_its_cost(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(MemoryLedger, "renew", _unreachable)
+    async with hs.open_budget(daily=0.015, clock=trio_clock(NOON)) as budget:
+        reservation = await budget.reserve(**{**SMALL, "expires_in": 60})
+        await trio.sleep(600)  # renewals fail: it expires, counted at its worst case
+        report = await budget.report()
+        assert (report.daily.spent, report.daily.reserved) == (pytest.approx(ONE), 0)
+        assert report.models["gpt-4.1"].expired == 1
+        with pytest.raises(hs.BudgetExceededError):
+            await budget.reserve(**SMALL)
+        # Its owner was alive and settles with the server's usage: that replaces the worst
+        # case, so the ledger equals the bill and the room is back.
+        await reservation.settle(WITH_USAGE)
+        report = await budget.report()
+        await (await budget.reserve(**SMALL)).settle(None)
+    assert report.daily.spent == pytest.approx(USAGE_COST)
+    assert report.models["gpt-4.1"] == hs.ModelUsage(
+        requests=1, prompt_tokens=100, completion_tokens=200, cost=pytest.approx(USAGE_COST)
+    )
+    failures = [record for record in caplog.records if "renewing" in record.getMessage()]
+    assert len(failures) == 1  # one warning, however many tries
+    assert failures[0].levelname == "WARNING"
+
+
+async def test_a_retry_holds_its_room_for_a_whole_lifetime_again(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MemoryLedger, "renew", _unreachable)  # the lifetime alone counts
+    async with hs.open_budget(daily=1, clock=trio_clock(NOON)) as budget:
+        reservation = await budget.reserve(**{**SMALL, "expires_in": 60})
+        await trio.sleep(50)
+        await reservation.retry(CUT_SHORT)  # the new attempt's room: 60 s from now
+        await trio.sleep(55)
+        report = await budget.report()
+        assert (report.daily.spent, report.daily.reserved) == (
+            pytest.approx(ONE),
+            pytest.approx(ONE),
+        )
+        await trio.sleep(10)  # 115 s: 65 s after the retry
+        report = await budget.report()
+        assert (report.daily.spent, report.daily.reserved) == (pytest.approx(2 * ONE), 0)
+        await reservation.settle(None)
+
+
+async def test_renew_restarts_the_clock(autojump_clock: trio.testing.MockClock) -> None:
+    ledger = MemoryLedger(calendar=Calendar(zone=ZoneInfo("UTC"), clock=trio_clock(NOON)))
+    budget = _bare_budget(ledger, daily=1)
+    reservation = await budget.reserve(**{**SMALL, "expires_in": 60})
+    await trio.sleep(50)
+    assert await reservation.renew(expires_in=600)  # admitted: 600 s from now
+    await trio.sleep(590)
+    assert (await budget.report()).daily.reserved == pytest.approx(ONE)
+    await trio.sleep(20)
+    report = await budget.report()
+    assert (report.daily.spent, report.models["gpt-4.1"].expired) == (pytest.approx(ONE), 1)
+    assert not await reservation.renew()  # expired: it stays so
+    await reservation.settle(WITH_USAGE)
+    report = await budget.report()
+    assert (report.daily.spent, report.models["gpt-4.1"].expired) == (
+        pytest.approx(USAGE_COST),
+        0,
+    )
+    with pytest.raises(RuntimeError, match="after settle"):
+        await reservation.renew()
+    other = await budget.reserve(**SMALL)
+    with pytest.raises(ValueError, match="expires_in"):
+        await other.renew(expires_in=0)
+    await other.settle(None)
+
+
+async def test_the_callers_exceptions_come_out_of_open_budget_as_they_were() -> None:
+    error = KeyError("mine")
+    with pytest.raises(KeyError) as caught:
+        async with hs.open_budget():
+            raise error
+    assert caught.value is error
+    group = BaseExceptionGroup("mine", [ValueError(1), TypeError(2)])
+    with pytest.raises(BaseExceptionGroup) as caught_group:
+        async with hs.open_budget():
+            raise group
+    assert caught_group.value is group
+
+
+# --------------------------------------------------------------------------- wake-ups
+
+
+async def test_a_settlement_during_a_retrys_write_wakes_the_retry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class SlowAnswers(MemoryLedger):
+        """A retry's charge is committed at once, but its answer comes a second later (a
+        busy file, a slow network)."""
+
+        async def hold(self, request: HoldRequest) -> hs.ledger.Hold:
+            hold = await super().hold(request)
+            if request.charge is not None:
+                await trio.sleep(1)
+            return hold
+
+    ledger = SlowAnswers(calendar=Calendar(zone=ZoneInfo("UTC"), clock=trio_clock(NOON)))
+    # Room for two worst cases: the retry's new room is there once `first` settles.
+    budget = _bare_budget(ledger, daily=0.0201, cancelled="received")
+    first = await budget.reserve(**SMALL)
+    second = await budget.reserve(**SMALL)
+    async with trio.open_nursery() as nursery:
+
+        async def settle_meanwhile() -> None:
+            await trio.sleep(0.5)  # while the retry's write is on its way back
+            await first.settle(None)
+
+        nursery.start_soon(settle_meanwhile)
+        with trio.fail_after(10):
+            await second.retry(CUT_SHORT)
+    assert trio.current_time() == pytest.approx(1)
+    await second.settle(None)
+
+
+# --------------------------------------------------------------------------- refused in line
+
+
+def _tokens(output: int) -> dict[str, Any]:
+    """A gpt-4.1 request of ``output`` tokens ($8 per million), no prompt."""
+    return {"model": "gpt-4.1", "prompt_bound": 0, "max_output_tokens": output, "expires_in": None}
+
+
+async def test_a_request_that_can_never_fit_is_refused_at_once_behind_a_waiter(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with hs.open_budget(daily=1.0, clock=trio_clock(NOON)) as budget:
+        await (await budget.reserve(**_tokens(100_000))).settle(CUT_SHORT)  # $0.80 spent
+        in_flight = await budget.reserve(**_tokens(20_000))  # $0.16 held
+        served: list[str] = []
+        async with trio.open_nursery() as nursery:
+
+            async def head() -> None:  # $0.08 fits once `in_flight` settles: it waits
+                await (await budget.reserve(**_tokens(10_000))).settle(None)
+                served.append("head")
+
+            nursery.start_soon(head)
+            await trio.sleep(1)
+            assert budget.waiting == 1
+            with pytest.raises(hs.BudgetExceededError) as caught:
+                await budget.reserve(**_tokens(50_000))  # $0.80 + $0.40 > $1: never fits
+            assert trio.current_time() == pytest.approx(1)
+            assert budget.waiting == 1
+            await trio.sleep(300)
+            await in_flight.settle(None)
+    assert served == ["head"]
+    error = caught.value
+    assert (error.period, error.limit, error.model) == ("daily", 1.0, "gpt-4.1")
+    assert (error.spent, error.reserved, error.needed) == (
+        pytest.approx(0.80),
+        pytest.approx(0.16),
+        pytest.approx(0.40),
+    )
+    assert error.resets_at == dt.datetime(2026, 12, 5, tzinfo=UTC)
+
+
+async def test_a_waiter_that_can_no_longer_fit_leaves_the_line_when_spend_grows(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with hs.open_budget(daily=1.0, clock=trio_clock(NOON)) as budget:
+        long_stream = await budget.reserve(**_tokens(62_500))  # $0.50 held
+        cut_short = await budget.reserve(**_tokens(37_500))  # $0.30 held
+        events: list[tuple[str, float]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def head() -> None:  # $0.30: waits for room
+                reservation = await budget.reserve(**_tokens(37_500))
+                events.append(("head granted", trio.current_time()))
+                await reservation.settle(None)
+
+            async def behind() -> None:  # $0.75 fits $1 now, but not after $0.30 are spent
+                try:
+                    await budget.reserve(**_tokens(93_750))
+                except hs.BudgetExceededError as error:
+                    events.append((f"behind refused: {error.spent:.2f} spent", trio.current_time()))
+
+            nursery.start_soon(head)
+            await trio.sleep(1)
+            nursery.start_soon(behind)
+            await trio.sleep(1)
+            assert budget.waiting == 2
+            await trio.sleep(8)
+            await cut_short.settle(CUT_SHORT)  # t = 10: $0.30 spent for good
+            await trio.sleep(10)
+            await long_stream.settle(None)  # t = 20: room for the head
+    assert events == [("behind refused: 0.30 spent", 10.0), ("head granted", 20.0)]
+
+
+async def test_a_stale_view_of_the_spend_refuses_nothing_that_fits(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """Spent comes down when another process's late settlement is refunded: a request is
+    refused only on the ledger's own numbers, never on an old view of them."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    clock = trio_clock(NOON)
+    calendar = Calendar(zone=ZoneInfo("UTC"), clock=clock)
+
+    async def until(condition: Callable[[], bool]) -> None:
+        # Virtual time stands still (mock_clock without autojump): only the worker threads
+        # of the SQLite ledger move on, so we wait for their answers by yielding.
+        while not condition():
+            await trio.lowlevel.checkpoint()
+
+    async with (
+        hs.open_budget(daily=0.025, ledger=url, clock=clock, poll_interval=1000) as budget,
+        hs.ledger.open_ledger(url, calendar=calendar) as other_process,
+    ):
+        x = HoldRequest(
+            reservation_id="x",
+            owner="another process",
+            model="gpt-4.1",
+            amount=to_picodollars(ONE, round_up=True),
+            expires_in=10,
+            limits=Limits(),
+        )
+        assert (await other_process.hold(x)).verdict == "granted"
+        first = await budget.reserve(**SMALL)
+        mock_clock.jump(20)  # x expires: its $0.01 is spent
+        outcomes: list[str] = []
+        async with trio.open_nursery() as nursery:
+
+            async def wants(name: str, bill: dict[str, Any]) -> None:
+                try:
+                    reservation = await budget.reserve(**bill)
+                except hs.BudgetExceededError:
+                    outcomes.append(name + " refused")
+                    return
+                outcomes.append(name + " granted")
+                await reservation.settle(None)
+
+            # $0.01 spent + $0.01 held + $0.01 > $0.025: waits (polling every 1000 s).
+            nursery.start_soon(wants, "head", SMALL)
+            await until(lambda: budget.waiting == 1)
+            # The other process was alive: its late settlement gives the $0.01 back.
+            await other_process.settle(SettleRequest(reservation_id="x", model="gpt-4.1"))
+            # $0.02: this process last saw $0.01 spent ($0.03 > $0.025) but the ledger says 0.
+            nursery.start_soon(wants, "second", _tokens(2_500))
+            await until(lambda: budget.waiting == 2 or bool(outcomes))
+            assert outcomes == []
+            await first.settle(None)
+            await until(lambda: len(outcomes) == 2)
+            nursery.cancel_scope.cancel()
+    assert outcomes == ["head granted", "second granted"]

@@ -36,7 +36,14 @@ from holysheep_trio.ledger import (
     open_ledger,
     periods_at,
 )
-from holysheep_trio.ledger._core import TOMBSTONE_SECONDS, apply_hold, apply_settle, read_report
+from holysheep_trio.ledger._core import (
+    TOMBSTONE_SECONDS,
+    RenewRequest,
+    apply_hold,
+    apply_renew,
+    apply_settle,
+    read_report,
+)
 from holysheep_trio.ledger._memory import MemoryStore
 
 UTC = dt.timezone.utc
@@ -246,8 +253,8 @@ class LedgerRules(RuleBasedStateMachine):
         self.held[reservation_id] = amount if hold.verdict == "granted" else 0
 
     @precondition(lambda self: self.known)
-    @rule(data=st.data(), cancelled=st.booleans())
-    def settle(self, data: st.DataObject, cancelled: bool) -> None:
+    @rule(data=st.data(), cancelled=st.booleans(), free=st.booleans())
+    def settle(self, data: st.DataObject, cancelled: bool, free: bool) -> None:
         reservation_id = data.draw(st.sampled_from(self.known))
         held = self.held.pop(reservation_id, 0)
         self.known.remove(reservation_id)
@@ -255,11 +262,25 @@ class LedgerRules(RuleBasedStateMachine):
         request = SettleRequest(
             reservation_id=reservation_id,
             model="m",
-            charge=Charge(cost=cost, cancelled=cancelled) if held or cost else None,
+            # free: the last attempt cost nothing (refused, or never sent)
+            charge=None if free or not (held or cost) else Charge(cost=cost, cancelled=cancelled),
         )
         stamp, periods = self.now.timestamp(), self._periods()
         in_memory = apply_settle(self.memory, request, now=stamp, periods=periods)
         assert in_memory == self.sqlite._settle_sync(request, stamp, periods)
+
+    @precondition(lambda self: self.known)
+    @rule(data=st.data(), minutes=st.integers(min_value=1, max_value=120))
+    def renew(self, data: st.DataObject, minutes: int) -> None:
+        chosen = data.draw(st.lists(st.sampled_from([*self.known, "unknown"]), max_size=4))
+        owner = data.draw(st.sampled_from(["test", "test", "someone else"]))
+        request = RenewRequest(owner=owner, leases=tuple((i, minutes * 60.0) for i in chosen))
+        stamp = self.now.timestamp()
+        renewed = apply_renew(self.memory, request, now=stamp)
+        assert renewed == self.sqlite._renew_sync(request, stamp)
+        assert renewed <= set(chosen) - {"unknown"}
+        if owner != "test":
+            assert not renewed
 
     @rule(minutes=st.integers(min_value=1, max_value=24 * 60))
     def time_passes(self, minutes: int) -> None:
@@ -293,40 +314,128 @@ LedgerRules.TestCase.settings = settings(max_examples=60, stateful_step_count=40
 TestLedgerRules = LedgerRules.TestCase
 
 
-def test_expiry_counts_the_held_amount_and_a_late_settlement_only_adds_the_excess() -> None:
-    store = MemoryStore()
+class Rules:
+    """The ledger rules over one store (memory, or an SQLite file), one transaction per call."""
+
+    def __init__(self, kind: str, directory: str) -> None:
+        self.memory = MemoryStore() if kind == "memory" else None
+        self.sqlite = _sqlite_ledger(directory) if kind == "sqlite" else None
+        self.periods = periods_at(BASE, ZoneInfo("UTC"))
+
+    def hold(self, request: HoldRequest, now: float) -> hs.ledger.Hold:
+        if self.sqlite is not None:
+            return self.sqlite._hold_sync(request, now, self.periods)
+        assert self.memory is not None
+        return apply_hold(self.memory, request, now=now, periods=self.periods)
+
+    def settle(self, request: SettleRequest, now: float) -> Totals:
+        if self.sqlite is not None:
+            return self.sqlite._settle_sync(request, now, self.periods)
+        assert self.memory is not None
+        return apply_settle(self.memory, request, now=now, periods=self.periods)
+
+    def renew(self, request: RenewRequest, now: float) -> frozenset[str]:
+        if self.sqlite is not None:
+            return self.sqlite._renew_sync(request, now)
+        assert self.memory is not None
+        return apply_renew(self.memory, request, now=now)
+
+    def report(self, now: float) -> hs.ledger.LedgerReport:
+        if self.sqlite is not None:
+            return self.sqlite._report_sync(now, self.periods)
+        assert self.memory is not None
+        return read_report(self.memory, now=now, periods=self.periods)
+
+    def close(self) -> None:
+        if self.sqlite is not None:
+            self.sqlite._db.close()  # type: ignore[union-attr]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def rules(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    found = Rules(request.param, str(tmp_path))
+    yield found
+    found.close()
+
+
+def test_expiry_counts_the_held_amount_and_a_late_settlement_replaces_it_by_the_cost(
+    rules: Rules,
+) -> None:
     now = BASE.timestamp()
-    periods = periods_at(BASE, ZoneInfo("UTC"))
     request = HoldRequest(
         reservation_id="a", owner="o", model="m", amount=500, expires_in=60, limits=LIMITS
     )
-    assert apply_hold(store, request, now=now, periods=periods).verdict == "granted"
+    assert rules.hold(request, now).verdict == "granted"
     later = now + 61
-    report = read_report(store, now=later, periods=periods)  # reading counts it, writes nothing
+    report = rules.report(later)  # reading counts it, writes nothing
     assert (report.totals.day_spent, report.totals.day_reserved) == (500, 0)
     assert report.day_models["m"].expired == 1
-    assert store.get("a") is not None
-    assert store.get("a").live
-    # The owner was only slow: it settles at 300 (< 500 counted): nothing is added.
-    apply_settle(
-        store,
-        SettleRequest(reservation_id="a", model="m", charge=Charge(cost=300)),
-        now=later,
-        periods=periods,
+    assert rules.report(now).totals.day_reserved == 500
+    # Its owner was alive after all (a long queue, a stalled process): the 300 it reports
+    # replace the 500 counted at the expiry, as if it had settled in time.
+    charge = Charge(cost=300, prompt_tokens=10, completion_tokens=20)
+    rules.settle(SettleRequest(reservation_id="a", model="m", charge=charge), later)
+    report = rules.report(later)
+    assert (report.totals.day_spent, report.totals.month_spent) == (300, 300)
+    assert report.day_models["m"] == hs.ledger.UsageTotals(
+        requests=1, prompt_tokens=10, completion_tokens=20, cost=300
     )
-    report = read_report(store, now=later, periods=periods)
-    assert report.totals.day_spent == 500
-    assert report.day_models["m"].requests == 1
-    assert store.get("a") is None
-    # Another one settles above what was counted at its expiry: the excess is added.
-    apply_hold(store, attrs_hold(request, "b"), now=later, periods=periods)
-    apply_settle(
-        store,
-        SettleRequest(reservation_id="b", model="m", charge=Charge(cost=700)),
-        now=later + 3600,
-        periods=periods,
+    # Above what was counted at the expiry: the excess is added.
+    rules.hold(attrs_hold(request, "b"), later)
+    rules.settle(
+        SettleRequest(reservation_id="b", model="m", charge=Charge(cost=700)), later + 3600
     )
-    assert read_report(store, now=later + 3600, periods=periods).totals.day_spent == 1200
+    assert rules.report(later + 3600).totals.day_spent == 300 + 700
+    # One whose attempt cost nothing (refused, never sent) gets its whole worst case back.
+    rules.hold(attrs_hold(request, "c"), later)
+    assert rules.report(later + 3600).totals.day_spent == 1000 + 500
+    rules.settle(SettleRequest(reservation_id="c", model="m"), later + 3600)
+    report = rules.report(later + 3600)
+    assert report.totals.day_spent == 1000
+    assert (report.day_models["m"].requests, report.day_models["m"].expired) == (3, 0)
+    # A retry's charge replaces the worst case of its expired attempt the same way, and the
+    # room for the next attempt is held again, live.
+    rules.hold(attrs_hold(request, "d"), later)
+    import attrs
+
+    retry = attrs.evolve(request, reservation_id="d", amount=400, charge=Charge(cost=100))
+    hold = rules.hold(retry, later + 3600)
+    assert (hold.verdict, hold.totals.day_spent, hold.totals.day_reserved) == (
+        "granted",
+        1100,
+        400,
+    )
+    report = rules.report(later + 3600)
+    assert (report.live, report.day_models["m"].expired, report.day_models["m"].cost) == (
+        1,
+        0,
+        1100,
+    )
+
+
+def test_a_live_owner_renews_its_reservations(rules: Rules) -> None:
+    now = BASE.timestamp()
+    for reservation_id, owner in (("a", "o"), ("b", "o"), ("c", "other")):
+        request = HoldRequest(
+            reservation_id=reservation_id,
+            owner=owner,
+            model="m",
+            amount=500,
+            expires_in=60,
+            limits=LIMITS,
+        )
+        assert rules.hold(request, now).verdict == "granted"
+    renew = RenewRequest(owner="o", leases=(("a", 60.0), ("c", 60.0), ("gone", 60.0)))
+    assert rules.renew(renew, now + 50) == {"a"}  # not another owner's, nor an unknown one
+    report = rules.report(now + 61)
+    assert (report.totals.day_spent, report.totals.day_reserved, report.live) == (1000, 500, 1)
+    # An expiry is never brought forward.
+    assert rules.renew(RenewRequest(owner="o", leases=(("a", 1.0),)), now + 70) == {"a"}
+    assert rules.report(now + 109).totals.day_reserved == 500
+    # Once due, it is expired (swept) and stays so: its settlement will be refunded instead.
+    assert rules.renew(RenewRequest(owner="o", leases=(("a", 60.0),)), now + 111) == frozenset()
+    report = rules.report(now + 111)
+    assert (report.totals.day_spent, report.totals.day_reserved, report.live) == (1500, 0, 0)
 
 
 def test_a_charge_for_a_forgotten_reservation_counts_once_in_the_current_periods() -> None:

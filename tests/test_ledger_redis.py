@@ -28,7 +28,13 @@ from holysheep_trio.ledger import (
     SQLiteLedger,
     periods_at,
 )
-from holysheep_trio.ledger._core import apply_hold, apply_settle, read_report
+from holysheep_trio.ledger._core import (
+    RenewRequest,
+    apply_hold,
+    apply_renew,
+    apply_settle,
+    read_report,
+)
 from holysheep_trio.ledger._memory import MemoryStore
 
 UTC = dt.timezone.utc
@@ -99,7 +105,7 @@ async def test_memory_sqlite_and_redis_answer_every_scenario_alike(
                 return expected
 
             for step in range(150):
-                action = rng.choice(["reserve", "reserve", "retry", "settle", "time"])
+                action = rng.choice(["reserve", "reserve", "retry", "settle", "renew", "time"])
                 if action == "reserve":
                     reservation_id = f"r{step}"
                     amount = rng.randint(0, 4_000) * scale
@@ -119,15 +125,27 @@ async def test_memory_sqlite_and_redis_answer_every_scenario_alike(
                     amount = held.pop(reservation_id, 0)
                     cost = rng.randint(0, amount)
                     cancelled = rng.random() < 0.5
+                    free = rng.random() < 0.2  # the last attempt cost nothing
                     settle = SettleRequest(
                         reservation_id=reservation_id,
                         model="m",
-                        charge=Charge(cost=cost, cancelled=cancelled) if amount or cost else None,
+                        charge=None
+                        if free or not (amount or cost)
+                        else Charge(cost=cost, cancelled=cancelled),
                     )
                     stamp, periods = now.timestamp(), periods_at(now, ZoneInfo("UTC"))
                     expected_totals = apply_settle(memory, settle, now=stamp, periods=periods)
                     assert sqlite._settle_sync(settle, stamp, periods) == expected_totals
                     assert await redis.settle(settle) == expected_totals
+                elif action == "renew" and known:
+                    chosen = rng.sample([*known, "unknown"], rng.randint(1, min(4, len(known))))
+                    renew = RenewRequest(
+                        owner=rng.choice(["test", "test", "someone else"]),
+                        leases=tuple((i, rng.randint(1, 7200) * 1.0) for i in chosen),
+                    )
+                    renewed = apply_renew(memory, renew, now=now.timestamp())
+                    assert sqlite._renew_sync(renew, now.timestamp()) == renewed
+                    assert await redis.renew(renew) == renewed
                 elif action == "time":
                     now += dt.timedelta(minutes=rng.randint(1, 24 * 60))
                     for reservation_id in list(known):
@@ -147,23 +165,75 @@ async def test_memory_sqlite_and_redis_answer_every_scenario_alike(
         sqlite._db.close()  # type: ignore[union-attr]
 
 
-async def test_an_expired_hold_is_spent_and_a_late_settlement_adds_only_the_excess(
+async def test_an_expired_hold_is_spent_and_a_late_settlement_replaces_it_by_its_cost(
     redis_server: RedisServer,
 ) -> None:
     now = BASE
     async with redis_ledger(redis_server.url, lambda: now) as redis:
-        request = HoldRequest(
-            reservation_id="a", owner="o", model="m", amount=500, expires_in=60, limits=Limits()
-        )
-        assert (await redis.hold(request)).verdict == "granted"
+
+        def request(reservation_id: str) -> HoldRequest:
+            return HoldRequest(
+                reservation_id=reservation_id,
+                owner="o",
+                model="m",
+                amount=500 * 10**12,  # far beyond 2^53 in picodollars
+                expires_in=60,
+                limits=Limits(),
+            )
+
+        for reservation_id in "abc":
+            assert (await redis.hold(request(reservation_id))).verdict == "granted"
         now += dt.timedelta(seconds=61)
-        report = await redis.report()  # reading counts it and writes nothing
-        assert (report.totals.day_spent, report.totals.day_reserved, report.live) == (500, 0, 0)
-        assert report.day_models["m"].expired == 1
-        await redis.settle(SettleRequest(reservation_id="a", model="m", charge=Charge(cost=700)))
+        report = await redis.report()  # reading counts them and writes nothing
+        assert (report.totals.day_spent, report.totals.day_reserved, report.live) == (
+            1500 * 10**12,
+            0,
+            0,
+        )
+        assert report.day_models["m"].expired == 3
+        # Their owner was alive after all: what each reports replaces the worst case.
+        for reservation_id, charge in (
+            ("a", Charge(cost=700 * 10**12)),  # more: the excess is added
+            ("b", Charge(cost=300 * 10**12 + 1, prompt_tokens=3, completion_tokens=4)),
+            ("c", None),  # nothing: the whole worst case comes back
+        ):
+            await redis.settle(
+                SettleRequest(reservation_id=reservation_id, model="m", charge=charge)
+            )
         report = await redis.report()
-        assert report.totals.day_spent == 700
-        assert report.day_models["m"].requests == 1
+        assert report.totals.day_spent == report.totals.month_spent == 1000 * 10**12 + 1
+        assert report.day_models["m"] == hs.ledger.UsageTotals(
+            requests=3, prompt_tokens=3, completion_tokens=4, cost=1000 * 10**12 + 1
+        )
+
+
+async def test_a_live_owner_renews_its_reservations_in_redis(redis_server: RedisServer) -> None:
+    now = BASE
+    async with redis_ledger(redis_server.url, lambda: now) as redis:
+        for reservation_id, owner in (("a", "o"), ("b", "o"), ("c", "other")):
+            request = HoldRequest(
+                reservation_id=reservation_id,
+                owner=owner,
+                model="m",
+                amount=500,
+                expires_in=60,
+                limits=Limits(),
+            )
+            assert (await redis.hold(request)).verdict == "granted"
+        now += dt.timedelta(seconds=50)
+        renew = RenewRequest(owner="o", leases=(("a", 60.0), ("c", 60.0), ("gone", 60.0)))
+        assert await redis.renew(renew) == {"a"}
+        now += dt.timedelta(seconds=11)
+        report = await redis.report()
+        assert (report.totals.day_spent, report.totals.day_reserved, report.live) == (
+            1000,
+            500,
+            1,
+        )
+        now += dt.timedelta(seconds=50)  # 111 s: due, and a renewal does not revive it
+        assert await redis.renew(RenewRequest(owner="o", leases=(("a", 60.0),))) == frozenset()
+        report = await redis.report()
+        assert (report.totals.day_spent, report.totals.day_reserved, report.live) == (1500, 0, 0)
 
 
 # --------------------------------------------------------------------------- budgets on Redis
@@ -330,6 +400,35 @@ async def test_fail_open_keeps_serving_and_says_so_once(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "fail_open=True" in warnings[0].getMessage()
+
+
+async def test_renewing_during_an_outage_renews_the_local_reservations_and_says_so(
+    own_redis_server: RedisServer,
+) -> None:
+    now = BASE
+    url = f"{own_redis_server.url}?fail_open=true&retry_interval=0.2"
+    async with redis_ledger(url, lambda: now) as redis:
+        await redis.configure(limits=Limits(), timezone="UTC")
+        held = HoldRequest(
+            reservation_id="in redis",
+            owner="o",
+            model="m",
+            amount=5,
+            expires_in=60,
+            limits=Limits(),
+        )
+        assert (await redis.hold(held)).verdict == "granted"
+        own_redis_server.stop()
+        local = HoldRequest(
+            reservation_id="local", owner="o", model="m", amount=5, expires_in=60, limits=Limits()
+        )
+        assert (await redis.hold(local)).verdict == "granted"  # in the local ledger
+        now += dt.timedelta(seconds=50)
+        # The budget must keep the one in Redis to renew it later, not take it for expired.
+        with pytest.raises(hs.LedgerUnavailableError):
+            await redis.renew(RenewRequest(owner="o", leases=(("in redis", 60.0), ("local", 60.0))))
+        row = redis._fallback._store.get("local")
+        assert row.expires == (now + dt.timedelta(seconds=60)).timestamp()
 
 
 async def test_a_cancelled_hold_either_completes_or_changes_nothing(

@@ -31,6 +31,7 @@ from ._core import (
     HoldRequest,
     LedgerReport,
     Limits,
+    RenewRequest,
     SettleRequest,
     Totals,
     UsageTotals,
@@ -49,6 +50,7 @@ __all__ = [
     "Limits",
     "MemoryLedger",
     "Periods",
+    "RenewRequest",
     "SQLiteLedger",
     "SettleRequest",
     "Totals",
@@ -116,6 +118,20 @@ class Ledger(Protocol):
         Raises:
             LedgerError: The ledger failed; nothing was written (the reservation will expire
                 into spend).
+        """
+        ...
+
+    async def renew(self, request: RenewRequest) -> frozenset[str]:
+        """Extend the expiry of live reservations of one owner (a lease), atomically.
+
+        Due reservations are expired first; a row that is not live, or of another owner, is
+        left alone; an expiry is never brought forward.
+
+        Returns:
+            The ids of the reservations extended.
+
+        Raises:
+            LedgerError: The ledger failed; nothing was written.
         """
         ...
 

@@ -11,8 +11,10 @@ State, per backend (:class:`Store`):
   reservation was made in, an owner and an expiry. A *live* row's amount counts as
   ``reserved``; when it expires, the amount moves to ``spent`` (we cannot know what the server
   billed a request whose process died, so never count less) and the row stays as a tombstone
-  whose ``credit`` (the amount counted) absorbs a late settlement of a request that was only
-  slow;
+  whose ``credit`` (the amount counted) is replaced by the cost of the attempt when its owner,
+  alive after all, reports it late (:func:`apply_hold` of a retry, :func:`apply_settle`);
+- the expiry is a lease: a live owner extends it (:func:`apply_renew`) for as long as its
+  request runs, so only the rows of a dead (or stuck) owner expire;
 - usage per (day, model): requests, tokens, cost (always equal, summed, to the spend) and how
   many requests were cut short or expired.
 
@@ -36,6 +38,7 @@ __all__ = [
     "HoldRequest",
     "LedgerReport",
     "Limits",
+    "RenewRequest",
     "Row",
     "SettleRequest",
     "Store",
@@ -43,6 +46,7 @@ __all__ = [
     "UsageTotals",
     "Verdict",
     "apply_hold",
+    "apply_renew",
     "apply_settle",
     "decide",
     "read_report",
@@ -117,6 +121,20 @@ class SettleRequest:
     reservation_id: str
     model: str
     charge: Charge | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RenewRequest:
+    """Extend the expiry of live reservations of one owner: the lease its live owner renews.
+
+    Attributes:
+        owner: The owner the reservations were made by; rows of another owner are left alone.
+        leases: ``(reservation id, seconds)`` pairs: each live row then expires no sooner than
+            that many seconds from now (an expiry is never brought forward).
+    """
+
+    owner: str
+    leases: tuple[tuple[str, float], ...]
 
 
 @attrs.frozen(kw_only=True)
@@ -311,6 +329,7 @@ def _totals(store: Store, day: str, month: str) -> Totals:
 
 
 def _spend(store: Store, day: str, month: str, amount: int) -> None:
+    """Add ``amount`` to the spend of a day and its month (negative: a refund)."""
     if amount:
         store.add_spent(_day(day), amount)
         store.add_spent(_month(month), amount)
@@ -328,20 +347,32 @@ def sweep(store: Store, now: float) -> None:
     store.purge(now - TOMBSTONE_SECONDS)
 
 
-def _charge(store: Store, row: Row, charge: Charge) -> None:
-    """Commit an attempt's cost; a tombstone's credit (already counted) absorbs what it can."""
-    absorbed = min(charge.cost, row.credit)
-    row.credit -= absorbed
-    extra = charge.cost - absorbed
-    _spend(store, row.day, row.month, extra)
+def _charge(store: Store, row: Row, charge: Charge | None) -> None:
+    """Commit an attempt's cost (``None``: it cost nothing) against its reservation's row.
+
+    A tombstone's ``credit`` is the room the attempt held when the reservation expired, already
+    counted as spent at that worst case. Its owner turned out to be alive and now reports what
+    the attempt cost: the cost replaces the credit -- the excess is added, the rest refunded
+    -- so the ledger ends as if the reservation had been settled in time, and its expiry is no
+    longer counted. Lowering the spend to the reported cost is safe: an expiry only moved the
+    amount from reserved to spent, and every grant counted both (``spent + reserved + needed
+    <= limit``), so no grant relied on it being spent; the cost is trusted exactly as much as
+    that of a settlement in time.
+    """
+    cost = 0 if charge is None else charge.cost
+    difference = cost - row.credit
+    expired = -1 if row.credit else 0
+    row.credit = 0
+    _spend(store, row.day, row.month, difference)
     store.add_usage(
         row.day,
         row.month,
         row.model,
         UsageTotals(
-            prompt_tokens=charge.prompt_tokens,
-            completion_tokens=charge.completion_tokens,
-            cost=extra,
+            prompt_tokens=0 if charge is None else charge.prompt_tokens,
+            completion_tokens=0 if charge is None else charge.completion_tokens,
+            cost=difference,
+            expired=expired,
         ),
     )
 
@@ -426,12 +457,31 @@ def apply_settle(store: Store, request: SettleRequest, *, now: float, periods: P
             month=periods.month,
             amount=0,
         )
-    if request.charge is not None:
+    if request.charge is not None or row.credit:
+        # A tombstone settled with no cost: its whole credit comes back (see _charge).
         _charge(store, row, request.charge)
     cancelled = 1 if request.charge is not None and request.charge.cancelled else 0
     store.add_usage(row.day, row.month, row.model, UsageTotals(requests=1, cancelled=cancelled))
     store.delete(row.id)
     return _totals(store, periods.day, periods.month)
+
+
+def apply_renew(store: Store, request: RenewRequest, *, now: float) -> frozenset[str]:
+    """Extend the live reservations of ``request.owner`` named in it; returns those extended.
+
+    Due rows are swept first, so a reservation that expired stays expired (its late settlement
+    is then refunded to its cost by :func:`_charge`); an expiry is never brought forward.
+    """
+    sweep(store, now)
+    renewed: set[str] = set()
+    for reservation_id, expires_in in request.leases:
+        row = store.get(reservation_id)
+        if row is None or not row.live or row.owner != request.owner:
+            continue
+        row.expires = max(row.expires, now + expires_in)
+        store.put(row)
+        renewed.add(reservation_id)
+    return frozenset(renewed)
 
 
 def read_report(

@@ -9,11 +9,13 @@ from ._core import (
     HoldRequest,
     LedgerReport,
     Limits,
+    RenewRequest,
     Row,
     SettleRequest,
     Totals,
     UsageTotals,
     apply_hold,
+    apply_renew,
     apply_settle,
     read_report,
 )
@@ -125,6 +127,13 @@ class MemoryLedger:
         )
         await trio.lowlevel.cancel_shielded_checkpoint()
         return totals
+
+    async def renew(self, request: RenewRequest) -> frozenset[str]:
+        """See :meth:`holysheep_trio.Ledger.renew`."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        renewed = apply_renew(self._store, request, now=self._calendar.now().timestamp())
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return renewed
 
     async def report(self) -> LedgerReport:
         """See :meth:`holysheep_trio.Ledger.report`."""

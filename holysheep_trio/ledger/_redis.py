@@ -1,12 +1,12 @@
 # The Redis ledger: the ledger rules of _core.py ported to Lua, one atomic script per call.
 """``redis://HOST:PORT/DB``: a ledger shared by every process and machine that reaches one Redis.
 
-- **Atomicity.** Reserve, settle, report and configure are each one Lua script (``EVALSHA``):
-  Redis runs a script alone, so a hold reads the totals and writes its row with nothing in
-  between, across both periods. The scripts port :mod:`holysheep_trio.ledger._core` line by
-  line (``sweep``, ``apply_hold``, ``apply_settle``, ``read_report``) over the same primitives
-  as the other stores; the tests run the same random scenarios against memory, SQLite and
-  Redis and compare every answer.
+- **Atomicity.** Reserve, settle, renew, report and configure are each one Lua script
+  (``EVALSHA``): Redis runs a script alone, so a hold reads the totals and writes its row with
+  nothing in between, across both periods. The scripts port :mod:`holysheep_trio.ledger._core`
+  line by line (``sweep``, ``apply_hold``, ``apply_settle``, ``apply_renew``, ``read_report``)
+  over the same primitives as the other stores; the tests run the same random scenarios
+  against memory, SQLite and Redis and compare every answer.
 - **Integers.** Redis's Lua has only doubles (exact to 2⁵³) and amounts are picodollars (up to
   10¹⁸ and more), so the scripts do their sums on two base-10⁹ limbs and hand Redis decimal
   strings (``HINCRBY`` is 64-bit); every total is exact to the picodollar, as in SQLite.
@@ -57,6 +57,7 @@ from ._core import (
     LedgerReport,
     Limits,
     PeriodName,
+    RenewRequest,
     SettleRequest,
     Totals,
     UsageTotals,
@@ -188,12 +189,18 @@ end
 local COUNTERS = {'requests', 'prompt_tokens', 'completion_tokens', 'cancelled', 'expired'}
 local function add_usage(day, month, model, u)
   redis.call('SADD', K_MODELS, model)
+  -- u.cost is a limb pair, subtracted when u.refund (a late settlement's refund)
+  local cost = '0'
+  if u.cost and not iszero(u.cost) then
+    cost = str(u.cost)
+    if u.refund then cost = '-' .. cost end
+  end
   for _, scope in ipairs({'d|' .. day .. '|', 'm|' .. month .. '|'}) do
     local base = scope .. model .. '|'
     for _, name in ipairs(COUNTERS) do
       redis.call('HINCRBY', K_USAGE, base .. name, int(u[name] or 0))
     end
-    redis.call('HINCRBY', K_USAGE, base .. 'cost', str(u.cost or ZERO))
+    redis.call('HINCRBY', K_USAGE, base .. 'cost', cost)
   end
 end
 
@@ -239,14 +246,25 @@ local function charge_at(c)
   return {cost = num(ARGV[c + 1]), prompt = tonumber(ARGV[c + 2]),
           completion = tonumber(ARGV[c + 3]), cancelled = ARGV[c + 4] == '1'}
 end
+-- _core._charge: the cost replaces a tombstone's credit (the excess added, the rest refunded);
+-- ch == nil: the attempt cost nothing.
 local function apply_charge(r, ch)
-  local absorbed = ch.cost
-  if cmp(r.credit, absorbed) < 0 then absorbed = r.credit end
-  r.credit = sub(r.credit, absorbed)
-  local extra = sub(ch.cost, absorbed)
-  spend(r.day, r.month, extra)
-  add_usage(r.day, r.month, r.model,
-            {prompt_tokens = ch.prompt, completion_tokens = ch.completion, cost = extra})
+  local cost, prompt, completion = ZERO, 0, 0
+  if ch then cost, prompt, completion = ch.cost, ch.prompt, ch.completion end
+  local expired = 0
+  if not iszero(r.credit) then expired = -1 end
+  local difference, refund
+  if cmp(cost, r.credit) >= 0 then
+    difference, refund = sub(cost, r.credit), false
+    spend(r.day, r.month, difference)
+  else
+    difference, refund = sub(r.credit, cost), true
+    hincr(K_SPENT, 'day:' .. r.day, difference, '-')
+    hincr(K_SPENT, 'month:' .. r.month, difference, '-')
+  end
+  r.credit = ZERO
+  add_usage(r.day, r.month, r.model, {prompt_tokens = prompt, completion_tokens = completion,
+                                      cost = difference, refund = refund, expired = expired})
 end
 local function totals_reply(status, period, t, wake)
   return {status, period or '', t.day, t.month, str(t.ds), str(t.dr), str(t.ms), str(t.mr),
@@ -314,12 +332,29 @@ if not row then
   row = {id = id, owner = '', model = model, day = DAY, month = MONTH, amount = ZERO,
          credit = ZERO, live = true, created = now, expires = now}
 end
-if ch then apply_charge(row, ch) end
+if ch or not iszero(row.credit) then apply_charge(row, ch) end
 local cancelled = 0
 if ch and ch.cancelled then cancelled = 1 end
 add_usage(row.day, row.month, row.model, {requests = 1, cancelled = cancelled})
 delete(id)
 return totals_reply('ok', nil, totals(DAY, MONTH), nil)
+"""
+
+# ARGV[6] = owner, then (id, seconds) pairs. Answers the ids extended.
+_RENEW: Final = r"""
+local owner = ARGV[6]
+sweep()
+local renewed = {}
+for i = 7, #ARGV, 2 do
+  local r = get(ARGV[i])
+  if r and r.live and r.owner == owner then
+    local expires = now + tonumber(ARGV[i + 1])
+    if expires > r.expires then r.expires = expires end
+    put(r)
+    renewed[#renewed + 1] = r.id
+  end
+end
+return {'renewed', stamp(now), renewed}
 """
 
 # Writes nothing. Answers the totals (due reservations counted as spent), the live count,
@@ -480,6 +515,7 @@ class RedisLedger:
         self._keys = [f"{tag}:budget:{name}" for name in _KEYS]
         self._hold_script = client.register_script(_script(_HOLD))
         self._settle_script = client.register_script(_script(_SETTLE))
+        self._renew_script = client.register_script(_script(_RENEW))
         self._report_script = client.register_script(_script(_REPORT))
         self._configure_script = client.register_script(_CONFIGURE)
         self._outage = Outage(
@@ -705,6 +741,30 @@ class RedisLedger:
         totals = _totals(reply)
         self._last = totals
         return totals
+
+    async def renew(self, request: RenewRequest) -> frozenset[str]:
+        """See :meth:`holysheep_trio.Ledger.renew`.
+
+        Reservations granted locally during an outage are renewed in the local ledger, first.
+
+        Raises:
+            LedgerUnavailableError: Redis is unreachable (with ``fail_open`` too: the local
+                renewals were made, and the caller keeps the others to renew them later).
+        """
+        local = tuple(lease for lease in request.leases if lease[0] in self._fallback_ids)
+        remote = tuple(lease for lease in request.leases if lease[0] not in self._fallback_ids)
+        renewed: set[str] = set()
+        if local:
+            renewed |= await self._local().renew(RenewRequest(owner=request.owner, leases=local))
+        if not remote:
+            return frozenset(renewed)
+        args = [request.owner]
+        for reservation_id, expires_in in remote:
+            args += [reservation_id, repr(float(expires_in))]
+        reply = await self._run(self._renew_script, args, doing="renewing reservations")
+        self._learn(float(reply[1]))
+        ids = reply[2] if len(reply) > 2 and isinstance(reply[2], list) else []
+        return frozenset(renewed | {str(reservation_id) for reservation_id in ids})
 
     async def report(self) -> LedgerReport:
         """See :meth:`holysheep_trio.Ledger.report`."""

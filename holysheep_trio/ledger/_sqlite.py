@@ -35,11 +35,13 @@ from ._core import (
     HoldRequest,
     LedgerReport,
     Limits,
+    RenewRequest,
     Row,
     SettleRequest,
     Totals,
     UsageTotals,
     apply_hold,
+    apply_renew,
     apply_settle,
     read_report,
 )
@@ -436,6 +438,17 @@ class SQLiteLedger:
                 return apply_settle(store, request, now=now, periods=periods)
         except sqlite3.Error as exc:
             raise self._fail("settling", exc) from None
+
+    async def renew(self, request: RenewRequest) -> frozenset[str]:
+        """See :meth:`holysheep_trio.Ledger.renew`."""
+        return await self._run(self._renew_sync, request, self._calendar.now().timestamp())
+
+    def _renew_sync(self, request: RenewRequest, now: float) -> frozenset[str]:
+        try:
+            with self._transaction("IMMEDIATE") as store:
+                return apply_renew(store, request, now=now)
+        except sqlite3.Error as exc:
+            raise self._fail("renewing", exc) from None
 
     async def report(self) -> LedgerReport:
         """See :meth:`holysheep_trio.Ledger.report`."""
