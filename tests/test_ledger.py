@@ -745,7 +745,7 @@ async def test_a_lock_held_too_long_is_a_ledger_error_and_the_ledger_recovers(
     request = HoldRequest(
         reservation_id="x", owner="o", model="m", amount=5, expires_in=60, limits=Limits()
     )
-    other = sqlite3.connect(path, isolation_level=None)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         with pytest.raises(hs.LedgerError, match="reserving failed: database is locked"):
@@ -758,3 +758,40 @@ async def test_a_lock_held_too_long_is_a_ledger_error_and_the_ledger_recovers(
     await ledger.aclose()  # idempotent
     with pytest.raises(hs.LedgerError, match="closed"):
         await ledger.hold(request)
+
+
+def test_switching_to_wal_waits_out_a_concurrent_opener(tmp_path: Path) -> None:
+    # Two workers opening a fresh ledger together: SQLite answers the second one's switch to
+    # WAL with "database is locked" at once, without its busy handler; the ledger waits.
+    class Cursor:
+        def fetchone(self) -> tuple[str]:
+            return ("wal",)
+
+    class Contended:
+        def __init__(self) -> None:
+            self.tries = 0
+
+        def execute(self, statement: str) -> Cursor:
+            self.tries += 1
+            if self.tries <= 2:
+                raise sqlite3.OperationalError("database is locked")
+            return Cursor()
+
+    ledger = SQLiteLedger(str(tmp_path / "x.db"), calendar=Calendar(zone=ZoneInfo("UTC")))
+    db = Contended()
+    assert ledger._wal_mode(db) == "wal"  # type: ignore[arg-type]
+    assert db.tries == 3
+
+
+async def test_many_workers_open_one_new_ledger_together(tmp_path: Path) -> None:
+    calendar = Calendar(zone=ZoneInfo("UTC"))
+    for index in range(40):
+        url = f"sqlite:///{tmp_path / f'fresh{index}.db'}"
+
+        async def open_one(url: str = url) -> None:
+            async with open_ledger(url, calendar=calendar):
+                pass
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(open_one)

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,8 @@ T = TypeVar("T")
 SCHEMA_VERSION: Final = "1"
 #: Seconds a transaction waits for another process's write lock before failing.
 BUSY_TIMEOUT: Final = 10.0
+#: Seconds between two tries to switch a ledger that another process is opening to WAL.
+_OPEN_RETRY_INTERVAL: Final = 0.01
 #: Bound on closing the connection (STYLE: clean-up is bounded).
 _CLOSE_TIMEOUT: Final = 10.0
 
@@ -347,7 +350,7 @@ class SQLiteLedger:
         db.isolation_level = None  # we issue BEGIN/COMMIT ourselves
         try:
             if not self._read_only:
-                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = self._wal_mode(db)
                 if str(mode).lower() != "wal":
                     raise LedgerError(f"ledger {path}: cannot use WAL mode (got {mode!r})")
                 db.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -385,6 +388,23 @@ class SQLiteLedger:
             db.close()
             raise
         self._db = db
+
+    def _wal_mode(self, db: sqlite3.Connection) -> object:
+        """``PRAGMA journal_mode = WAL``, waiting out another process that opens the file.
+
+        Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is
+        locked" at once instead of calling its busy handler when another connection holds one
+        (two workers opening a new ledger together): waited for here, up to the busy timeout.
+        """
+        give_up = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                return db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= give_up:
+                    raise
+            time.sleep(_OPEN_RETRY_INTERVAL)  # a worker thread: nothing else waits on it
 
     async def configure(self, *, limits: Limits, timezone: str) -> None:
         """Record the budget's limits (for the ``usage`` command); check the time zone.
