@@ -319,6 +319,11 @@ class HttpExchange:
                 retry_after=parse_retry_after(headers),
                 should_retry=_should_retry(headers),
             )
+        if body is not None:
+            # TrioTransport's body is all we read and close from here on; the response (its
+            # headers, a wrapper of the body) would only take room for the life of the
+            # stream, thousands of times over with thousands of streams.
+            self._response = None
         return True
 
     async def receive(self) -> Received:
@@ -340,6 +345,13 @@ class HttpExchange:
             data = await body.receive_some()
         except TRANSPORT_ERRORS as exc:
             raise translate(exc, connect_timeout=None) from cause_of(exc)
+        if data and self._content is None:  # the common case: _take and _parse, inline
+            try:
+                return self._parser.feed(data), False
+            except SSEProtocolError as exc:
+                raise StreamProtocolError(
+                    f"bad server-sent event stream: {exc}", data=data
+                ) from None
         return self._take(data)
 
     async def receive_nowait(self) -> Received | None:
@@ -423,12 +435,11 @@ class HttpExchange:
         self._body = None
         self._response = None
         self._pending = None
-        if response is None:
-            return
         try:
             if body is not None:
                 await body.aclose()
-            await response.aclose()
+            if response is not None:
+                await response.aclose()
         except TRANSPORT_ERRORS as exc:  # closing a broken connection may fail; it is gone
             logger.debug("closing a response failed: %s", type(exc).__name__)
 
@@ -442,15 +453,33 @@ def http_exchange(
     timeouts: Timeouts,
 ) -> Callable[[str], HttpExchange]:
     """The ``new_exchange`` of a request sent as ``POST {base_url}{path}`` with ``payload``."""
-    headers = dict(extra_headers or {})
+    return _HttpExchangeFactory(client, path, payload, dict(extra_headers or {}), timeouts.connect)
 
-    def new_exchange(base_url: str) -> HttpExchange:
+
+class _HttpExchangeFactory:
+    """What :func:`http_exchange` returns: a slotted object, not a closure (one per stream)."""
+
+    __slots__ = ("_client", "_connect", "_headers", "_path", "_payload")
+
+    def __init__(
+        self,
+        client: Client,
+        path: str,
+        payload: bytes,
+        headers: Mapping[str, str],
+        connect: float | None,
+    ) -> None:
+        self._client = client
+        self._path = path
+        self._payload = payload
+        self._headers = headers
+        self._connect = connect
+
+    def __call__(self, base_url: str) -> HttpExchange:
         return HttpExchange(
-            client,
-            url=base_url + path,
-            payload=payload,
-            extra_headers=headers,
-            connect_timeout=timeouts.connect,
+            self._client,
+            url=base_url + self._path,
+            payload=self._payload,
+            extra_headers=self._headers,
+            connect_timeout=self._connect,
         )
-
-    return new_exchange

@@ -47,6 +47,7 @@ Connection reuse rules:
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -422,7 +423,9 @@ class _Connection:
         self.writer = writer
         self.sender: trio.abc.SendStream = writer if stream is writer.stream else stream
         self.socket = writer.socket
-        self.h11 = _new_h11_connection()
+        # None while a response body is read by our own decoder (h11 stopped at its head); a
+        # fresh state machine is made when the connection carries its next request.
+        self.h11: h11.Connection | None = _new_h11_connection()
         self.expires_at = math.inf
         self.read_ahead = False
 
@@ -602,13 +605,15 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         # exactly when neither message asked to close (h11 moves it to MUST_CLOSE otherwise).
         # keep_alive=False: the exchange went wrong in a way h11 cannot see (a failed write).
         self._decoder = decoder
-        self._leftover = connection.h11.trailing_data[0] if decoder is not None else b""
-        self._keep_alive = keep_alive and connection.h11.our_state is h11.DONE
+        h11_connection = connection.h11
+        assert h11_connection is not None
+        self._leftover = h11_connection.trailing_data[0] if decoder is not None else b""
+        self._keep_alive = keep_alive and h11_connection.our_state is h11.DONE
         if decoder is not None:
-            # h11 is done with this response: let its receive buffer (the first read, up to
-            # 64 KiB, kept for the life of the stream) go now rather than at the end of the
-            # body. The next request on this connection gets a fresh state machine anyway.
-            connection.h11 = _new_h11_connection()
+            # h11 is done with this response: let it and its receive buffer (the first read,
+            # up to 64 KiB) go now rather than at the end of the body. The next request on
+            # this connection gets a fresh state machine (about 1 KiB, so not made before).
+            connection.h11 = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -651,7 +656,13 @@ class TrioResponseStream(httpx2.AsyncByteStream):
             while not decoder.at_end:
                 if body:
                     return body
-                data = await self._receive(connection)
+                if self._read_timeout is None:  # _receive() without its await: one frame less
+                    try:
+                        data = await connection.receive()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                        raise httpx2.ReadError(_describe(exc), request=self._request) from exc
+                else:
+                    data = await self._receive(connection)
                 if not data:
                     decoder.close()  # the body is incomplete, so this raises
                 body = decoder.feed(data)
@@ -722,6 +733,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         self, connection: _Connection, *, nowait: bool
     ) -> bytes | None:
         h11_connection = connection.h11
+        assert h11_connection is not None  # ours only with a body decoder
         chunks: list[bytes] = []
         try:
             while True:
@@ -786,6 +798,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         decoder = self._decoder
         if decoder is None:
             h11_connection = connection.h11
+            assert h11_connection is not None  # ours only with a body decoder
             reusable = (
                 self._keep_alive
                 and h11_connection.our_state is h11.DONE
@@ -797,8 +810,8 @@ class TrioResponseStream(httpx2.AsyncByteStream):
                 h11_connection.start_next_cycle()
         else:
             # Same rule for bytes after the end. h11's state machine stopped at the response
-            # head (it still expects the body), so a fresh one, set when the head was read,
-            # carries the next request: a new client h11.Connection is exactly what
+            # head (it still expects the body), so a fresh one, made for the next request,
+            # carries it: a new client h11.Connection is exactly what
             # start_next_cycle() leaves after a clean keep-alive exchange (both sides IDLE,
             # nothing buffered), and costs about 1 µs.
             reusable = self._keep_alive and not decoder.extra
@@ -821,6 +834,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         decoder = self._decoder
         try:
             if decoder is None:
+                assert connection.h11 is not None  # ours only with a body decoder
                 return type(connection.h11.next_event()) is _EndOfMessage
             leftover = self._leftover
             self._leftover = b""
@@ -899,6 +913,52 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for exc in group.exceptions:
         found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return found
+
+
+async def _open_tcp_stream(host: str, port: int) -> trio.SocketStream:
+    """``trio.open_tcp_stream(host, port)``, leaner when ``host`` is an IP address.
+
+    One address leaves nothing for happy eyeballs (RFC 8305) to race, but trio's machinery for
+    it (a nursery, a task, events, a cancel scope) still costs about 6 KiB for as long as the
+    connection takes, ten thousand times over when that many streams start at once
+    (docs/benchmarks.md, "Scale"). So an IP address is connected to directly; a host name goes
+    through trio as before (its lookup, and every address it resolves to). A failure reads as
+    trio's does: ``OSError("all attempts to connect to HOST:PORT failed")`` from a group of
+    the attempt's error.
+    """
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return await trio.open_tcp_stream(host, port)
+    address: Any
+    if version == 4:
+        family, address = trio.socket.AF_INET, (host, port)
+    else:  # getaddrinfo resolves a scope (fe80::1%eth0) and adds flow info
+        ((family, _, _, _, address),) = await trio.socket.getaddrinfo(
+            host, port, type=trio.socket.SOCK_STREAM
+        )
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect(address)
+        # Like trio.open_tcp_stream (whose nursery's exit is a checkpoint): a cancellation that
+        # came while a loopback connection completed at once is delivered here, not ignored.
+        await trio.lowlevel.checkpoint_if_cancelled()
+    except OSError as exc:
+        sock.close()
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        message = f"all attempts to connect to {shown} failed"
+        raise OSError(message) from BaseExceptionGroup(message, [exc])
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
+def _request_head(request: httpx2.Request) -> h11.Request:
+    """The head of ``request`` as h11 sends it (validated: raises h11.LocalProtocolError)."""
+    return h11.Request(
+        method=request.method, target=request.url.raw_path, headers=request.headers.raw
+    )
 
 
 def _timeout(timeouts: dict[str, Any], name: str) -> float | None:
@@ -1020,9 +1080,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
         try:
             # Validated before a connection is taken: a request that cannot be sent costs none.
-            head = h11.Request(
-                method=request.method, target=url.raw_path, headers=request.headers.raw
-            )
+            head: h11.Request | None = _request_head(request)
         except h11.LocalProtocolError as exc:
             problem: str | None = _unsendable_request_message(request, exc)
         else:
@@ -1042,10 +1100,15 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 except BaseException:
                     self._release_slot()
                     raise
+            # The exchange holds the head (about 1 KiB) while it sends it, not while it waits
+            # for the answer, thousands of times over with thousands of requests at once; so
+            # this frame lets it go, and builds it again for the retry below.
+            exchange = self._exchange(
+                connection, request, head or _request_head(request), body, timeouts, reused=reused
+            )
+            head = None
             try:
-                return await self._exchange(
-                    connection, request, head, body, timeouts, reused=reused
-                )
+                return await exchange
             except _UnsentRequestError:
                 # The retry rule: nothing of the request was written, so the server cannot
                 # have seen it; once, on a fresh connection in the same slot.
@@ -1067,11 +1130,14 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         reused: bool,
     ) -> httpx2.Response:
         h11_connection = connection.h11
+        if h11_connection is None:  # the last response's body was ours to decode
+            h11_connection = connection.h11 = _new_h11_connection()
         try:
             data = h11_connection.send(head)
             if body:
                 data += h11_connection.send(h11.Data(data=body))
             data += h11_connection.send(h11.EndOfMessage())
+            del head  # see handle_async_request
         except h11.LocalProtocolError as exc:
             # e.g. more body than the Content-Length header declares. h11's texts here are
             # fixed, but go through the same scrubbing as header errors, outside the clause.
@@ -1085,12 +1151,19 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         sent_before = writer.bytes_sent
         write_timeout = _timeout(timeouts, "write")
         failure: BaseException | None = None
+        timed_out = False
         try:
-            with trio.move_on_after(math.inf if write_timeout is None else write_timeout) as scope:
+            if write_timeout is None:  # no scope that never fires (see _receive_head)
                 await connection.sender.send_all(data)
+            else:
+                with trio.move_on_after(write_timeout) as scope:
+                    await connection.sender.send_all(data)
+                timed_out = scope.cancelled_caught
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             failure = exc  # from trio.SSLStream itself; the writer keeps socket errors
-        if scope.cancelled_caught:
+        # Not kept while the answer is awaited: it holds a copy of the request body.
+        del data
+        if timed_out:
             raise httpx2.WriteTimeout("timed out sending the request", request=request)
         failure = writer.error or failure
 
@@ -1144,6 +1217,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 head, sent something that is not HTTP/1.1, or a head over ``_MAX_HEAD_SIZE``.
         """
         h11_connection = connection.h11
+        assert h11_connection is not None  # set by _exchange
         received_any = False
         while True:
             try:
@@ -1161,14 +1235,19 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 raise httpx2.RemoteProtocolError(message, request=request) from exc
             if event is _NEED_DATA:
                 try:
-                    with trio.move_on_after(
-                        math.inf if read_timeout is None else read_timeout
-                    ) as scope:
+                    if read_timeout is None:
+                        # No cancel scope that never fires: it would cost ~700 bytes per
+                        # request for as long as the server takes to answer.
                         chunk = await connection.receive()
+                    else:
+                        with trio.move_on_after(read_timeout) as scope:
+                            chunk = await connection.receive()
+                        if scope.cancelled_caught:
+                            raise httpx2.ReadTimeout(
+                                "timed out waiting for the response", request=request
+                            )
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     raise httpx2.ReadError(_describe(exc), request=request) from exc
-                if scope.cancelled_caught:
-                    raise httpx2.ReadTimeout("timed out waiting for the response", request=request)
                 received_any = received_any or bool(chunk)
                 h11_connection.receive_data(chunk)
             elif type(event) is h11.Response:
@@ -1193,7 +1272,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
     ) -> _Connection:
         scheme, host, port = key
         # Looked up at call time so that tests can stand in for the network.
-        open_tcp_stream = trio.open_tcp_stream
+        open_tcp_stream = _open_tcp_stream
         try:
             with trio.move_on_after(
                 math.inf if connect_timeout is None else connect_timeout

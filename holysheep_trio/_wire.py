@@ -17,6 +17,7 @@ Nothing here knows about HTTP or sockets, so a WebSocket transport can reuse all
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -377,6 +378,11 @@ def decode_event(event: ServerSentEvent) -> ChatChunk | _Done | None:
     return None
 
 
+def _text_buffer() -> io.StringIO:
+    # newline="\n" (the default): written as is, no newline translation either way.
+    return io.StringIO()
+
+
 class _ToolCallBuilder:
     __slots__ = ("arguments", "id", "name", "type")
 
@@ -384,7 +390,7 @@ class _ToolCallBuilder:
         self.id = ""
         self.type = "function"
         self.name = ""
-        self.arguments: list[str] = []
+        self.arguments: io.StringIO | None = None  # made on the first fragment
 
 
 class CompletionAccumulator:
@@ -401,12 +407,31 @@ class CompletionAccumulator:
     - the first non-empty ``id`` and ``name`` win, ``arguments`` fragments are concatenated.
 
     Calls are listed in the order they started.
+
+    Memory: text is kept as text, not as the pieces it came in. A stream of thousands of
+    one-token deltas would otherwise hold a str object (about 50 bytes of header) and a list
+    slot per token, ten times the text itself, for the life of the stream; an ``io.StringIO``
+    (made on the first piece) appends to one growing buffer in amortized constant time.
     """
 
+    __slots__ = (
+        "_reasoning",
+        "_refusal",
+        "_text",
+        "_tools",
+        "_tools_by_id",
+        "_tools_by_index",
+        "chunks",
+        "finish_reason",
+        "id",
+        "model",
+        "usage",
+    )
+
     def __init__(self) -> None:
-        self._text: list[str] = []
-        self._refusal: list[str] = []
-        self._reasoning: list[str] = []
+        self._text: io.StringIO | None = None
+        self._refusal: io.StringIO | None = None
+        self._reasoning: io.StringIO | None = None
         self._tools: list[_ToolCallBuilder] = []
         self._tools_by_index: dict[int, _ToolCallBuilder] = {}
         self._tools_by_id: dict[str, _ToolCallBuilder] = {}
@@ -429,12 +454,20 @@ class CompletionAccumulator:
             if choice.index != 0:
                 continue
             delta = choice.delta
-            if delta.content:
-                self._text.append(delta.content)
+            content = delta.content
+            if content:
+                text = self._text
+                if text is None:
+                    text = self._text = _text_buffer()
+                text.write(content)
             if delta.refusal:
-                self._refusal.append(delta.refusal)
+                if self._refusal is None:
+                    self._refusal = _text_buffer()
+                self._refusal.write(delta.refusal)
             if delta.reasoning:
-                self._reasoning.append(delta.reasoning)
+                if self._reasoning is None:
+                    self._reasoning = _text_buffer()
+                self._reasoning.write(delta.reasoning)
             for call in delta.tool_calls:
                 builder = self._tool_builder(call)
                 if call.id and not builder.id:
@@ -445,7 +478,9 @@ class CompletionAccumulator:
                 if call.name and not builder.name:
                     builder.name = call.name
                 if call.arguments:
-                    builder.arguments.append(call.arguments)
+                    if builder.arguments is None:
+                        builder.arguments = _text_buffer()
+                    builder.arguments.write(call.arguments)
             if choice.finish_reason is not None:
                 self.finish_reason = choice.finish_reason
 
@@ -474,12 +509,12 @@ class CompletionAccumulator:
     @property
     def text(self) -> str:
         """The content so far."""
-        return "".join(self._text)
+        return "" if self._text is None else self._text.getvalue()
 
     @property
     def reasoning(self) -> str:
         """The reasoning text so far."""
-        return "".join(self._reasoning)
+        return "" if self._reasoning is None else self._reasoning.getvalue()
 
     def completion(
         self,
@@ -495,7 +530,7 @@ class CompletionAccumulator:
                 id=builder.id,
                 type=builder.type,
                 name=builder.name,
-                arguments="".join(builder.arguments),
+                arguments="" if builder.arguments is None else builder.arguments.getvalue(),
             )
             for builder in self._tools
         )
@@ -503,8 +538,8 @@ class CompletionAccumulator:
             id=self.id,
             model=self.model,
             text=self.text,
-            refusal="".join(self._refusal) if self._refusal else None,
-            reasoning="".join(self._reasoning) if self._reasoning else None,
+            refusal=None if self._refusal is None else self._refusal.getvalue(),
+            reasoning=None if self._reasoning is None else self._reasoning.getvalue(),
             finish_reason=self.finish_reason,
             usage=self.usage,
             tool_calls=tool_calls,

@@ -709,7 +709,7 @@ async def test_connect_timeout(
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(trio, "open_tcp_stream", never_connects)
+    monkeypatch.setattr(_transport, "_open_tcp_stream", never_connects)
     transport = TrioTransport()
     async with client_for(transport, timeout=httpx2.Timeout(30.0, connect=2.0)) as client:
         with pytest.raises(httpx2.ConnectTimeout):
@@ -880,7 +880,7 @@ async def test_transport_closed_during_a_connect_does_not_use_the_new_socket(
             await peer.respond(b"ok")
 
     url = await start_server(nursery, handler)
-    real_open_tcp_stream = trio.open_tcp_stream
+    real_open_tcp_stream = _transport._open_tcp_stream
     connecting, may_connect = trio.Event(), trio.Event()
     opened: list[trio.SocketStream] = []
 
@@ -890,7 +890,7 @@ async def test_transport_closed_during_a_connect_does_not_use_the_new_socket(
         opened.append(await real_open_tcp_stream(host, port))
         return opened[-1]
 
-    monkeypatch.setattr(trio, "open_tcp_stream", slow_open_tcp_stream)
+    monkeypatch.setattr(_transport, "_open_tcp_stream", slow_open_tcp_stream)
     transport = TrioTransport()
     outcome: list[BaseException] = []
 
