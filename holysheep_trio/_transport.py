@@ -461,9 +461,10 @@ class _Connection:
         # A short read means the sender is paced (one event per segment): the next read would
         # almost always fail, so wait first (a checkpoint too) and skip the failing syscall.
         while True:
-            if socket.fileno() < 0:
+            fd = socket.fileno()
+            if fd < 0:
                 raise trio.ClosedResourceError("the connection was closed")
-            await trio.lowlevel.wait_readable(socket)
+            await trio.lowlevel.wait_readable(fd)  # what trio does with the socket, one call less
             fd = socket.fileno()
             if fd < 0:  # closed by another task after we were woken
                 raise trio.ClosedResourceError("the connection was closed")

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import APIStatusError, APIStreamError, StreamProtocolError, error_class_for_status
-from .models import ChatChunk, Completion, Message, ToolCall, ToolCallDelta, Usage
+from .models import ChatChunk, Completion, Message, ToolCall, ToolCallDelta, Usage, _fast_chunk
 
 if TYPE_CHECKING:
     from .sse import ServerSentEvent
@@ -32,6 +32,7 @@ __all__ = [
     "DONE",
     "CompletionAccumulator",
     "build_request_body",
+    "decode_chunk_data",
     "decode_data",
     "decode_event",
     "error_from_success_body",
@@ -321,6 +322,43 @@ def decode_data(data: str) -> ChatChunk | _Done | None:
         payload = json.loads(data)
     except (ValueError, RecursionError):
         raise StreamProtocolError("invalid JSON in a stream event", data=data) from None
+    return _decode_object(payload, data)
+
+
+# The C scanner that json.loads runs, called directly: loads adds two whitespace regexes and
+# three Python calls around it, about a third of the cost of parsing a text delta.
+# (An attribute that JSONDecoder sets in __init__; typeshed does not list it.)
+_scan_json: Final[Callable[[str, int], tuple[Any, int]]] = vars(json.JSONDecoder())["scan_once"]
+
+
+def decode_chunk_data(data: str) -> ChatChunk | _Done | None:
+    """:func:`decode_data`, faster on the usual chunk: the same results and the same errors.
+
+    The client's hot path (one call per token). When the data is exactly one JSON object (no
+    whitespace around it) it is scanned without ``json.loads``' wrapping, and a text delta is
+    built by the models' fast path (``_fast_chunk``) without a second try; anything else
+    (``[DONE]``, an empty or broken event, an error object, tool calls, usage) goes the way of
+    :func:`decode_data`. ``tests/test_wire.py`` checks that both agree on any data.
+    """
+    try:
+        payload, end = _scan_json(data, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return decode_data(data)  # [DONE], empty, not JSON, or whitespace before it
+    if end != len(data) or type(payload) is not dict:
+        return decode_data(data)
+    if not payload.get("error") and payload.get("object") != "error":
+        chunk = _fast_chunk(payload)
+        if chunk is not None:
+            for choice in chunk.choices:
+                if choice.finish_reason == "error":
+                    raise _finish_reason_error(payload)
+            return chunk
+        return _decode_object(payload, data, fast_tried=True)
+    return _decode_object(payload, data)
+
+
+def _decode_object(payload: object, data: str, *, fast_tried: bool = False) -> ChatChunk:
+    """The chunk of an event's decoded JSON (``data``: its text, for errors)."""
     if not isinstance(payload, dict):
         raise StreamProtocolError("a stream event is not a JSON object", data=data)
     # An error object wins over anything else in the event: OpenRouter ends a failed stream
@@ -332,7 +370,7 @@ def decode_data(data: str) -> ChatChunk | _Done | None:
     if payload.get("object") == "error":
         raise stream_error_from_json({"error": payload})
     try:
-        chunk = ChatChunk.from_json(payload)
+        chunk = ChatChunk._from_mapping(payload) if fast_tried else ChatChunk.from_json(payload)
     except StreamProtocolError as exc:
         # The model types know which field is wrong but not the bytes it came in; the error
         # carries "the offending bytes, truncated" (errors.StreamProtocolError), as for bad JSON.

@@ -54,7 +54,14 @@ from ._lifecycle import (
 from ._responses_stream import ResponseStream
 from ._responses_wire import build_response_request_body, estimate_input_messages
 from ._tokens import prompt_token_bound
-from ._wire import DONE, CompletionAccumulator, build_request_body, decode_event, parse_error_body
+from ._wire import (
+    DONE,
+    CompletionAccumulator,
+    build_request_body,
+    decode_chunk_data,
+    decode_event,
+    parse_error_body,
+)
 from .batch import BatchResult, ChatRequest
 from .errors import ConfigurationError, HolySheepError, error_class_for_status
 from .models import ChatChunk, Completion, Message, Usage
@@ -120,18 +127,35 @@ class _ChatDecoder:
         self.usage: Usage | None = None
 
     def decode(self, event: ServerSentEvent) -> tuple[ChatChunk | None, int]:
-        item = decode_event(event)
+        # One call per token: plain `message` events take decode_chunk_data (the same
+        # result as decode_event, faster), and a chunk of one choice without usage, nearly
+        # all of them, gets its flags without the general loop below.
+        item = decode_chunk_data(event.data) if event.event == "message" else decode_event(event)
         if item is None:
             return None, 0
         if item is DONE:
             return None, PROGRESS | END
         assert isinstance(item, ChatChunk)
+        choices = item.choices
+        if item.usage is None and len(choices) == 1:
+            choice = choices[0]
+            delta = choice.delta
+            flags = (
+                OUTPUT | PROGRESS
+                if delta.content or delta.tool_calls or delta.refusal or delta.reasoning
+                else 0
+            )
+            if choice.finish_reason is not None:
+                flags |= FINISH | PROGRESS
+            elif not flags and delta.role is None:
+                flags = DROPPABLE
+            return item, flags
         flags = OUTPUT | PROGRESS if item.has_output else 0
         if item.usage is not None:
             self.usage = item.usage
             flags |= PROGRESS
         role = False
-        for choice in item.choices:
+        for choice in choices:
             if choice.finish_reason is not None:
                 flags |= FINISH | PROGRESS
             if choice.delta.role is not None:
