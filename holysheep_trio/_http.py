@@ -24,6 +24,7 @@ import httpx2
 import trio
 
 from ._content_encoding import ContentDecoder, decoder_for
+from ._transport import _out_of_files
 from ._wire import error_from_success_body, parse_error_body
 from .errors import (
     APIConnectionError,
@@ -186,6 +187,10 @@ def translate(exc: BaseException, *, connect_timeout: float | None) -> HolySheep
         )
     if isinstance(exc, SSEProtocolError):
         return StreamProtocolError(f"bad server-sent event stream: {exc}")
+    if isinstance(exc, httpx2.ConnectError) and _out_of_files(exc):
+        # Not the network: the process's open-files limit (TrioTransport says which, and how
+        # to raise it).
+        return APIConnectionError(f"cannot open a connection: {exc}")
     detail = str(exc) or "no detail"
     return APIConnectionError(f"network error ({type(exc).__name__}): {detail}")
 

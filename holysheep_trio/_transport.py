@@ -47,6 +47,7 @@ Connection reuse rules:
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
 import os
@@ -77,6 +78,10 @@ _CLOSE_TIMEOUT: Final = 1.0
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # os.read() works on socket fds on POSIX only; elsewhere every read goes through trio's stream.
 _RAW_READS: Final = sys.platform != "win32"
+# File descriptors left to everything else the process opens (files, the event loop, other
+# clients, listening sockets) below the soft RLIMIT_NOFILE, which the pool keeps its
+# connections under (see TrioTransport._make_room_for_connections).
+_FILES_HEADROOM: Final = 256
 _os_read = os.read
 
 _NEED_DATA: Final = h11.NEED_DATA
@@ -955,6 +960,49 @@ async def _open_tcp_stream(host: str, port: int) -> trio.SocketStream:
     return trio.SocketStream(sock)
 
 
+#: What _open_files_limits() reports for "no limit".
+_UNLIMITED: Final = sys.maxsize
+
+
+def _open_files_limits() -> tuple[int, int] | None:
+    """The soft and hard ``RLIMIT_NOFILE`` (``_UNLIMITED`` for none), or None on Windows."""
+    if sys.platform == "win32":  # pragma: no cover
+        return None
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinity = resource.RLIM_INFINITY
+    return (_UNLIMITED if soft == infinity else soft, _UNLIMITED if hard == infinity else hard)
+
+
+def _set_open_files_limit(soft: int) -> bool:
+    """Set the soft ``RLIMIT_NOFILE`` (the hard one unchanged); whether the OS agreed."""
+    if sys.platform == "win32":  # pragma: no cover
+        return False
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    except (ValueError, OSError):  # pragma: no cover - e.g. a sandbox that refuses
+        return False
+    return True
+
+
+def _out_of_files(exc: BaseException) -> bool:
+    """Whether ``exc`` (or a cause of it, e.g. in trio's group) is EMFILE or ENFILE."""
+    seen: list[BaseException] = [exc]
+    while seen:
+        current = seen.pop()
+        if isinstance(current, OSError) and current.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            seen.extend(current.exceptions)
+        if current.__cause__ is not None:
+            seen.append(current.__cause__)
+    return False
+
+
 def _request_head(request: httpx2.Request) -> h11.Request:
     """The head of ``request`` as h11 sends it (validated: raises h11.LocalProtocolError)."""
     return h11.Request(
@@ -1016,6 +1064,9 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         self._waiters: deque[_Waiter] = deque()
         self._created = 0
         self._closed = False
+        # Connections that fit under the open-files limit as last checked: checked (and the
+        # limit raised if need be) only when the pool reaches it.
+        self._files_budget = 0
 
     def __repr__(self) -> str:
         stats = self.statistics()
@@ -1097,6 +1148,8 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         while True:
             if connection is None:
                 try:
+                    if len(self._connections) >= self._files_budget:
+                        self._make_room_for_connections()
                     connection = await self._connect(key, request, _timeout(timeouts, "connect"))
                 except BaseException:
                     self._release_slot()
@@ -1298,6 +1351,8 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                         tcp.socket.close()
                         raise
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if _out_of_files(exc):
+                raise httpx2.ConnectError(self._out_of_files_message(exc), request=request) from exc
             raise httpx2.ConnectError(_describe(exc), request=request) from exc
         if scope.cancelled_caught:
             raise httpx2.ConnectTimeout(f"timed out connecting to {host}:{port}", request=request)
@@ -1310,6 +1365,43 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         self._connections.add(connection)
         self._created += 1
         return connection
+
+    def _make_room_for_connections(self) -> None:
+        """Before the pool grows past the open-files room last seen, look again, and raise the
+        soft ``RLIMIT_NOFILE`` towards the hard limit if it is in the way.
+
+        Lazily, when the pool reaches the room it had, rather than when the transport is made:
+        a process that opens a few connections never has its limit touched. Then the soft limit
+        goes up to what ``max_connections`` needs (plus :data:`_FILES_HEADROOM` for the rest of
+        the process), at most to the hard limit, which only the administrator can raise. When
+        even that is too low, connections fail with a message saying so (see
+        :meth:`_out_of_files_message`) instead of a bare EMFILE.
+        """
+        limits = _open_files_limits()
+        if limits is None:  # pragma: no cover - Windows has no such limit
+            self._files_budget = self._max_connections
+            return
+        soft, hard = limits
+        wanted = self._max_connections + _FILES_HEADROOM
+        if soft < wanted and len(self._connections) + _FILES_HEADROOM >= soft:
+            target = min(wanted, hard)
+            if target > soft and _set_open_files_limit(target):
+                soft = target
+        self._files_budget = max(soft - _FILES_HEADROOM, soft // 2)
+
+    def _out_of_files_message(self, exc: BaseException) -> str:
+        limits = _open_files_limits()
+        if limits is None:  # pragma: no cover - Windows
+            allowed = "only so many"
+        else:
+            soft, hard = limits
+            allowed = f"{soft} (hard limit {'unlimited' if hard == _UNLIMITED else hard})"
+        return (
+            f"too many open files: this process may have {allowed} open at once"
+            f" (RLIMIT_NOFILE) and this transport holds {len(self._connections)} connections;"
+            " raise the limit (`ulimit -n`, up to the hard limit, or resource.setrlimit) or"
+            f" admit fewer streams at once (Limits, max_connections) [{_describe(exc)}]"
+        )
 
     def _get_ssl_context(self) -> ssl.SSLContext:
         context = self._ssl_context
