@@ -1,26 +1,28 @@
-# Benchmark: 10, 100 and 1,000 concurrent paced streams, our client vs the openai SDK, same run.
+# Benchmark: 10 to 10,000 concurrent paced streams, our client vs the openai SDK, same run.
 """Scale benchmark.
 
-Run with ``.venv/bin/python benchmarks/bench_scale.py`` (``--quick`` for one run of each).
+Run with ``.venv/bin/python benchmarks/bench_scale.py`` (``--quick`` for a short run).
 
-N = 10, 100 and 1,000 concurrent chat streams against the simulator
-(:mod:`holysheep_trio.simulator`) in a child process on 127.0.0.1, each stream ``--tokens``
-content chunks (one per token) paced by the simulator, time to first token about 1 ms. Every
-measured run is a fresh worker process that opens all N streams at once under ``trio.run`` and
-reads them to the end (the same approach as ``bench_client.py``). It reports, for the whole run,
-connections and client set-up included:
+N = 10, 100, 1,000 and 10,000 concurrent chat streams against the simulator
+(:mod:`holysheep_trio.simulator`) with 2 worker processes on one port (``--workers``), in child
+processes on 127.0.0.1; each stream gets one content chunk per token, paced by the simulator,
+time to first token about 1 ms. Every measured run is a fresh worker process that opens all N
+streams at once under ``trio.run`` and reads them to the end (the same approach as
+``bench_client.py``). It reports, for the whole run, connections and client set-up included:
 
 - wall time, from before the client is opened to the last chunk of the last stream, and when
   the last of the N streams got its first chunk ("all streaming");
 - client CPU per chunk: ``time.process_time()`` of the worker divided by the chunks read;
-- RSS per stream: peak RSS (``ru_maxrss``) minus the RSS just before the run, divided by N.
+- RSS per stream: peak RSS (``ru_maxrss``) minus the RSS just before the run, divided by N;
+- errors: streams that failed, by exception type (a run with errors is reported, not stopped).
 
-Pacing: each stream runs at ``min(--rate, --load / N)`` tokens/s (50 tokens/s, but 5 at
-N = 1,000 by default), so that the simulator, one trio process on one core, never has to write
-more than ``--load`` (5,000) chunks/s. At 1,000 x 50 tokens/s it would have to write 50,000
-chunks/s: on a 2-core machine the simulator then becomes the bottleneck and every stream slows
-down for both clients alike. The driver reads the simulator's CPU time from ``/proc`` around
-each run and prints its share of one core, to show that it kept up.
+Pacing: each stream runs at ``min(--rate, max(--min-rate, --load / N))`` tokens/s: 50 tokens/s
+at N = 10 and 100, 5 tokens/s at N = 1,000 (5,000 chunks/s in all) and at N = 10,000 (50,000
+chunks/s). A run reads at most ``--max-chunks`` (200,000) chunks: ``--tokens`` (50) per stream,
+fewer at N = 10,000 (20, 4 s of pacing). At N = 10,000 each reader runs once (``--runs`` sets
+it), elsewhere 3 times. The driver reads the CPU time of the simulator's processes (its
+controller and workers) from ``/proc`` around each run and prints their share of one core, and
+the client's, so the reader sees who was short of CPU: this machine has 2 cores for both.
 
 Readers, both under ``trio.run``, both allowed N connections at once:
 
@@ -32,15 +34,18 @@ Readers, both under ``trio.run``, both allowed N connections at once:
   limits=httpx2.Limits(max_connections=N, max_keepalive_connections=N)))``: an
   ``httpx2.AsyncClient`` on httpx2's default transport (httpcore2 on anyio) with the SDK's own
   timeouts. (The SDK's default client allows 1,000 connections; a plain ``httpx2.AsyncClient``
-  would queue beyond 100.)
+  would queue beyond 100.) If it cannot open that many streams, the errors column says how
+  many failed and why; a run that does not finish in time is reported as such.
 
-Each run checks that exactly N x tokens content chunks arrived. Readers take turns within each
-N, so drift in the load of this shared machine hits both alike; the results are medians.
+Readers take turns within each N, so drift in the load of this shared machine hits both alike;
+the results are medians. A full run takes about 6 minutes on 2 cores, ``--quick`` (one run of
+each, at most 50,000 chunks per run) about 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -55,12 +60,16 @@ from typing import Any
 
 API_KEY = "sk-bench-not-a-secret"
 READERS = ("holysheep", "openai")
-SIZES = (10, 100, 1000)
+SIZES = (10, 100, 1000, 10_000)
 TOKENS = 50
 MAX_RATE = 50.0  # tokens/s of one stream
-MAX_LOAD = 5000.0  # chunks/s the simulator writes, over all streams
+MIN_RATE = 5.0  # tokens/s of one stream, however many there are
+MAX_LOAD = 5000.0  # chunks/s over all streams, unless MIN_RATE asks for more
+MAX_CHUNKS = 200_000  # per run: fewer tokens per stream beyond it
+WORKERS = 2  # simulator processes on the port
+SCALE_RUNS_FROM = 10_000  # from this N on, each reader runs once unless --runs says otherwise
 
-# The simulator runs as `python -c SERVER KEY RATE...`: one model per rate, named by
+# The simulator runs as `python -c SERVER KEY WORKERS RATE...`: one model per rate, named by
 # `model_name`. It prints its base URL and serves until killed, or until its parent dies.
 SERVER = """
 import ctypes, sys, trio
@@ -72,13 +81,13 @@ except (AttributeError, OSError):
     pass
 models = [
     ModelProfile(name=f"scale-{rate:g}tps", ttft_mean_ms=1, ttft_p95_ms=2, tokens_per_second=rate)
-    for rate in map(float, sys.argv[2:])
+    for rate in map(float, sys.argv[3:])
 ]
 profile = Profile.from_models("scale", models, delays=True)
 
 async def main():
     async with open_simulator(
-        api_key=sys.argv[1], profile=profile, port=0, reply_tokens="max"
+        api_key=sys.argv[1], profile=profile, port=0, reply_tokens="max", workers=int(sys.argv[2])
     ) as sim:
         print(sim.base_url, flush=True)
         await trio.sleep_forever()
@@ -91,15 +100,21 @@ def model_name(rate: float) -> str:
     return f"scale-{rate:g}tps"
 
 
-def rate_for(streams: int, max_rate: float, max_load: float) -> float:
-    """Tokens/s of each of ``streams`` streams, rounded to 0.1, so the simulator keeps up."""
-    return min(max_rate, round(max_load / streams, 1))
+def rate_for(streams: int, max_rate: float, min_rate: float, max_load: float) -> float:
+    """Tokens/s of each of ``streams`` streams, rounded to 0.1."""
+    return min(max_rate, max(min_rate, round(max_load / streams, 1)))
+
+
+def tokens_for(streams: int, tokens: int, max_chunks: int) -> int:
+    """Tokens per stream: ``tokens``, fewer when a run would read more than ``max_chunks``."""
+    return max(1, min(tokens, max_chunks // streams))
 
 
 def raise_open_files_limit(needed: int) -> int:
     """Raise the soft limit of open files to ``needed`` if the hard limit allows; return it.
 
-    Children inherit it, so the driver's call also covers the simulator; a worker calls it too.
+    Children inherit it, so the driver's call also covers the simulator. (Our client raises its
+    own as its pool grows; the openai SDK does not, so the worker raises it for both alike.)
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -109,8 +124,9 @@ def raise_open_files_limit(needed: int) -> int:
 
 
 def files_needed(streams: int) -> int:
-    # One socket per stream on each side, plus the interpreter's own files, with room to spare.
-    return 2 * streams + 256
+    # One socket per stream in the client, plus the interpreter's own files, with room to spare
+    # (the simulator's workers share their side of the sockets between them).
+    return streams + 256
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -122,6 +138,32 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
     # utime and stime are fields 14 and 15 of proc(5); fields[0] here is field 3.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (the simulator's controller and its workers)."""
+    parents: dict[int, list[int]] = collections.defaultdict(list)
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as file:
+                    ppid = int(file.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents[ppid].append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, []))
+    return found
+
+
+def cpu_of(pids: list[int]) -> float | None:
+    seconds = [process_cpu_seconds(pid) for pid in pids]
+    return None if None in seconds else sum(s for s in seconds if s is not None)
 
 
 def current_rss_kib() -> int:
@@ -136,9 +178,9 @@ def current_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def start_server(rates: list[float]) -> tuple[subprocess.Popen[str], str]:
+def start_server(rates: list[float], workers: int) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, API_KEY, *map(str, rates)],
+        [sys.executable, "-c", SERVER, API_KEY, str(workers), *map(str, rates)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -153,8 +195,10 @@ def start_server(rates: list[float]) -> tuple[subprocess.Popen[str], str]:
 
 # -- workers (each runs in its own process) ---------------------------------------------------
 
+Outcome = tuple[int, float, dict[str, int]]
 
-async def read_holysheep(url: str, model: str, streams: int, tokens: int) -> tuple[int, float]:
+
+async def read_holysheep(url: str, model: str, streams: int, tokens: int) -> Outcome:
     import httpx2
     import trio
 
@@ -163,6 +207,7 @@ async def read_holysheep(url: str, model: str, streams: int, tokens: int) -> tup
 
     count = 0
     all_streaming = 0.0
+    errors: collections.Counter[str] = collections.Counter()
     messages = [{"role": "user", "content": "benchmark"}]
     limits = hs.Limits(max_concurrent=streams, default_per_model=streams, adaptive=False)
     # What open_client builds by default, with room for N connections instead of 100.
@@ -180,29 +225,33 @@ async def read_holysheep(url: str, model: str, streams: int, tokens: int) -> tup
         async def one() -> None:
             nonlocal count, all_streaming
             first = True
-            async with client.stream_chat(
-                model=model, messages=messages, max_tokens=tokens
-            ) as stream:
-                async for chunk in stream:
-                    if chunk.text:
-                        count += 1
-                        if first:
-                            first = False
-                            all_streaming = max(all_streaming, time.perf_counter())
+            try:
+                async with client.stream_chat(
+                    model=model, messages=messages, max_tokens=tokens
+                ) as stream:
+                    async for chunk in stream:
+                        if chunk.text:
+                            count += 1
+                            if first:
+                                first = False
+                                all_streaming = max(all_streaming, time.perf_counter())
+            except Exception as exc:
+                errors[type(exc).__name__] += 1
 
         async with trio.open_nursery() as nursery:
             for _ in range(streams):
                 nursery.start_soon(one)
-    return count, all_streaming
+    return count, all_streaming, dict(errors)
 
 
-async def read_openai(url: str, model: str, streams: int, tokens: int) -> tuple[int, float]:
+async def read_openai(url: str, model: str, streams: int, tokens: int) -> Outcome:
     import httpx2
     import openai
     import trio
 
     count = 0
     all_streaming = 0.0
+    errors: collections.Counter[str] = collections.Counter()
     limits = httpx2.Limits(max_connections=streams, max_keepalive_connections=streams)
     http_client = openai.DefaultAsyncHttpxClient(limits=limits)
     async with openai.AsyncOpenAI(
@@ -212,27 +261,30 @@ async def read_openai(url: str, model: str, streams: int, tokens: int) -> tuple[
         async def one() -> None:
             nonlocal count, all_streaming
             first = True
-            stream = await client.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": "benchmark"}],
-                max_tokens=tokens,
-                stream=True,
-            )
-            async with stream:
-                async for chunk in stream:
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        count += 1
-                        if first:
-                            first = False
-                            all_streaming = max(all_streaming, time.perf_counter())
+            try:
+                stream = await client.chat.completions.create(
+                    model=model,
+                    messages=[{"role": "user", "content": "benchmark"}],
+                    max_tokens=tokens,
+                    stream=True,
+                )
+                async with stream:
+                    async for chunk in stream:
+                        if chunk.choices and chunk.choices[0].delta.content:
+                            count += 1
+                            if first:
+                                first = False
+                                all_streaming = max(all_streaming, time.perf_counter())
+            except Exception as exc:
+                errors[type(exc).__name__] += 1
 
         async with trio.open_nursery() as nursery:
             for _ in range(streams):
                 nursery.start_soon(one)
-    return count, all_streaming
+    return count, all_streaming, dict(errors)
 
 
-WORKERS = {"holysheep": read_holysheep, "openai": read_openai}
+READER_FUNCTIONS = {"holysheep": read_holysheep, "openai": read_openai}
 
 
 def worker(reader: str, url: str, model: str, streams: int, tokens: int) -> None:
@@ -244,45 +296,53 @@ def worker(reader: str, url: str, model: str, streams: int, tokens: int) -> None
     with contextlib.suppress(AttributeError, OSError):
         ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
     raise_open_files_limit(files_needed(streams))
-    run = WORKERS[reader]
+    run = READER_FUNCTIONS[reader]
     # One warm-up stream (imports, first connection) outside the measurement.
     trio.run(run, url, model, 1, 3)
     baseline_kib = current_rss_kib()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    chunks, all_streaming = trio.run(run, url, model, streams, tokens)
+    chunks, all_streaming, errors = trio.run(run, url, model, streams, tokens)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = {
         "chunks": chunks,
         "cpu": cpu,
         "wall": wall,
-        "all_streaming": all_streaming - wall0,
+        "all_streaming": all_streaming - wall0 if all_streaming else None,
         "baseline_rss_kib": baseline_kib,
         "peak_rss_kib": peak_kib,
+        "errors": errors,
     }
     print(json.dumps(result))
 
 
 def measure(
-    reader: str, url: str, server_pid: int, model: str, streams: int, tokens: int, timeout: float
+    reader: str,
+    url: str,
+    server_pids: list[int],
+    model: str,
+    streams: int,
+    tokens: int,
+    timeout: float,
 ) -> dict[str, Any]:
-    server_cpu0 = process_cpu_seconds(server_pid)
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", reader, url, model, str(streams), str(tokens)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=timeout,  # run() kills the worker when this expires, or on any exception
-    )
-    server_cpu1 = process_cpu_seconds(server_pid)
+    server_cpu0 = cpu_of(server_pids)
+    started = time.perf_counter()
+    command = [sys.executable, __file__, "--worker", reader, url, model, str(streams), str(tokens)]
+    try:
+        # run() kills the worker when the timeout expires, or on any exception
+        out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"streams": streams, "timed_out": timeout}
+    server_cpu1 = cpu_of(server_pids)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     expected = streams * tokens
-    if result["chunks"] != expected:
+    if not result["errors"] and result["chunks"] != expected:
         raise SystemExit(f"{reader}, N={streams}: read {result['chunks']} chunks, not {expected}")
     # Over the worker's whole life; its start-up and 3-token warm-up cost the server ~nothing.
     result["server_cpu"] = (
         None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0
     )
+    result["process_wall"] = time.perf_counter() - started
     result["streams"] = streams
     return result
 
@@ -292,27 +352,49 @@ def measure(
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     med = statistics.median
-    server = [r["server_cpu"] for r in results]
-    load = (
-        None
-        if None in server
-        else med([s / r["wall"] for s, r in zip(server, results, strict=True)])
-    )
+    finished = [r for r in results if "timed_out" not in r]
+    errors: collections.Counter[str] = collections.Counter()
+    for r in finished:
+        errors.update(r["errors"])
+    if not finished:
+        return {"timed_out": results[0]["timed_out"], "runs": len(results)}
+    server = [r["server_cpu"] for r in finished]
+    streaming = [r["all_streaming"] for r in finished if r["all_streaming"] is not None]
     return {
-        "wall_s": med([r["wall"] for r in results]),
-        "all_streaming_s": med([r["all_streaming"] for r in results]),
-        "cpu_us_per_chunk": med([r["cpu"] / r["chunks"] * 1e6 for r in results]),
+        "runs": len(results),
+        "timed_out_runs": len(results) - len(finished),
+        "wall_s": med([r["wall"] for r in finished]),
+        "all_streaming_s": med(streaming) if streaming else None,
+        "cpu_us_per_chunk": med([r["cpu"] / max(r["chunks"], 1) * 1e6 for r in finished]),
+        "client_load": med([r["cpu"] / r["wall"] for r in finished]),
         "rss_kib_per_stream": med(
-            [(r["peak_rss_kib"] - r["baseline_rss_kib"]) / r["streams"] for r in results]
+            [(r["peak_rss_kib"] - r["baseline_rss_kib"]) / r["streams"] for r in finished]
         ),
-        "peak_rss_mib": med([r["peak_rss_kib"] / 1024 for r in results]),
-        # The simulator's CPU seconds per second of the run: its share of one core.
-        "server_load": load,
+        "peak_rss_mib": med([r["peak_rss_kib"] / 1024 for r in finished]),
+        # The simulator's CPU seconds per second of the run (all its processes): its share of
+        # one core. Over the worker's whole life, which is a little longer than `wall`.
+        "server_load": None
+        if None in server
+        else med([s / r["process_wall"] for s, r in zip(server, finished, strict=True)]),
+        "errors": dict(errors),
     }
 
 
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
+
+
+def seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def errors_text(summary: dict[str, Any]) -> str:
+    if "timed_out" in summary:
+        return f"did not finish within {summary['timed_out']:.0f} s"
+    parts = [f"{count:,} {name}" for name, count in sorted(summary["errors"].items())]
+    if summary["timed_out_runs"]:
+        parts.append(f"{summary['timed_out_runs']} of {summary['runs']} runs timed out")
+    return ", ".join(parts) or "0"
 
 
 def on_sigterm(signum: int, frame: object) -> None:
@@ -321,13 +403,20 @@ def on_sigterm(signum: int, frame: object) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one run of each instead of 3")
+    parser.add_argument("--quick", action="store_true", help="one run of each, smaller runs")
     parser.add_argument("--runs", type=int, help="runs of each reader at each N (default 3)")
     parser.add_argument("--tokens", type=int, default=TOKENS, help="content chunks per stream")
     parser.add_argument("--rate", type=float, default=MAX_RATE, help="tokens/s of one stream")
     parser.add_argument(
+        "--min-rate", type=float, default=MIN_RATE, help="tokens/s of one stream, at least"
+    )
+    parser.add_argument(
         "--load", type=float, default=MAX_LOAD, help="cap on tokens/s over all streams"
     )
+    parser.add_argument(
+        "--max-chunks", type=int, help=f"chunks per run, at most (default {MAX_CHUNKS:,})"
+    )
+    parser.add_argument("--workers", type=int, default=WORKERS, help="simulator processes")
     parser.add_argument(
         "--sizes",
         type=lambda text: [int(n) for n in text.split(",")],
@@ -343,42 +432,62 @@ def main() -> None:
         return
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    runs = args.runs or (1 if args.quick else 3)
     sizes: list[int] = args.sizes
-    rates = {n: rate_for(n, args.rate, args.load) for n in sizes}
+    max_chunks = args.max_chunks or (50_000 if args.quick else MAX_CHUNKS)
+    runs = {n: args.runs or (1 if args.quick or n >= SCALE_RUNS_FROM else 3) for n in sizes}
+    rates = {n: rate_for(n, args.rate, args.min_rate, args.load) for n in sizes}
+    tokens = {n: tokens_for(n, args.tokens, max_chunks) for n in sizes}
     nofile = raise_open_files_limit(files_needed(max(sizes)))
     print(
         f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
-        f"open files limit {nofile}; {args.tokens} tokens per stream; median of {runs}",
+        f"open files limit {nofile}; simulator: {args.workers} worker processes; "
+        f"at most {max_chunks:,} chunks per run",
         flush=True,
     )
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     summary: dict[int, dict[str, dict[str, Any]]] = {}
     started = time.perf_counter()
-    proc, url = start_server(sorted(set(rates.values())))
+    proc, url = start_server(sorted(set(rates.values())), args.workers)
     try:
+        server_pids = descendants(proc.pid)
         for streams in sizes:
             rate = rates[streams]
-            paced = args.tokens / rate
-            timeout = 60 + 5 * paced  # a run this slow is broken, not slow: stop it
+            paced = tokens[streams] / rate
+            # A run this slow is broken, not slow: stop it (and say so). Set-up grows with N.
+            timeout = 60 + 5 * paced + streams * 0.02
             results: dict[str, list[dict[str, Any]]] = {reader: [] for reader in READERS}
-            for _ in range(runs):
+            for _ in range(runs[streams]):
                 for reader in READERS:
                     results[reader].append(
                         measure(
-                            reader, url, proc.pid, model_name(rate), streams, args.tokens, timeout
+                            reader,
+                            url,
+                            server_pids,
+                            model_name(rate),
+                            streams,
+                            tokens[streams],
+                            timeout,
                         )
                     )
             raw[str(streams)] = results
             summary[streams] = {reader: summarize(results[reader]) for reader in READERS}
             for reader in READERS:
                 s = summary[streams][reader]
+                head = (
+                    f"  N={streams:<6} {tokens[streams]} tokens at {rate:g} tokens/s"
+                    f" (paced {paced:.1f} s) {reader:<10}"
+                )
+                if "timed_out" in s:
+                    print(f"{head} {errors_text(s)}", flush=True)
+                    continue
                 print(
-                    f"  N={streams:<5} {rate:g} tokens/s (paced {paced:.1f} s) {reader:<10}"
-                    f" wall {s['wall_s']:6.2f} s  all streaming {s['all_streaming_s']:5.2f} s"
+                    f"{head} wall {s['wall_s']:6.2f} s"
+                    f"  all streaming {seconds(s['all_streaming_s']):>5} s"
                     f"  CPU {s['cpu_us_per_chunk']:6.1f} us/chunk"
                     f"  RSS {s['rss_kib_per_stream']:6.1f} KiB/stream"
-                    f"  simulator {percent(s['server_load'])} of a core",
+                    f"  client {percent(s['client_load'])} / simulator"
+                    f" {percent(s['server_load'])} of a core"
+                    f"  errors {errors_text(s)}",
                     flush=True,
                 )
     finally:
@@ -387,26 +496,34 @@ def main() -> None:
 
     print(f"\n{time.perf_counter() - started:.0f} s in all\n")
     print(
-        "| N | tokens/s per stream | client | wall s | all streaming after s "
-        "| client CPU µs/chunk | RSS KiB/stream | simulator CPU |"
+        "| N | tokens at tokens/s | client | runs | wall s | all streaming after s "
+        "| client CPU µs/chunk | RSS KiB/stream | CPU: client / simulator | errors |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for streams in sizes:
         for reader in READERS:
             s = summary[streams][reader]
             name = "**holysheep-trio**" if reader == "holysheep" else reader
+            head = f"| {streams:,} | {tokens[streams]} at {rates[streams]:g} | {name} | {s['runs']}"
+            if "timed_out" in s:
+                print(f"{head} | | | | | | {errors_text(s)} |")
+                continue
             print(
-                f"| {streams:,} | {rates[streams]:g} | {name} | {s['wall_s']:.2f} "
-                f"| {s['all_streaming_s']:.2f} | {s['cpu_us_per_chunk']:.1f} "
-                f"| {s['rss_kib_per_stream']:.1f} | {percent(s['server_load'])} |"
+                f"{head} | {s['wall_s']:.2f} | {seconds(s['all_streaming_s'])} "
+                f"| {s['cpu_us_per_chunk']:.1f} | {s['rss_kib_per_stream']:.1f} "
+                f"| {percent(s['client_load'])} / {percent(s['server_load'])} "
+                f"| {errors_text(s)} |"
             )
     print("\nours / openai (below 1 is better for holysheep-trio):\n")
     print("| N | wall | client CPU per chunk | RSS per stream |")
     print("|---:|---:|---:|---:|")
     ratios: dict[str, dict[str, float]] = {}
+    keys = ("wall_s", "cpu_us_per_chunk", "rss_kib_per_stream")
     for streams in sizes:
         ours, theirs = summary[streams]["holysheep"], summary[streams]["openai"]
-        keys = ("wall_s", "cpu_us_per_chunk", "rss_kib_per_stream")
+        if "timed_out" in ours or "timed_out" in theirs:
+            print(f"| {streams:,} | n/a | n/a | n/a |")
+            continue
         ratio = {key: ours[key] / theirs[key] if theirs[key] else float("nan") for key in keys}
         ratios[str(streams)] = ratio
         print(
@@ -418,9 +535,10 @@ def main() -> None:
             json.dump(
                 {
                     "python": platform.python_version(),
-                    "tokens": args.tokens,
+                    "tokens": {str(n): t for n, t in tokens.items()},
                     "rates": {str(n): r for n, r in rates.items()},
-                    "runs": runs,
+                    "runs": {str(n): r for n, r in runs.items()},
+                    "workers": args.workers,
                     "raw": raw,
                     "median": {str(n): s for n, s in summary.items()},
                     "ratio": ratios,

@@ -475,7 +475,7 @@ def add_bench_parser(subparsers: _Subparsers[argparse.ArgumentParser]) -> None:
         "--plot",
         default=None,
         metavar="PATH",
-        help="also draw TTFT and tokens/s into this PNG (needs holysheep-trio[plot])",
+        help="also draw TTFT (an ECDF per model) and tokens/s into this PNG (needs the plot extra)",
     )
     _add_target_options(parser)
     parser.set_defaults(handler=_bench)

@@ -24,6 +24,7 @@ import httpx2
 import trio
 
 from ._content_encoding import ContentDecoder, decoder_for
+from ._transport import _out_of_files
 from ._wire import error_from_success_body, parse_error_body
 from .errors import (
     APIConnectionError,
@@ -199,6 +200,10 @@ def translate(exc: BaseException, *, connect_timeout: float | None) -> HolySheep
         )
     if isinstance(exc, SSEProtocolError):
         return StreamProtocolError(f"bad server-sent event stream: {exc}")
+    if isinstance(exc, httpx2.ConnectError) and _out_of_files(exc):
+        # Not the network: the process's open-files limit (TrioTransport says which, and how
+        # to raise it).
+        return APIConnectionError(f"cannot open a connection: {exc}")
     detail = str(exc) or "no detail"
     return APIConnectionError(f"network error ({type(exc).__name__}): {detail}")
 
@@ -353,6 +358,11 @@ class HttpExchange:
                 # the budget and the retry policy must all see it.
                 self.status = error.status
             raise error
+        if body is not None:
+            # TrioTransport's body is all we read and close from here on; the response (its
+            # headers, a wrapper of the body) would only take room for the life of the
+            # stream, thousands of times over with thousands of streams.
+            self._response = None
         return True
 
     async def receive(self) -> Received:
@@ -374,6 +384,13 @@ class HttpExchange:
             data = await body.receive_some()
         except TRANSPORT_ERRORS as exc:
             raise translate(exc, connect_timeout=None) from cause_of(exc)
+        if data and self._content is None:  # the common case: _take and _parse, inline
+            try:
+                return self._parser.feed(data), False
+            except SSEProtocolError as exc:
+                raise StreamProtocolError(
+                    f"bad server-sent event stream: {exc}", data=data
+                ) from None
         return self._take(data)
 
     async def receive_nowait(self) -> Received | None:
@@ -457,12 +474,11 @@ class HttpExchange:
         self._body = None
         self._response = None
         self._pending = None
-        if response is None:
-            return
         try:
             if body is not None:
                 await body.aclose()
-            await response.aclose()
+            if response is not None:
+                await response.aclose()
         except TRANSPORT_ERRORS as exc:  # closing a broken connection may fail; it is gone
             logger.debug("closing a response failed: %s", type(exc).__name__)
 
@@ -476,15 +492,33 @@ def http_exchange(
     timeouts: Timeouts,
 ) -> Callable[[str], HttpExchange]:
     """The ``new_exchange`` of a request sent as ``POST {base_url}{path}`` with ``payload``."""
-    headers = dict(extra_headers or {})
+    return _HttpExchangeFactory(client, path, payload, dict(extra_headers or {}), timeouts.connect)
 
-    def new_exchange(base_url: str) -> HttpExchange:
+
+class _HttpExchangeFactory:
+    """What :func:`http_exchange` returns: a slotted object, not a closure (one per stream)."""
+
+    __slots__ = ("_client", "_connect", "_headers", "_path", "_payload")
+
+    def __init__(
+        self,
+        client: Client,
+        path: str,
+        payload: bytes,
+        headers: Mapping[str, str],
+        connect: float | None,
+    ) -> None:
+        self._client = client
+        self._path = path
+        self._payload = payload
+        self._headers = headers
+        self._connect = connect
+
+    def __call__(self, base_url: str) -> HttpExchange:
         return HttpExchange(
-            client,
-            url=base_url + path,
-            payload=payload,
-            extra_headers=headers,
-            connect_timeout=timeouts.connect,
+            self._client,
+            url=base_url + self._path,
+            payload=self._payload,
+            extra_headers=self._headers,
+            connect_timeout=self._connect,
         )
-
-    return new_exchange

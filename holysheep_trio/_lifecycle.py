@@ -37,8 +37,7 @@ import contextlib
 import functools
 import logging
 import math
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 import attrs
@@ -109,7 +108,15 @@ MAX_HELD_EVENTS: Final = 4096
 #: Seconds added to a request's total deadline for its budget reservation's expiry: the
 #: reservation of a process that died (``kill -9``) counts as spent after that long.
 RESERVATION_MARGIN: Final = 60.0
+#: Items decoded ahead of the caller, at most, once output began. One read may bring hundreds
+#: of events (a burst, or a client that fell behind); they wait as parsed events and are
+#: decoded in batches of this many as the caller reads, so a stream never holds a read's worth
+#: of typed chunks (ten times the bytes they came in). It also keeps the garbage collector
+#: quiet: hundreds of young chunks alive at once trigger a collection per read
+#: (benchmarks/bench_client.py).
+MAX_DECODE_AHEAD: Final = 16
 _INF: Final = math.inf
+_NO_EVENTS: Final[list[ServerSentEvent]] = []
 
 logger = logging.getLogger("holysheep_trio")
 
@@ -271,17 +278,25 @@ class AttemptOutcome:
     duration: float = 0.0
 
 
+class _ClosedByClient(Exception):
+    """Raised by ``Request._pump`` when :meth:`Request.cancel_by_client` cancelled a read."""
+
+
 class _Attempt(Generic[ItemT]):
     """One try of a request: its admission, its exchange with the server and its deadlines."""
 
     __slots__ = (
         "admission",
         "base_url",
+        "body_ended",
         "closed",
         "completed",
         "decoder",
         "end_at",
         "eof",
+        "event_index",
+        "events",
+        "events_at",
         "exchange",
         "failure",
         "first_output_at",
@@ -322,6 +337,12 @@ class _Attempt(Generic[ItemT]):
         self.saw_end = False
         self.end_at: float | None = None
         self.saw_finish = False
+        # Events received but not decoded yet (events[event_index:]), from the read at
+        # events_at; body_ended: that read was the last, so once they are decoded, eof.
+        self.events = _NO_EVENTS
+        self.event_index = 0
+        self.events_at = 0.0
+        self.body_ended = False
         self.eof = False
         self.failure: HolySheepError | None = None
         self.reported = False
@@ -391,6 +412,43 @@ class Request(Generic[ItemT]):
             lane exchange queues the request itself and whose own monitor watches its socket).
     """
 
+    # One per open stream: slots keep thousands of them small (docs/benchmarks.md, "Scale").
+    __slots__ = (
+        "_attempt",
+        "_base_urls",
+        "_billed",
+        "_choices",
+        "_client",
+        "_client_health",
+        "_estimated_prompt_tokens",
+        "_estimated_tokens",
+        "_extra_secrets",
+        "_idle",
+        "_max_tokens",
+        "_new_decoder",
+        "_new_exchange",
+        "_observer",
+        "_operation",
+        "_partial",
+        "_prompt_bound",
+        "_request_fields",
+        "_reservation",
+        "_retry",
+        "_scope",
+        "_timeouts",
+        "_total_deadline",
+        "attempts",
+        "closed_by_client",
+        "end",
+        "failure",
+        "model",
+        "ready",
+        "request_id",
+        "start",
+        "state",
+        "ttft",
+    )
+
     def __init__(
         self,
         client: Client,
@@ -417,8 +475,9 @@ class Request(Generic[ItemT]):
         self._new_exchange = new_exchange
         self._max_tokens = max_tokens
         self._timeouts = timeouts
-        self._extra_headers = dict(extra_headers or {})
-        self._extra_secrets = tuple(header_secrets(self._extra_headers))
+        idle = timeouts.idle
+        self._idle: float = _INF if idle is None else idle
+        self._extra_secrets = tuple(header_secrets(extra_headers or {}))
         self._estimated_tokens = estimated_tokens
         self._estimated_prompt_tokens = estimated_prompt_tokens
         self._new_decoder = new_decoder
@@ -432,8 +491,9 @@ class Request(Generic[ItemT]):
         self._client_health = client_health
         self._reservation: Reservation | None = None
         self._observer: RequestObserver | None = None
-        #: Items decoded and ready for the caller, in order.
-        self.ready: deque[ItemT] = deque()
+        #: Items decoded and ready for the caller, in *reverse* order: the next one is
+        #: ``ready.pop()``. (A list: a deque costs 600 bytes more per stream, empty.)
+        self.ready: list[ItemT] = []
         self.state = "new"  # new -> open -> done
         self.closed_by_client = False
         self.attempts = 0
@@ -758,8 +818,7 @@ class Request(Generic[ItemT]):
             self.request_id = exchange.request_id
         if not opened:
             raise self._timeout(name)
-        idle = self._timeouts.idle
-        attempt.idle_left = _INF if idle is None else idle
+        attempt.idle_left = self._idle
         while not attempt.output_began and not attempt.eof:
             if attempt.failure is not None:
                 raise attempt.failure
@@ -767,22 +826,37 @@ class Request(Generic[ItemT]):
         if attempt.failure is not None and not attempt.output_began:
             raise attempt.failure
         if not attempt.output_began:  # a stream without output: deliver what it had
-            self.ready.extend(attempt.held)
-            attempt.held.clear()
+            held = attempt.held
+            held.reverse()  # ready is in reverse order
+            self.ready.extend(held)
+            held.clear()
 
     # ---- reading ----------------------------------------------------------------------------
 
     async def next_slow(self) -> ItemT:
-        """The next item when none is ready: read on (``__anext__``'s slow path)."""
+        """The next item when none is ready: decode or read on (``__anext__``'s slow path)."""
         attempt = self._attempt
         if self.state != "open" or attempt is None or attempt.closed:
             if self.state == "new":
                 raise RuntimeError("use the stream inside `async with`")
             raise StopAsyncIteration
-        scope = self._guard()
+        ready = self.ready
         try:
-            with scope:
-                await self._fill(attempt)
+            while not ready:
+                if attempt.events:  # decoded in batches: see MAX_DECODE_AHEAD
+                    self._decode(attempt)
+                    continue
+                if attempt.failure is not None:
+                    raise attempt.failure
+                if attempt.eof:
+                    # The stream ended; waiting for the end of the body was only for reuse.
+                    end_at = attempt.end_at
+                    self.end = end_at if end_at is not None else trio.current_time()
+                    attempt.completed = True
+                    await self._close_response(attempt)
+                    self._report(attempt, error=None, completed=True)
+                    raise StopAsyncIteration
+                await self._pump(attempt)
         except HolySheepError as error:
             self._tag(error)
             self.end = trio.current_time()
@@ -794,25 +868,9 @@ class Request(Generic[ItemT]):
             interrupted = StreamInterruptedError.from_error(error, partial=self._partial())
             self.failure = interrupted
             raise interrupted from error
-        finally:
-            self._scope = None
-        if scope.cancelled_caught:
-            raise self.closed_error()
-        return self.ready.popleft()
-
-    async def _fill(self, attempt: _Attempt[ItemT]) -> None:
-        """Read until an item is ready; raise StopAsyncIteration at the end of the stream."""
-        while not self.ready:
-            if attempt.failure is not None:
-                raise attempt.failure
-            if attempt.eof:
-                # The stream ended; waiting for the end of the body was only for reuse.
-                self.end = attempt.end_at if attempt.end_at is not None else trio.current_time()
-                attempt.completed = True
-                await self._close_response(attempt)
-                self._report(attempt, error=None, completed=True)
-                raise StopAsyncIteration
-            await self._pump(attempt)
+        except _ClosedByClient:
+            raise self.closed_error() from None
+        return ready.pop()
 
     def _deadline(self, attempt: _Attempt[ItemT], now: float) -> tuple[float, DeadlineName]:
         deadline: float = self._total_deadline
@@ -837,29 +895,55 @@ class Request(Generic[ItemT]):
         return APITimeoutError(f"{what} within {seconds} s", deadline=name, seconds=seconds)
 
     async def _pump(self, attempt: _Attempt[ItemT]) -> None:
-        """Receive the next events of the stream and decode them."""
+        """Receive the next events of the stream and decode them (see :meth:`_decode`).
+
+        While the caller reads (no library await in progress, ``self._scope`` is None), the
+        deadline's cancel scope is also the one :meth:`cancel_by_client` cancels: one cancel
+        scope per read rather than two, as each costs a few microseconds and, while it waits,
+        about 600 bytes. The client's cancellation then raises :class:`_ClosedByClient`.
+        """
         exchange = attempt.exchange
         assert exchange is not None
         waiting_since = trio.current_time()
-        deadline, name = self._deadline(attempt, waiting_since)
+        # _deadline(), inline: this runs once per read.
+        deadline: float = self._total_deadline
+        name: DeadlineName = "total"
+        idle_at = waiting_since + attempt.idle_left
+        if idle_at < deadline:
+            deadline, name = idle_at, "idle"
+        if not attempt.output_began and attempt.first_token_deadline < deadline:
+            deadline, name = attempt.first_token_deadline, "first_token"
         if attempt.saw_end:
             deadline = min(deadline, waiting_since + DRAIN_AFTER_END)
-        with trio.move_on_at(deadline) as scope:
-            try:
-                events, ended = await exchange.receive()
-            except HolySheepError:
-                if attempt.saw_end:  # complete; only the end of the body was lost
-                    attempt.eof = True
-                    return
-                raise
-            except trio.Cancelled:
-                # The caller's own cancel scope around this read: the silence so far still
-                # counts against idle (a caller polling with short timeouts must not reset it).
-                now = trio.current_time()
-                attempt.idle_left -= now - waiting_since
-                waiting_since = now  # counted once, whoever's scope this is
-                raise
+        scope = trio.CancelScope(deadline=deadline)
+        reading = self._scope is None
+        if reading:
+            self._scope = scope
+            if self.closed_by_client:
+                scope.cancel()
+        try:
+            with scope:
+                try:
+                    events, ended = await exchange.receive()
+                except HolySheepError:
+                    if attempt.saw_end:  # complete; only the end of the body was lost
+                        attempt.eof = True
+                        return
+                    raise
+                except trio.Cancelled:
+                    # The caller's own cancel scope around this read (or ours): the silence so
+                    # far still counts against idle (a caller polling with short timeouts must
+                    # not reset it).
+                    now = trio.current_time()
+                    attempt.idle_left -= now - waiting_since
+                    waiting_since = now  # counted once, whoever's scope this is
+                    raise
+        finally:
+            if reading:
+                self._scope = None
         if scope.cancelled_caught:
+            if reading and self.closed_by_client:
+                raise _ClosedByClient
             if attempt.saw_end:  # complete; the server just did not end the body
                 attempt.eof = True
                 return
@@ -870,35 +954,48 @@ class Request(Generic[ItemT]):
                 raise self._timeout(name)
             events, ended = found
         now = trio.current_time()
-        # Only events that are progress (output, the end, usage) push the idle deadline back:
-        # comments, keep-alive events such as `event: ping` and empty deltas do not.
-        if events and self._decode(attempt, events, now):
-            idle = self._timeouts.idle
-            attempt.idle_left = _INF if idle is None else idle
-        else:
-            attempt.idle_left -= now - waiting_since
+        # The wait counts against the idle deadline; decoding an event that is progress
+        # (output, the end, usage) resets it. Comments, keep-alive events such as
+        # `event: ping` and empty deltas do not. All events of this read are decoded before
+        # the next wait, so the order does not matter.
+        attempt.idle_left -= now - waiting_since
         if ended:
-            attempt.eof = True
-            if not attempt.saw_end and not attempt.saw_finish and attempt.failure is None:
-                attempt.failure = APIConnectionError("the stream ended before it was complete")
+            attempt.body_ended = True
+        if events:
+            attempt.events = events
+            attempt.event_index = 0
+            attempt.events_at = now
+        self._decode(attempt)
 
-    def _decode(
-        self, attempt: _Attempt[ItemT], events: Iterable[ServerSentEvent], now: float
-    ) -> bool:
-        """Decode events into items; return whether any of them was progress."""
-        progress = False
+    def _decode(self, attempt: _Attempt[ItemT]) -> None:
+        """Decode the events waiting in ``attempt`` into ``ready``.
+
+        Up to the first output every event is decoded (items before it are held, and the
+        first output ends the attempt loop); after it, at most :data:`MAX_DECODE_AHEAD` items
+        at a time, the rest waiting for the caller's next reads. Once the events of the last
+        read are all decoded, the stream is at its end.
+        """
+        events = attempt.events
+        index = attempt.event_index
+        count = len(events)
         decoder = attempt.decoder
         ready = self.ready
-        for event in events:
+        now = attempt.events_at
+        observer = self._observer
+        while index < count:
             if attempt.saw_end or attempt.failure is not None:
-                return progress
+                index = count
+                break
+            event = events[index]
+            index += 1
             try:
                 item, flags = decoder.decode(event)
             except HolySheepError as error:
                 attempt.failure = error
-                return progress
+                index = count
+                break
             if flags & PROGRESS:
-                progress = True
+                attempt.idle_left = self._idle
             if flags & END:
                 attempt.saw_end = True
                 attempt.end_at = now
@@ -908,10 +1005,12 @@ class Request(Generic[ItemT]):
                 continue
             if flags & OUTPUT:
                 attempt.output_pieces += 1
-                if self._observer is not None:
-                    self._observer.output(now)
+                if observer is not None:
+                    observer.output(now)
             if attempt.output_began:
                 ready.append(item)
+                if len(ready) >= MAX_DECODE_AHEAD:
+                    break
             elif flags & OUTPUT:
                 attempt.output_began = True
                 attempt.first_output_at = now
@@ -920,9 +1019,22 @@ class Request(Generic[ItemT]):
                 ready.extend(attempt.held)
                 attempt.held.clear()
                 ready.append(item)
+                if len(ready) >= MAX_DECODE_AHEAD:
+                    break
             elif not self._hold(attempt, item, flags, len(event.data)):
-                return progress
-        return progress
+                index = count
+                break
+        if index < count:
+            attempt.event_index = index
+        else:
+            attempt.events = _NO_EVENTS
+            attempt.event_index = 0
+            if attempt.body_ended:
+                attempt.eof = True
+                if not attempt.saw_end and not attempt.saw_finish and attempt.failure is None:
+                    attempt.failure = APIConnectionError("the stream ended before it was complete")
+        if len(ready) > 1:
+            ready.reverse()  # the caller pops from the end
 
     def _hold(self, attempt: _Attempt[ItemT], item: ItemT, flags: int, size: int) -> bool:
         """Keep an item until the first output; False if the stream broke the bound."""

@@ -304,7 +304,7 @@ class ResponseStream:
             raise request.closed_error()
         ready = request.ready
         if ready:
-            return ready.popleft()
+            return ready.pop()
         try:
             return await request.next_slow()
         except StreamInterruptedError as error:

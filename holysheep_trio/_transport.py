@@ -47,6 +47,8 @@ Connection reuse rules:
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import math
 import os
 import re
@@ -76,6 +78,10 @@ _CLOSE_TIMEOUT: Final = 1.0
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # os.read() works on socket fds on POSIX only; elsewhere every read goes through trio's stream.
 _RAW_READS: Final = sys.platform != "win32"
+# File descriptors left to everything else the process opens (files, the event loop, other
+# clients, listening sockets) below the soft RLIMIT_NOFILE, which the pool keeps its
+# connections under (see TrioTransport._make_room_for_connections).
+_FILES_HEADROOM: Final = 256
 _os_read = os.read
 
 _NEED_DATA: Final = h11.NEED_DATA
@@ -422,7 +428,9 @@ class _Connection:
         self.writer = writer
         self.sender: trio.abc.SendStream = writer if stream is writer.stream else stream
         self.socket = writer.socket
-        self.h11 = _new_h11_connection()
+        # None while a response body is read by our own decoder (h11 stopped at its head); a
+        # fresh state machine is made when the connection carries its next request.
+        self.h11: h11.Connection | None = _new_h11_connection()
         self.expires_at = math.inf
         self.read_ahead = False
 
@@ -458,9 +466,10 @@ class _Connection:
         # A short read means the sender is paced (one event per segment): the next read would
         # almost always fail, so wait first (a checkpoint too) and skip the failing syscall.
         while True:
-            if socket.fileno() < 0:
+            fd = socket.fileno()
+            if fd < 0:
                 raise trio.ClosedResourceError("the connection was closed")
-            await trio.lowlevel.wait_readable(socket)
+            await trio.lowlevel.wait_readable(fd)  # what trio does with the socket, one call less
             fd = socket.fileno()
             if fd < 0:  # closed by another task after we were woken
                 raise trio.ClosedResourceError("the connection was closed")
@@ -602,13 +611,15 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         # exactly when neither message asked to close (h11 moves it to MUST_CLOSE otherwise).
         # keep_alive=False: the exchange went wrong in a way h11 cannot see (a failed write).
         self._decoder = decoder
-        self._leftover = connection.h11.trailing_data[0] if decoder is not None else b""
-        self._keep_alive = keep_alive and connection.h11.our_state is h11.DONE
+        h11_connection = connection.h11
+        assert h11_connection is not None
+        self._leftover = h11_connection.trailing_data[0] if decoder is not None else b""
+        self._keep_alive = keep_alive and h11_connection.our_state is h11.DONE
         if decoder is not None:
-            # h11 is done with this response: let its receive buffer (the first read, up to
-            # 64 KiB, kept for the life of the stream) go now rather than at the end of the
-            # body. The next request on this connection gets a fresh state machine anyway.
-            connection.h11 = _new_h11_connection()
+            # h11 is done with this response: let it and its receive buffer (the first read,
+            # up to 64 KiB) go now rather than at the end of the body. The next request on
+            # this connection gets a fresh state machine (about 1 KiB, so not made before).
+            connection.h11 = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -651,7 +662,13 @@ class TrioResponseStream(httpx2.AsyncByteStream):
             while not decoder.at_end:
                 if body:
                     return body
-                data = await self._receive(connection)
+                if self._read_timeout is None:  # _receive() without its await: one frame less
+                    try:
+                        data = await connection.receive()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                        raise httpx2.ReadError(_describe(exc), request=self._request) from exc
+                else:
+                    data = await self._receive(connection)
                 if not data:
                     decoder.close()  # the body is incomplete, so this raises
                 body = decoder.feed(data)
@@ -722,6 +739,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         self, connection: _Connection, *, nowait: bool
     ) -> bytes | None:
         h11_connection = connection.h11
+        assert h11_connection is not None  # ours only with a body decoder
         chunks: list[bytes] = []
         try:
             while True:
@@ -786,6 +804,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         decoder = self._decoder
         if decoder is None:
             h11_connection = connection.h11
+            assert h11_connection is not None  # ours only with a body decoder
             reusable = (
                 self._keep_alive
                 and h11_connection.our_state is h11.DONE
@@ -797,8 +816,8 @@ class TrioResponseStream(httpx2.AsyncByteStream):
                 h11_connection.start_next_cycle()
         else:
             # Same rule for bytes after the end. h11's state machine stopped at the response
-            # head (it still expects the body), so a fresh one, set when the head was read,
-            # carries the next request: a new client h11.Connection is exactly what
+            # head (it still expects the body), so a fresh one, made for the next request,
+            # carries it: a new client h11.Connection is exactly what
             # start_next_cycle() leaves after a clean keep-alive exchange (both sides IDLE,
             # nothing buffered), and costs about 1 µs.
             reusable = self._keep_alive and not decoder.extra
@@ -821,6 +840,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         decoder = self._decoder
         try:
             if decoder is None:
+                assert connection.h11 is not None  # ours only with a body decoder
                 return type(connection.h11.next_event()) is _EndOfMessage
             leftover = self._leftover
             self._leftover = b""
@@ -901,6 +921,95 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return found
 
 
+async def _open_tcp_stream(host: str, port: int) -> trio.SocketStream:
+    """``trio.open_tcp_stream(host, port)``, leaner when ``host`` is an IP address.
+
+    One address leaves nothing for happy eyeballs (RFC 8305) to race, but trio's machinery for
+    it (a nursery, a task, events, a cancel scope) still costs about 6 KiB for as long as the
+    connection takes, ten thousand times over when that many streams start at once
+    (docs/benchmarks.md, "Scale"). So an IP address is connected to directly; a host name goes
+    through trio as before (its lookup, and every address it resolves to). A failure reads as
+    trio's does: ``OSError("all attempts to connect to HOST:PORT failed")`` from a group of
+    the attempt's error.
+    """
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return await trio.open_tcp_stream(host, port)
+    address: Any
+    if version == 4:
+        family, address = trio.socket.AF_INET, (host, port)
+    else:  # getaddrinfo resolves a scope (fe80::1%eth0) and adds flow info
+        ((family, _, _, _, address),) = await trio.socket.getaddrinfo(
+            host, port, type=trio.socket.SOCK_STREAM
+        )
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect(address)
+        # Like trio.open_tcp_stream (whose nursery's exit is a checkpoint): a cancellation that
+        # came while a loopback connection completed at once is delivered here, not ignored.
+        await trio.lowlevel.checkpoint_if_cancelled()
+    except OSError as exc:
+        sock.close()
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        message = f"all attempts to connect to {shown} failed"
+        raise OSError(message) from BaseExceptionGroup(message, [exc])
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
+#: What _open_files_limits() reports for "no limit".
+_UNLIMITED: Final = sys.maxsize
+
+
+def _open_files_limits() -> tuple[int, int] | None:
+    """The soft and hard ``RLIMIT_NOFILE`` (``_UNLIMITED`` for none), or None on Windows."""
+    if sys.platform == "win32":  # pragma: no cover
+        return None
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinity = resource.RLIM_INFINITY
+    return (_UNLIMITED if soft == infinity else soft, _UNLIMITED if hard == infinity else hard)
+
+
+def _set_open_files_limit(soft: int) -> bool:
+    """Set the soft ``RLIMIT_NOFILE`` (the hard one unchanged); whether the OS agreed."""
+    if sys.platform == "win32":  # pragma: no cover
+        return False
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    except (ValueError, OSError):  # pragma: no cover - e.g. a sandbox that refuses
+        return False
+    return True
+
+
+def _out_of_files(exc: BaseException) -> bool:
+    """Whether ``exc`` (or a cause of it, e.g. in trio's group) is EMFILE or ENFILE."""
+    seen: list[BaseException] = [exc]
+    while seen:
+        current = seen.pop()
+        if isinstance(current, OSError) and current.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            seen.extend(current.exceptions)
+        if current.__cause__ is not None:
+            seen.append(current.__cause__)
+    return False
+
+
+def _request_head(request: httpx2.Request) -> h11.Request:
+    """The head of ``request`` as h11 sends it (validated: raises h11.LocalProtocolError)."""
+    return h11.Request(
+        method=request.method, target=request.url.raw_path, headers=request.headers.raw
+    )
+
+
 def _timeout(timeouts: dict[str, Any], name: str) -> float | None:
     value = timeouts.get(name)
     return None if value is None else float(value)
@@ -955,6 +1064,9 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         self._waiters: deque[_Waiter] = deque()
         self._created = 0
         self._closed = False
+        # Connections that fit under the open-files limit as last checked: checked (and the
+        # limit raised if need be) only when the pool reaches it.
+        self._files_budget = 0
 
     def __repr__(self) -> str:
         stats = self.statistics()
@@ -1023,9 +1135,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         request.extensions["holysheep.sent"] = False
         try:
             # Validated before a connection is taken: a request that cannot be sent costs none.
-            head = h11.Request(
-                method=request.method, target=url.raw_path, headers=request.headers.raw
-            )
+            head: h11.Request | None = _request_head(request)
         except h11.LocalProtocolError as exc:
             problem: str | None = _unsendable_request_message(request, exc)
         else:
@@ -1041,14 +1151,21 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         while True:
             if connection is None:
                 try:
+                    if len(self._connections) >= self._files_budget:
+                        self._make_room_for_connections()
                     connection = await self._connect(key, request, _timeout(timeouts, "connect"))
                 except BaseException:
                     self._release_slot()
                     raise
+            # The exchange holds the head (about 1 KiB) while it sends it, not while it waits
+            # for the answer, thousands of times over with thousands of requests at once; so
+            # this frame lets it go, and builds it again for the retry below.
+            exchange = self._exchange(
+                connection, request, head or _request_head(request), body, timeouts, reused=reused
+            )
+            head = None
             try:
-                return await self._exchange(
-                    connection, request, head, body, timeouts, reused=reused
-                )
+                return await exchange
             except _UnsentRequestError:
                 # The retry rule: nothing of the request was written, so the server cannot
                 # have seen it; once, on a fresh connection in the same slot.
@@ -1070,11 +1187,14 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         reused: bool,
     ) -> httpx2.Response:
         h11_connection = connection.h11
+        if h11_connection is None:  # the last response's body was ours to decode
+            h11_connection = connection.h11 = _new_h11_connection()
         try:
             data = h11_connection.send(head)
             if body:
                 data += h11_connection.send(h11.Data(data=body))
             data += h11_connection.send(h11.EndOfMessage())
+            del head  # see handle_async_request
         except h11.LocalProtocolError as exc:
             # e.g. more body than the Content-Length header declares. h11's texts here are
             # fixed, but go through the same scrubbing as header errors, outside the clause.
@@ -1088,15 +1208,22 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         sent_before = writer.bytes_sent
         write_timeout = _timeout(timeouts, "write")
         failure: BaseException | None = None
+        timed_out = False
         try:
-            with trio.move_on_after(math.inf if write_timeout is None else write_timeout) as scope:
+            if write_timeout is None:  # no scope that never fires (see _receive_head)
                 await connection.sender.send_all(data)
+            else:
+                with trio.move_on_after(write_timeout) as scope:
+                    await connection.sender.send_all(data)
+                timed_out = scope.cancelled_caught
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             failure = exc  # from trio.SSLStream itself; the writer keeps socket errors
         finally:
             if writer.bytes_sent != sent_before:
                 request.extensions["holysheep.sent"] = True
-        if scope.cancelled_caught:
+        # Not kept while the answer is awaited: it holds a copy of the request body.
+        del data
+        if timed_out:
             raise httpx2.WriteTimeout("timed out sending the request", request=request)
         failure = writer.error or failure
 
@@ -1150,6 +1277,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 head, sent something that is not HTTP/1.1, or a head over ``_MAX_HEAD_SIZE``.
         """
         h11_connection = connection.h11
+        assert h11_connection is not None  # set by _exchange
         received_any = False
         while True:
             try:
@@ -1167,14 +1295,19 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 raise httpx2.RemoteProtocolError(message, request=request) from exc
             if event is _NEED_DATA:
                 try:
-                    with trio.move_on_after(
-                        math.inf if read_timeout is None else read_timeout
-                    ) as scope:
+                    if read_timeout is None:
+                        # No cancel scope that never fires: it would cost ~700 bytes per
+                        # request for as long as the server takes to answer.
                         chunk = await connection.receive()
+                    else:
+                        with trio.move_on_after(read_timeout) as scope:
+                            chunk = await connection.receive()
+                        if scope.cancelled_caught:
+                            raise httpx2.ReadTimeout(
+                                "timed out waiting for the response", request=request
+                            )
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     raise httpx2.ReadError(_describe(exc), request=request) from exc
-                if scope.cancelled_caught:
-                    raise httpx2.ReadTimeout("timed out waiting for the response", request=request)
                 received_any = received_any or bool(chunk)
                 h11_connection.receive_data(chunk)
             elif type(event) is h11.Response:
@@ -1199,7 +1332,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
     ) -> _Connection:
         scheme, host, port = key
         # Looked up at call time so that tests can stand in for the network.
-        open_tcp_stream = trio.open_tcp_stream
+        open_tcp_stream = _open_tcp_stream
         try:
             with trio.move_on_after(
                 math.inf if connect_timeout is None else connect_timeout
@@ -1224,6 +1357,8 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                         tcp.socket.close()
                         raise
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if _out_of_files(exc):
+                raise httpx2.ConnectError(self._out_of_files_message(exc), request=request) from exc
             raise httpx2.ConnectError(_describe(exc), request=request) from exc
         if scope.cancelled_caught:
             raise httpx2.ConnectTimeout(f"timed out connecting to {host}:{port}", request=request)
@@ -1236,6 +1371,43 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         self._connections.add(connection)
         self._created += 1
         return connection
+
+    def _make_room_for_connections(self) -> None:
+        """Before the pool grows past the open-files room last seen, look again, and raise the
+        soft ``RLIMIT_NOFILE`` towards the hard limit if it is in the way.
+
+        Lazily, when the pool reaches the room it had, rather than when the transport is made:
+        a process that opens a few connections never has its limit touched. Then the soft limit
+        goes up to what ``max_connections`` needs (plus :data:`_FILES_HEADROOM` for the rest of
+        the process), at most to the hard limit, which only the administrator can raise. When
+        even that is too low, connections fail with a message saying so (see
+        :meth:`_out_of_files_message`) instead of a bare EMFILE.
+        """
+        limits = _open_files_limits()
+        if limits is None:  # pragma: no cover - Windows has no such limit
+            self._files_budget = self._max_connections
+            return
+        soft, hard = limits
+        wanted = self._max_connections + _FILES_HEADROOM
+        if soft < wanted and len(self._connections) + _FILES_HEADROOM >= soft:
+            target = min(wanted, hard)
+            if target > soft and _set_open_files_limit(target):
+                soft = target
+        self._files_budget = max(soft - _FILES_HEADROOM, soft // 2)
+
+    def _out_of_files_message(self, exc: BaseException) -> str:
+        limits = _open_files_limits()
+        if limits is None:  # pragma: no cover - Windows
+            allowed = "only so many"
+        else:
+            soft, hard = limits
+            allowed = f"{soft} (hard limit {'unlimited' if hard == _UNLIMITED else hard})"
+        return (
+            f"too many open files: this process may have {allowed} open at once"
+            f" (RLIMIT_NOFILE) and this transport holds {len(self._connections)} connections;"
+            " raise the limit (`ulimit -n`, up to the hard limit, or resource.setrlimit) or"
+            f" admit fewer streams at once (Limits, max_connections) [{_describe(exc)}]"
+        )
 
     def _get_ssl_context(self) -> ssl.SSLContext:
         context = self._ssl_context

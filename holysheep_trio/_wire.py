@@ -17,12 +17,13 @@ Nothing here knows about HTTP or sockets, so a WebSocket transport can reuse all
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import APIStatusError, APIStreamError, StreamProtocolError, error_class_for_status
-from .models import ChatChunk, Completion, Message, ToolCall, ToolCallDelta, Usage
+from .models import ChatChunk, Completion, Message, ToolCall, ToolCallDelta, Usage, _fast_chunk
 
 if TYPE_CHECKING:
     from .sse import ServerSentEvent
@@ -31,6 +32,7 @@ __all__ = [
     "DONE",
     "CompletionAccumulator",
     "build_request_body",
+    "decode_chunk_data",
     "decode_data",
     "decode_event",
     "error_from_success_body",
@@ -320,6 +322,43 @@ def decode_data(data: str) -> ChatChunk | _Done | None:
         payload = json.loads(data)
     except (ValueError, RecursionError):
         raise StreamProtocolError("invalid JSON in a stream event", data=data) from None
+    return _decode_object(payload, data)
+
+
+# The C scanner that json.loads runs, called directly: loads adds two whitespace regexes and
+# three Python calls around it, about a third of the cost of parsing a text delta.
+# (An attribute that JSONDecoder sets in __init__; typeshed does not list it.)
+_scan_json: Final[Callable[[str, int], tuple[Any, int]]] = vars(json.JSONDecoder())["scan_once"]
+
+
+def decode_chunk_data(data: str) -> ChatChunk | _Done | None:
+    """:func:`decode_data`, faster on the usual chunk: the same results and the same errors.
+
+    The client's hot path (one call per token). When the data is exactly one JSON object (no
+    whitespace around it) it is scanned without ``json.loads``' wrapping, and a text delta is
+    built by the models' fast path (``_fast_chunk``) without a second try; anything else
+    (``[DONE]``, an empty or broken event, an error object, tool calls, usage) goes the way of
+    :func:`decode_data`. ``tests/test_wire.py`` checks that both agree on any data.
+    """
+    try:
+        payload, end = _scan_json(data, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return decode_data(data)  # [DONE], empty, not JSON, or whitespace before it
+    if end != len(data) or type(payload) is not dict:
+        return decode_data(data)
+    if not payload.get("error") and payload.get("object") != "error":
+        chunk = _fast_chunk(payload)
+        if chunk is not None:
+            for choice in chunk.choices:
+                if choice.finish_reason == "error":
+                    raise _finish_reason_error(payload)
+            return chunk
+        return _decode_object(payload, data, fast_tried=True)
+    return _decode_object(payload, data)
+
+
+def _decode_object(payload: object, data: str, *, fast_tried: bool = False) -> ChatChunk:
+    """The chunk of an event's decoded JSON (``data``: its text, for errors)."""
     if not isinstance(payload, dict):
         raise StreamProtocolError("a stream event is not a JSON object", data=data)
     # An error object wins over anything else in the event: OpenRouter ends a failed stream
@@ -331,7 +370,7 @@ def decode_data(data: str) -> ChatChunk | _Done | None:
     if payload.get("object") == "error":
         raise stream_error_from_json({"error": payload})
     try:
-        chunk = ChatChunk.from_json(payload)
+        chunk = ChatChunk._from_mapping(payload) if fast_tried else ChatChunk.from_json(payload)
     except StreamProtocolError as exc:
         # The model types know which field is wrong but not the bytes it came in; the error
         # carries "the offending bytes, truncated" (errors.StreamProtocolError), as for bad JSON.
@@ -377,6 +416,11 @@ def decode_event(event: ServerSentEvent) -> ChatChunk | _Done | None:
     return None
 
 
+def _text_buffer() -> io.StringIO:
+    # newline="\n" (the default): written as is, no newline translation either way.
+    return io.StringIO()
+
+
 class _ToolCallBuilder:
     __slots__ = ("arguments", "id", "name", "type")
 
@@ -384,7 +428,7 @@ class _ToolCallBuilder:
         self.id = ""
         self.type = "function"
         self.name = ""
-        self.arguments: list[str] = []
+        self.arguments: io.StringIO | None = None  # made on the first fragment
 
 
 class CompletionAccumulator:
@@ -401,12 +445,31 @@ class CompletionAccumulator:
     - the first non-empty ``id`` and ``name`` win, ``arguments`` fragments are concatenated.
 
     Calls are listed in the order they started.
+
+    Memory: text is kept as text, not as the pieces it came in. A stream of thousands of
+    one-token deltas would otherwise hold a str object (about 50 bytes of header) and a list
+    slot per token, ten times the text itself, for the life of the stream; an ``io.StringIO``
+    (made on the first piece) appends to one growing buffer in amortized constant time.
     """
 
+    __slots__ = (
+        "_reasoning",
+        "_refusal",
+        "_text",
+        "_tools",
+        "_tools_by_id",
+        "_tools_by_index",
+        "chunks",
+        "finish_reason",
+        "id",
+        "model",
+        "usage",
+    )
+
     def __init__(self) -> None:
-        self._text: list[str] = []
-        self._refusal: list[str] = []
-        self._reasoning: list[str] = []
+        self._text: io.StringIO | None = None
+        self._refusal: io.StringIO | None = None
+        self._reasoning: io.StringIO | None = None
         self._tools: list[_ToolCallBuilder] = []
         self._tools_by_index: dict[int, _ToolCallBuilder] = {}
         self._tools_by_id: dict[str, _ToolCallBuilder] = {}
@@ -429,12 +492,20 @@ class CompletionAccumulator:
             if choice.index != 0:
                 continue
             delta = choice.delta
-            if delta.content:
-                self._text.append(delta.content)
+            content = delta.content
+            if content:
+                text = self._text
+                if text is None:
+                    text = self._text = _text_buffer()
+                text.write(content)
             if delta.refusal:
-                self._refusal.append(delta.refusal)
+                if self._refusal is None:
+                    self._refusal = _text_buffer()
+                self._refusal.write(delta.refusal)
             if delta.reasoning:
-                self._reasoning.append(delta.reasoning)
+                if self._reasoning is None:
+                    self._reasoning = _text_buffer()
+                self._reasoning.write(delta.reasoning)
             for call in delta.tool_calls:
                 builder = self._tool_builder(call)
                 if call.id and not builder.id:
@@ -445,7 +516,9 @@ class CompletionAccumulator:
                 if call.name and not builder.name:
                     builder.name = call.name
                 if call.arguments:
-                    builder.arguments.append(call.arguments)
+                    if builder.arguments is None:
+                        builder.arguments = _text_buffer()
+                    builder.arguments.write(call.arguments)
             if choice.finish_reason is not None:
                 self.finish_reason = choice.finish_reason
 
@@ -474,12 +547,12 @@ class CompletionAccumulator:
     @property
     def text(self) -> str:
         """The content so far."""
-        return "".join(self._text)
+        return "" if self._text is None else self._text.getvalue()
 
     @property
     def reasoning(self) -> str:
         """The reasoning text so far."""
-        return "".join(self._reasoning)
+        return "" if self._reasoning is None else self._reasoning.getvalue()
 
     def completion(
         self,
@@ -495,7 +568,7 @@ class CompletionAccumulator:
                 id=builder.id,
                 type=builder.type,
                 name=builder.name,
-                arguments="".join(builder.arguments),
+                arguments="" if builder.arguments is None else builder.arguments.getvalue(),
             )
             for builder in self._tools
         )
@@ -503,8 +576,8 @@ class CompletionAccumulator:
             id=self.id,
             model=self.model,
             text=self.text,
-            refusal="".join(self._refusal) if self._refusal else None,
-            reasoning="".join(self._reasoning) if self._reasoning else None,
+            refusal=None if self._refusal is None else self._refusal.getvalue(),
+            reasoning=None if self._reasoning is None else self._reasoning.getvalue(),
             finish_reason=self.finish_reason,
             usage=self.usage,
             tool_calls=tool_calls,

@@ -54,7 +54,14 @@ from ._lifecycle import (
 from ._responses_stream import ResponseStream
 from ._responses_wire import build_response_request_body, estimate_input_messages
 from ._tokens import choice_count, completion_token_bound, prompt_token_bound
-from ._wire import DONE, CompletionAccumulator, build_request_body, decode_event, parse_error_body
+from ._wire import (
+    DONE,
+    CompletionAccumulator,
+    build_request_body,
+    decode_chunk_data,
+    decode_event,
+    parse_error_body,
+)
 from .batch import BatchResult, ChatRequest
 from .errors import ConfigurationError, HolySheepError, _shown_url, error_class_for_status
 from .models import ChatChunk, Completion, Message, Usage
@@ -117,18 +124,35 @@ class _ChatDecoder:
         self.usage: Usage | None = None
 
     def decode(self, event: ServerSentEvent) -> tuple[ChatChunk | None, int]:
-        item = decode_event(event)
+        # One call per token: plain `message` events take decode_chunk_data (the same
+        # result as decode_event, faster), and a chunk of one choice without usage, nearly
+        # all of them, gets its flags without the general loop below.
+        item = decode_chunk_data(event.data) if event.event == "message" else decode_event(event)
         if item is None:
             return None, 0
         if item is DONE:
             return None, PROGRESS | END
         assert isinstance(item, ChatChunk)
+        choices = item.choices
+        if item.usage is None and len(choices) == 1:
+            choice = choices[0]
+            delta = choice.delta
+            flags = (
+                OUTPUT | PROGRESS
+                if delta.content or delta.tool_calls or delta.refusal or delta.reasoning
+                else 0
+            )
+            if choice.finish_reason is not None:
+                flags |= FINISH | PROGRESS
+            elif not flags and delta.role is None:
+                flags = DROPPABLE
+            return item, flags
         flags = OUTPUT | PROGRESS if item.has_output else 0
         if item.usage is not None:
             self.usage = item.usage
             flags |= PROGRESS
         role = False
-        for choice in item.choices:
+        for choice in choices:
             if choice.finish_reason is not None:
                 flags |= FINISH | PROGRESS
             if choice.delta.role is not None:
@@ -155,6 +179,8 @@ class ChatStream:
     Create it with :meth:`Client.stream_chat`.
     """
 
+    __slots__ = ("_acc", "_fields", "_request")
+
     def __init__(
         self,
         client: Client,
@@ -170,7 +196,8 @@ class ChatStream:
         choices: int = 1,
     ) -> None:
         self._acc = CompletionAccumulator()
-        request_fields: Mapping[str, Any] = fields or {}
+        self._fields: Mapping[str, Any] = fields or {}
+        # Bound methods, not closures, below: a third of the size, thousands of streams over.
         self._request: Request[ChatChunk] = Request(
             client,
             model=model,
@@ -187,12 +214,21 @@ class ChatStream:
             estimated_tokens=estimated_tokens,
             estimated_prompt_tokens=estimated_prompt_tokens,
             new_decoder=_ChatDecoder,
-            partial=lambda: self.completion,
-            prompt_bound=lambda: prompt_token_bound(request_fields),
+            partial=self._completion,
+            prompt_bound=self._prompt_bound,
             choices=choices,
             operation="chat",
-            request=lambda: request_fields,
+            request=self._request_fields,
         )
+
+    def _completion(self) -> Completion:
+        return self.completion
+
+    def _prompt_bound(self) -> int:
+        return prompt_token_bound(self._fields)
+
+    def _request_fields(self) -> Mapping[str, Any]:
+        return self._fields
 
     def __repr__(self) -> str:
         request = self._request
@@ -241,7 +277,7 @@ class ChatStream:
         if request.closed_by_client:
             raise request.closed_error()
         ready = request.ready
-        chunk = ready.popleft() if ready else await request.next_slow()
+        chunk = ready.pop() if ready else await request.next_slow()
         self._acc.add(chunk)
         return chunk
 

@@ -444,6 +444,11 @@ class ChatChunk:
             fast = _fast_chunk(payload)
             if fast is not None:
                 return fast
+        return cls._from_mapping(payload)
+
+    @classmethod
+    def _from_mapping(cls, payload: object) -> ChatChunk:
+        """:meth:`from_json` without its fast path (for callers that just tried it)."""
         if not isinstance(payload, Mapping):
             raise _bad("chunk is not an object")
         raw_choices = payload.get("choices") or ()
@@ -513,26 +518,31 @@ def _fast_chunk(payload: dict[str, Any]) -> ChatChunk | None:
             type(raw_delta) is not dict
             or type(index) is not int
             or (finish is not None and type(finish) is not str)
-            or raw_delta.get("tool_calls")
         ):
             return None
         content = raw_delta.get("content")
-        role = raw_delta.get("role")
-        refusal = raw_delta.get("refusal")
-        reasoning = raw_delta.get("reasoning_content")
-        alternative = raw_delta.get("reasoning")
-        if (
-            (content is not None and type(content) is not str)
-            or (role is not None and type(role) is not str)
-            or (refusal is not None and type(refusal) is not str)
-            or (reasoning is not None and type(reasoning) is not str)
-            or (alternative is not None and type(alternative) is not str)
-        ):
-            return None
-        reasoning = reasoning or alternative
-        # OpenRouter's `reasoning_details` only matter when there is no reasoning text.
-        if not reasoning and raw_delta.get("reasoning_details"):
-            return None
+        if type(content) is str and len(raw_delta) == 1:
+            # {"content": "..."} alone: what OpenAI sends for every token after the first.
+            role = refusal = reasoning = None
+        else:
+            if raw_delta.get("tool_calls"):
+                return None
+            role = raw_delta.get("role")
+            refusal = raw_delta.get("refusal")
+            reasoning = raw_delta.get("reasoning_content")
+            alternative = raw_delta.get("reasoning")
+            if (
+                (content is not None and type(content) is not str)
+                or (role is not None and type(role) is not str)
+                or (refusal is not None and type(refusal) is not str)
+                or (reasoning is not None and type(reasoning) is not str)
+                or (alternative is not None and type(alternative) is not str)
+            ):
+                return None
+            reasoning = reasoning or alternative
+            # OpenRouter's `reasoning_details` only matter when there is no reasoning text.
+            if not reasoning and raw_delta.get("reasoning_details"):
+                return None
         delta = _new(Delta)
         _set_delta_role(delta, role)
         _set_delta_content(delta, content)

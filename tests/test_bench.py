@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from trio.testing import MockClock
 
-from holysheep_trio import open_client
+from holysheep_trio import bench, open_client
 from holysheep_trio.bench import (
     DEFAULT_MODELS,
     BenchConfig,
@@ -26,6 +26,7 @@ from holysheep_trio.bench import (
     plotting_available,
     run_benchmark,
     streaming_rate,
+    ttft_ecdf,
     write_plot,
 )
 from holysheep_trio.simulator import open_simulator
@@ -220,6 +221,26 @@ def test_write_plot_draws_a_png(tmp_path: Any) -> None:
     path = tmp_path / "plot.png"
     write_plot(report, path)
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # TTFT as one step line per model (an ECDF), not overlapping histogram bars.
+    ttft_axes = bench._figure(report).axes[0]
+    assert not ttft_axes.patches
+    lines = {line.get_label(): line for line in ttft_axes.get_lines()}
+    assert set(lines) == {"a (n=3)", "b (n=3)"}
+    assert list(lines["a (n=3)"].get_ydata()) == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+    assert ttft_axes.get_title() == "Time to first token (ECDF)"
+
+
+def test_ttft_ecdf_steps_by_one_run_at_each_ttft() -> None:
+    config = BenchConfig(models=("a", "b", "c"), runs=4)
+    runs = [run("a", index=i, ttft=t, duration=1.0) for i, t in enumerate([0.4, 0.1, 0.3, 0.1])]
+    runs.append(run("b", index=0, duration=0.1, error_kind="timeout", error="first token"))
+    runs.append(run("c", index=0, ttft=2.0, duration=3.0))
+    report = BenchReport.from_runs(runs, config=config, wall_time=1.0)
+    assert ttft_ecdf(report) == {
+        # sorted; every run counts, ties included; a failed run is not a TTFT
+        "a": [(0.1, 0.0), (0.1, 0.25), (0.1, 0.5), (0.3, 0.75), (0.4, 1.0)],
+        "c": [(2.0, 0.0), (2.0, 1.0)],
+    }
 
 
 # ---- the runner against the simulator -------------------------------------------------------

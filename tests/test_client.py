@@ -11,10 +11,13 @@ from typing import Any
 import httpx2
 import pytest
 import trio
+from hypothesis import example, given
+from hypothesis import strategies as st
 from trio.testing import MockClock
 
 import holysheep_trio as hs
 from holysheep_trio.client import AttemptOutcome, Client
+from holysheep_trio.sse import ServerSentEvent
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
     from exceptiongroup import ExceptionGroup
@@ -537,3 +540,102 @@ async def test_users_http_client_gets_the_environment_key(
     ):
         await client.chat(model="gpt-4.1", messages=MESSAGES)
     assert seen == [f"Bearer {KEY}", "Bearer the-users-own"]
+
+
+# --- the chat decoder's fast flags, pinned to the general rule ----------------------------------
+
+_DELTA_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": st.none() | st.just("assistant"),
+        "content": st.none() | st.sampled_from(["", "x"]),
+        "refusal": st.none() | st.sampled_from(["", "no"]),
+        "reasoning": st.none() | st.sampled_from(["", "hm"]),
+        "tool_calls": st.just([{"index": 0, "id": "c", "function": {"name": "f"}}]),
+    },
+)
+_CHOICE = st.fixed_dictionaries(
+    {"delta": _DELTA_FIELDS},
+    optional={
+        "index": st.integers(0, 1),
+        "finish_reason": st.sampled_from([None, "stop", "length", "error"]),
+    },
+)
+_PAYLOAD = st.fixed_dictionaries(
+    {"id": st.just("chatcmpl-1"), "choices": st.lists(_CHOICE, max_size=2)},
+    optional={"usage": st.none() | st.just({"prompt_tokens": 3, "completion_tokens": 1})},
+)
+
+
+def _reference_decode(event: ServerSentEvent) -> tuple[object, int, object]:
+    """The general rule the decoder's fast path must agree with."""
+    from holysheep_trio._lifecycle import DROPPABLE, END, FINISH, OUTPUT, PROGRESS
+    from holysheep_trio._wire import DONE, decode_event
+
+    try:
+        item = decode_event(event)
+    except hs.HolySheepError as exc:
+        return type(exc), str(exc), None
+    if item is None:
+        return None, 0, None
+    if item is DONE:
+        return None, PROGRESS | END, None
+    assert isinstance(item, hs.ChatChunk)
+    flags = OUTPUT | PROGRESS if item.has_output else 0
+    if item.usage is not None:
+        flags |= PROGRESS
+    role = False
+    for choice in item.choices:
+        if choice.finish_reason is not None:
+            flags |= FINISH | PROGRESS
+        if choice.delta.role is not None:
+            role = True
+    if not flags and not role:
+        flags = DROPPABLE
+    return item, flags, item.usage
+
+
+def _one_choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"id": "c", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+@given(
+    payload=_PAYLOAD | st.just("[DONE]") | st.just(""),
+    name=st.sampled_from(["message", "", "ping", "error"]),
+)
+@example(payload=_one_choice({"content": "x"}), name="message")
+@example(payload=_one_choice({"reasoning": "hm"}), name="message")
+@example(payload=_one_choice({"refusal": "no"}), name="message")
+@example(payload=_one_choice({"role": "assistant", "content": ""}), name="message")
+@example(payload=_one_choice({}), name="message")
+@example(payload=_one_choice({}, "stop"), name="message")
+@example(payload=_one_choice({"tool_calls": [{"index": 0, "id": "c"}]}), name="message")
+def test_chat_decoder_flags_agree_with_the_general_rule(payload: object, name: str) -> None:
+    from holysheep_trio.client import _ChatDecoder
+
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    event = ServerSentEvent(event=name, data=data)
+    decoder = _ChatDecoder()
+    got: object
+    try:
+        item, flags = decoder.decode(event)
+    except hs.HolySheepError as exc:
+        got = (type(exc), str(exc), None)
+    else:
+        got = (item, flags, decoder.usage)
+    assert got == _reference_decode(event)
+
+
+def test_running_out_of_files_is_not_called_a_network_error() -> None:
+    import errno
+
+    from holysheep_trio._http import translate
+
+    exc = httpx2.ConnectError("too many open files: this process may have 64 open at once")
+    exc.__cause__ = OSError("all attempts to connect failed")
+    exc.__cause__.__cause__ = OSError(errno.EMFILE, "Too many open files")
+    error = translate(exc, connect_timeout=None)
+    assert isinstance(error, hs.APIConnectionError)
+    assert str(error).startswith("cannot open a connection: too many open files")
+    other = translate(httpx2.ConnectError("refused"), connect_timeout=None)
+    assert str(other).startswith("network error (ConnectError): refused")

@@ -768,3 +768,87 @@ async def test_users_default_transport_survives_in_band_errors(sim: Simulator) -
             completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5)
             assert completion.finish_reason == "length"
     await no_open_connections(sim)
+
+
+# ---- memory per open stream ------------------------------------------------------------------
+
+#: The budget of one open stream in the client (Python allocations while it streams), what
+#: docs/benchmarks.md's "Scale" section measures as RSS with 10,000 streams: 16 KiB.
+STREAM_BUDGET = 16 * 1024
+
+
+async def test_an_open_stream_costs_less_than_its_budget(autojump_clock: MockClock) -> None:
+    import gc
+    import tracemalloc
+
+    from holysheep_trio.simulator import ModelProfile, Profile
+
+    slow = ModelProfile(name="slow", ttft_mean_ms=1, ttft_p95_ms=2, tokens_per_second=0.5)
+    profile = Profile.from_models("slow", [slow], delays=True)
+    streams = 40
+    limits = hs.Limits(max_concurrent=streams, default_per_model=streams, adaptive=False)
+    async with (
+        open_simulator(api_key=KEY, profile=profile, reply_tokens="max") as sim,
+        client_for(sim, limits=limits) as client,
+    ):
+        streaming = 0
+        all_streaming = trio.Event()
+
+        async def one() -> None:
+            nonlocal streaming
+            async with client.stream_chat(model="slow", messages=MESSAGES, max_tokens=20) as s:
+                async for _ in s:
+                    streaming += 1
+                    if streaming == streams:
+                        all_streaming.set()
+                    await trio.sleep_forever()
+
+        async with trio.open_nursery() as warm_up:  # one-time allocations (imports, the pool)
+            warm_up.start_soon(one)
+            await wait_for(lambda: streaming == 1, "the warm-up stream")
+            warm_up.cancel_scope.cancel()
+        streaming = 0
+        gc.collect()
+        tracemalloc.start(64)
+        try:
+            before = tracemalloc.take_snapshot()
+            async with trio.open_nursery() as nursery:
+                for _ in range(streams):
+                    nursery.start_soon(one)
+                await all_streaming.wait()
+                gc.collect()
+                after = tracemalloc.take_snapshot()
+                nursery.cancel_scope.cancel()
+        finally:
+            tracemalloc.stop()
+    # The simulator runs in this process: leave out what its tasks allocate.
+    ours = [tracemalloc.Filter(False, "*/holysheep_trio/simulator/*", all_frames=True)]
+    growth = sum(
+        stat.size_diff
+        for stat in after.filter_traces(ours).compare_to(before.filter_traces(ours), "filename")
+    )
+    assert 0 < growth / streams <= STREAM_BUDGET, f"{growth / streams:.0f} bytes per stream"
+
+
+async def test_a_stream_keeps_its_body_not_the_httpx2_response(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    # The response's headers and wrappers are not needed once the body streams (one per
+    # stream, thousands of times over); closing still hands the connection back.
+    async with client_for(sim) as client:
+        for _ in range(2):
+            async with client.stream_chat(
+                model="gpt-4.1", messages=MESSAGES, max_tokens=3
+            ) as stream:
+                assert not hasattr(stream, "__dict__")  # slotted: one per stream
+                attempt = stream._request._attempt
+                assert attempt is not None
+                exchange = attempt.exchange
+                assert exchange._response is None  # type: ignore[union-attr]
+                assert exchange._body is not None  # type: ignore[union-attr]
+                assert exchange.status == 200  # type: ignore[union-attr]
+                async for _ in stream:
+                    pass
+            stats = client._http._transport.statistics()  # type: ignore[attr-defined]
+            assert (stats.open_connections, stats.connections_created) == (1, 1)
+    await no_open_connections(sim)

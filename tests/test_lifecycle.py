@@ -14,7 +14,8 @@ import trio
 from trio.testing import MockClock
 
 import holysheep_trio as hs
-from holysheep_trio._lifecycle import MAX_HELD_EVENTS, MAX_HELD_ITEMS
+from holysheep_trio import _transport
+from holysheep_trio._lifecycle import MAX_DECODE_AHEAD, MAX_HELD_EVENTS, MAX_HELD_ITEMS, Request
 from holysheep_trio._tokens import prompt_token_bound
 from holysheep_trio.simulator import Simulator, open_simulator
 
@@ -144,6 +145,81 @@ async def test_output_resets_the_idle_deadline(autojump_clock: MockClock) -> Non
     ) as client:
         completion = await client.chat(model="gpt-4.1", messages=MESSAGES)
     assert completion.text.split() == [f"t{index}" for index in range(10)]
+
+
+# ---- bounded decode-ahead: a read's events wait undecoded -----------------------------------
+
+
+async def test_a_burst_is_decoded_at_most_max_decode_ahead_at_a_time(
+    autojump_clock: MockClock,
+) -> None:
+    burst = b"".join(event({"content": f"t{index} "}) for index in range(10 * MAX_DECODE_AHEAD))
+    items: list[bytes | float] = [event({"role": "assistant"}), burst, event(finish="stop"), DONE]
+    async with (
+        mock_client([httpx2.Response(200, headers=SSE, stream=Script(items))]) as client,
+        client.stream_chat(model="gpt-4.1", messages=MESSAGES) as stream,
+    ):
+        request = stream._request
+        texts = []
+        async for chunk in stream:
+            # One read brought the whole burst; never more than the bound typed at once.
+            assert len(request.ready) < MAX_DECODE_AHEAD
+            texts.append(chunk.text)
+    assert texts[1:-1] == [f"t{index} " for index in range(10 * MAX_DECODE_AHEAD)]
+    assert stream.completion.text == "".join(texts)
+    assert stream.completion.finish_reason == "stop"
+
+
+async def test_a_truncated_burst_is_delivered_before_its_error(autojump_clock: MockClock) -> None:
+    burst = b"".join(event({"content": f"t{index} "}) for index in range(3 * MAX_DECODE_AHEAD))
+    async with mock_client([httpx2.Response(200, headers=SSE, stream=Script([burst]))]) as client:
+        texts: list[str] = []
+
+        async def read() -> None:
+            async with client.stream_chat(model="gpt-4.1", messages=MESSAGES) as stream:
+                async for chunk in stream:
+                    texts.append(chunk.text)
+
+        with pytest.raises(hs.StreamInterruptedError) as info:
+            await read()
+    assert isinstance(info.value.__cause__, hs.APIConnectionError)
+    assert "ended before it was complete" in str(info.value)
+    assert texts == [f"t{index} " for index in range(3 * MAX_DECODE_AHEAD)]
+    assert info.value.partial is not None
+    assert info.value.partial.text == "".join(texts)
+
+
+@pytest.mark.parametrize("progress_at_the_end", [True, False])
+async def test_progress_late_in_a_burst_still_resets_the_idle_deadline(
+    autojump_clock: MockClock, progress_at_the_end: bool
+) -> None:
+    # 30 s of silence, then empty deltas (not progress) and, past the decode-ahead bound, a
+    # token (progress): the idle deadline of 60 s starts again from it, so 40 s of silence
+    # after it are fine. Without that token the 40 s come after 30 s already spent: a timeout.
+    burst = [event({})] * (3 * MAX_DECODE_AHEAD)
+    if progress_at_the_end:
+        burst.append(event({"content": "late"}))
+    items: list[bytes | float] = [event({"content": "first "}), 30.0, b"".join(burst), 40.0]
+    items += [event(finish="stop"), DONE]
+    async with mock_client(
+        [httpx2.Response(200, headers=SSE, stream=Script(items))],
+        timeouts=hs.Timeouts(idle=60.0),
+    ) as client:
+        if progress_at_the_end:
+            completion = await client.chat(model="gpt-4.1", messages=MESSAGES)
+            assert completion.text == "first late"
+            assert trio.current_time() == pytest.approx(70.0)
+        else:
+            with pytest.raises(hs.StreamInterruptedError) as info:
+                await client.chat(model="gpt-4.1", messages=MESSAGES)
+            assert isinstance(info.value.__cause__, hs.APITimeoutError)
+            assert info.value.__cause__.deadline == "idle"
+            assert trio.current_time() == pytest.approx(60.0)
+
+
+def test_request_is_slotted() -> None:
+    # One per stream: no __dict__ (docs/benchmarks.md, "Scale").
+    assert "__dict__" not in dir(Request)
 
 
 # ---- bounded memory before the first token ----------------------------------------------
@@ -421,7 +497,7 @@ async def test_a_request_cancelled_while_connecting_costs_nothing(
     async def never_connects(host: str, port: int) -> Any:
         await trio.sleep_forever()
 
-    monkeypatch.setattr(trio, "open_tcp_stream", never_connects)
+    monkeypatch.setattr(_transport, "_open_tcp_stream", never_connects)
     async with (
         hs.open_budget(daily=100.0) as budget,
         hs.open_client(api_key=KEY, base_url="http://127.0.0.1:9/v1", budget=budget) as client,

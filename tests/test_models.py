@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import holysheep_trio as hs
@@ -394,6 +394,10 @@ _CHUNKS = st.fixed_dictionaries(
 
 
 @given(_CHUNKS)
+@example({"choices": [{"delta": {"content": "x"}}]})  # a delta of content alone
+@example({"choices": [{"delta": {"content": 1}}]})
+@example({"choices": [{"delta": {"content": None}}]})
+@example({"choices": [{"delta": {"tool_calls": [{"index": 0}]}}]})
 def test_fast_path_builds_what_the_careful_path_builds(payload: dict[str, Any]) -> None:
     """`from_json` on a dict may take the fast path; on a read-only mapping it never does."""
     try:

@@ -10,6 +10,8 @@ import json
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -702,6 +704,79 @@ async def test_connect_refused_is_a_connect_error() -> None:
     assert stats(transport) == (0, 0, 0)
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+async def test_an_ip_address_is_connected_to_directly_a_name_through_trio(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One address leaves happy eyeballs nothing to race: no trio.open_tcp_stream (its nursery
+    # and task cost ~6 KiB per connection being made). A host name still goes through it.
+    url = await start_server(nursery, echo_server)
+    port = int(url.rsplit(":", 1)[1])
+    through_trio: list[str] = []
+    real = trio.open_tcp_stream
+
+    async def recording(host: str, port: int) -> trio.SocketStream:
+        through_trio.append(host)
+        return await real(host, port)
+
+    monkeypatch.setattr(trio, "open_tcp_stream", recording)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        assert (await client.get(url)).status_code == 200
+        assert through_trio == []
+        assert (await client.get(f"http://localhost:{port}/")).status_code == 200
+    assert through_trio == ["localhost"]
+    nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+async def test_an_ipv6_address_is_connected_to_directly(nursery: trio.Nursery) -> None:
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, host="::1"), echo_server, 0)
+    port = listeners[0].socket.getsockname()[1]
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        reply = (await client.get(f"http://[::1]:{port}/")).json()
+        assert reply["headers"]["host"] == f"[::1]:{port}"
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            closed = probe.getsockname()[1]
+        with pytest.raises(httpx2.ConnectError) as info:
+            await client.get(f"http://[::1]:{closed}/")
+        # trio's words for it, the address in brackets
+        assert str(info.value).count(f"all attempts to connect to [::1]:{closed} failed") == 1
+    nursery.cancel_scope.cancel()
+
+
+async def test_h11_state_is_not_kept_while_our_decoder_reads_the_body(
+    nursery: trio.Nursery,
+) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        while await peer.read_request():
+            await peer.respond(b"a body of some length")
+
+    url = await start_server(nursery, handler)
+    transport = TrioTransport()
+    async with client_for(transport) as client:
+        for _ in range(2):  # the second request gets a fresh state machine on the same socket
+            async with client.stream("GET", url) as response:
+                body = response.extensions["holysheep.body"]
+                connection = body._connection
+                assert connection is not None
+                assert connection.h11 is None
+                assert await response.aread() == b"a body of some length"
+            assert stats(transport) == (1, 1, 1)
+    nursery.cancel_scope.cancel()
+
+
 async def test_connect_timeout(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -709,7 +784,7 @@ async def test_connect_timeout(
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(trio, "open_tcp_stream", never_connects)
+    monkeypatch.setattr(_transport, "_open_tcp_stream", never_connects)
     transport = TrioTransport()
     async with client_for(transport, timeout=httpx2.Timeout(30.0, connect=2.0)) as client:
         with pytest.raises(httpx2.ConnectTimeout):
@@ -880,7 +955,7 @@ async def test_transport_closed_during_a_connect_does_not_use_the_new_socket(
             await peer.respond(b"ok")
 
     url = await start_server(nursery, handler)
-    real_open_tcp_stream = trio.open_tcp_stream
+    real_open_tcp_stream = _transport._open_tcp_stream
     connecting, may_connect = trio.Event(), trio.Event()
     opened: list[trio.SocketStream] = []
 
@@ -890,7 +965,7 @@ async def test_transport_closed_during_a_connect_does_not_use_the_new_socket(
         opened.append(await real_open_tcp_stream(host, port))
         return opened[-1]
 
-    monkeypatch.setattr(trio, "open_tcp_stream", slow_open_tcp_stream)
+    monkeypatch.setattr(_transport, "_open_tcp_stream", slow_open_tcp_stream)
     transport = TrioTransport()
     outcome: list[BaseException] = []
 
@@ -1894,3 +1969,85 @@ async def test_response_sent_during_the_upload_is_returned_over_tls(nursery: tri
         response = await client.post(url, content=b"x" * 32_000_000)
         assert (response.status_code, response.content) == (413, b"too large")
         assert stats(transport) == (0, 0, 1)
+
+
+# --- the open-files limit ------------------------------------------------------------------------
+
+# Run in a child process (the limit is the process's): set RLIMIT_NOFILE to SOFT and HARD, then
+# open N connections at once to a listener that never accepts (the kernel completes them from
+# its backlog, so the server side holds no descriptor) and report what happened.
+_OPEN_MANY = """
+import json, resource, socket, sys
+import httpx2, trio
+from holysheep_trio import TrioTransport
+
+soft, hard, count = map(int, sys.argv[1:4])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(4096)
+url = "http://127.0.0.1:%d/" % listener.getsockname()[1]
+
+async def main():
+    transport = TrioTransport(max_connections=count)
+    errors = []
+    async with httpx2.AsyncClient(transport=transport) as client:
+        async def one():
+            try:
+                await client.get(url)
+            except httpx2.ConnectError as exc:
+                errors.append(str(exc))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(one)
+            while transport.statistics().connections_created + len(errors) < count:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    created = transport.statistics().connections_created
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    print(json.dumps({"created": created, "errors": errors, "soft": limit}))
+
+trio.run(main)
+"""
+
+
+def _open_many(soft: int, hard: int, count: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_MANY, str(soft), str(hard), str(count)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _hard_open_files_limit() -> int:
+    if sys.platform == "win32":
+        return 0
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return sys.maxsize if hard == resource.RLIM_INFINITY else hard
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no RLIMIT_NOFILE")
+@pytest.mark.skipif(_hard_open_files_limit() < 1024, reason="hard open-files limit below 1024")
+def test_the_soft_open_files_limit_is_raised_when_the_pool_needs_it() -> None:
+    result = _open_many(soft=64, hard=_hard_open_files_limit(), count=300)
+    assert result["errors"] == []
+    assert result["created"] == 300
+    assert result["soft"] == 300 + _transport._FILES_HEADROOM  # what max_connections needs
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no RLIMIT_NOFILE")
+def test_a_hard_limit_too_low_is_said_clearly() -> None:
+    result = _open_many(soft=64, hard=64, count=100)
+    assert 0 < result["created"] < 64
+    assert result["soft"] == 64
+    message = result["errors"][0]
+    assert message.startswith("too many open files: this process may have 64 (hard limit 64)")
+    assert "ulimit -n" in message
+    assert "Errno 24" in message  # the OS's own words, last

@@ -5,7 +5,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import holysheep_trio as hs
@@ -13,6 +13,7 @@ from holysheep_trio._wire import (
     DONE,
     CompletionAccumulator,
     build_request_body,
+    decode_chunk_data,
     decode_data,
     decode_event,
     error_from_success_body,
@@ -563,3 +564,123 @@ def test_id_arriving_after_the_first_fragment_does_not_split_the_call() -> None:
         ]
     )
     assert completion.tool_calls == (hs.ToolCall(id="call_late", name="f", arguments="{}"),)
+
+
+# --- decode_chunk_data: the hot path, pinned to decode_data ------------------------------------
+
+
+def _outcome(decode: Any, data: str) -> object:
+    """What decoding ``data`` gives: the value, or the error's type, text and offending bytes."""
+    try:
+        return decode(data)
+    except hs.HolySheepError as exc:
+        return (type(exc), str(exc), getattr(exc, "data", None), getattr(exc, "status", None))
+
+
+_SCALARS = st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=4)
+_CHUNK_DELTAS = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": st.none() | st.just("assistant") | st.integers(),
+        "content": st.none() | st.text(max_size=4) | st.integers(),
+        "refusal": st.none() | st.text(max_size=3),
+        "reasoning_content": st.none() | st.text(max_size=3),
+        "tool_calls": st.just([{"index": 0, "id": "c", "function": {"arguments": "{"}}]),
+    },
+)
+_CHUNK_PAYLOADS = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(max_size=3) | st.integers(),
+        "object": st.sampled_from(["chat.completion.chunk", "error"]),
+        "model": st.text(max_size=3),
+        "created": st.integers(0, 9) | st.none(),
+        "choices": st.lists(
+            st.fixed_dictionaries(
+                {"delta": _CHUNK_DELTAS | st.none() | st.integers()},
+                optional={
+                    "index": st.integers(0, 2),
+                    "finish_reason": st.sampled_from([None, "stop", "error", "length"]),
+                },
+            ),
+            max_size=2,
+        )
+        | _SCALARS,
+        "usage": st.none() | st.just({"prompt_tokens": 1, "completion_tokens": 2}),
+        "error": st.none() | st.just("") | st.just({"message": "boom", "code": 429}),
+        "message": st.text(max_size=3),
+    },
+)
+
+
+@given(
+    payload=_CHUNK_PAYLOADS,
+    before=st.sampled_from(["", " ", "\n", "\ufeff"]),
+    after=st.sampled_from(["", " ", "x", "]", "\t"]),
+    compact=st.booleans(),
+)
+@example(
+    payload={"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]},
+    before="",
+    after="",
+    compact=True,
+)
+@example(payload={"choices": [{"delta": {"content": "x"}}]}, before="", after=" ", compact=True)
+@example(payload={"choices": [{"delta": {"content": 1}}]}, before="", after="", compact=True)
+@example(payload={"object": "error", "message": "m"}, before="", after="", compact=True)
+def test_decode_chunk_data_agrees_with_decode_data(
+    payload: dict[str, Any], before: str, after: str, compact: bool
+) -> None:
+    data = before + json.dumps(payload, separators=(",", ":") if compact else None) + after
+    assert _outcome(decode_chunk_data, data) == _outcome(decode_data, data)
+
+
+@given(st.text(max_size=30))
+@example("[DONE]")
+@example("")
+@example("{")
+@example("[" * 100_000)
+@example('{"a": [' * 50_000)
+@example("null")
+@example('"text"')
+@example("NaN")
+@example('{"choices": [{"index": 0, "delta": {"content": "\\ud800"}}]}')
+def test_decode_chunk_data_agrees_on_any_text(data: str) -> None:
+    assert _outcome(decode_chunk_data, data) == _outcome(decode_data, data)
+
+
+# --- the accumulator keeps text, not pieces ----------------------------------------------------
+
+
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=()), max_size=6),
+        max_size=40,
+    )
+)
+@example(["a\r\n", "\r", "\n", "\ud800", "😀", "\x00", "\u2028"])
+def test_accumulated_text_is_every_piece_joined(pieces: list[str]) -> None:
+    acc = CompletionAccumulator()
+    for piece in pieces:
+        for field in ("content", "refusal", "reasoning_content"):
+            item = decode_data(json.dumps({"choices": [{"delta": {field: piece}}]}))
+            assert isinstance(item, hs.ChatChunk)
+            acc.add(item)
+        call = {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": piece}}
+        item = decode_data(json.dumps({"choices": [{"delta": {"tool_calls": [call]}}]}))
+        assert isinstance(item, hs.ChatChunk)
+        acc.add(item)
+    completion = acc.completion()
+    joined = "".join(pieces)
+    assert completion.text == acc.text == joined
+    assert completion.refusal == (joined or None)
+    assert completion.reasoning == (joined or None)
+    assert acc.reasoning == joined
+    assert completion.tool_calls == (
+        (hs.ToolCall(id="call_1", name="f", arguments=joined),) if pieces else ()
+    )
+
+
+def test_accumulator_is_slotted() -> None:
+    # One per stream: no __dict__ (docs/benchmarks.md, "Scale").
+    assert not hasattr(CompletionAccumulator(), "__dict__")
