@@ -585,9 +585,10 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         "_decoder",
         "_keep_alive",
         "_leftover",
+        "_method",
         "_read_timeout",
-        "_request",
         "_transport",
+        "_url",
     )
 
     def __init__(
@@ -602,7 +603,11 @@ class TrioResponseStream(httpx2.AsyncByteStream):
     ) -> None:
         self._transport = transport
         self._connection: _Connection | None = connection
-        self._request = request
+        # Not the request itself: it holds the request body (the prompt, kilobytes of it) and
+        # the headers for the life of the stream, thousands of times over. Errors get a
+        # stand-in with its method and URL (and so no credentials either).
+        self._method = request.method
+        self._url = request.url
         self._read_timeout = read_timeout
         self._closed_early = False
         # With a decoder, h11 stops at the response head: the body bytes it already buffered
@@ -620,6 +625,11 @@ class TrioResponseStream(httpx2.AsyncByteStream):
             # up to 64 KiB) go now rather than at the end of the body. The next request on
             # this connection gets a fresh state machine (about 1 KiB, so not made before).
             connection.h11 = None
+
+    @property
+    def _request(self) -> httpx2.Request:
+        """What the errors of the body name as their request: its method and URL."""
+        return httpx2.Request(self._method, self._url)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self

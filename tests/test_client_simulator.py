@@ -852,3 +852,29 @@ async def test_a_stream_keeps_its_body_not_the_httpx2_response(
             stats = client._http._transport.statistics()  # type: ignore[attr-defined]
             assert (stats.open_connections, stats.connections_created) == (1, 1)
     await no_open_connections(sim)
+
+
+async def test_a_stream_does_not_keep_its_request_or_prompt(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    # The httpx2 request holds the body (the whole prompt) and the headers (the key): once the
+    # answer streams, nothing of ours keeps it, thousands of streams over.
+    import gc
+
+    import httpx2
+
+    prompt = "a long prompt " * 2000
+    async with (
+        client_for(sim) as client,
+        client.stream_chat(
+            model="gpt-4.1", messages=[{"role": "user", "content": prompt}], max_tokens=3
+        ) as stream,
+    ):
+        await stream.__anext__()
+        gc.collect()
+        kept = [o for o in gc.get_objects() if isinstance(o, httpx2.Request)]
+        # The simulator runs in this process but reads requests with h11, not httpx2.
+        assert kept == []
+        async for _ in stream:
+            pass
+    await no_open_connections(sim)
