@@ -19,9 +19,10 @@ Readers, all under ``trio.run``:
 - ``httpx2-sse``: ``httpx2.AsyncClient().sse(...)`` plus ``json.loads`` of each event's data, the
   minimum a user must do to get at the content.
 
-Targets: ours >= 6x the openai SDK's chunks/s in (a); ours <= 0.4x its CPU per
-chunk in (b). Results are medians of several runs; the machine is shared, so compare ratios
-measured in the same run, not absolute numbers across runs.
+Targets (the scale issue; the client issue asked for 6x and 0.4x): ours >= 15x the openai
+SDK's chunks/s in (a); ours <= 0.25x its CPU per chunk in (b). Results are medians of several
+runs; the machine is shared, so compare ratios measured in the same run, not absolute numbers
+across runs.
 """
 
 from __future__ import annotations
@@ -251,8 +252,8 @@ def main() -> None:
             f"holysheep/this = {ratio:4.2f}x"
         )
     print(
-        f"targets: (a) holysheep/openai >= 6x: {rates['holysheep'] / rates['openai']:.2f}x; "
-        f"(b) holysheep/openai CPU <= 0.4x: {cpu['holysheep'] / cpu['openai']:.2f}x"
+        f"targets: (a) holysheep/openai >= 15x: {rates['holysheep'] / rates['openai']:.2f}x; "
+        f"(b) holysheep/openai CPU <= 0.25x: {cpu['holysheep'] / cpu['openai']:.2f}x"
     )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as file:
