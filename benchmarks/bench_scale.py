@@ -12,17 +12,23 @@ streams at once under ``trio.run`` and reads them to the end (the same approach 
 
 - wall time, from before the client is opened to the last chunk of the last stream, and when
   the last of the N streams got its first chunk ("all streaming");
-- client CPU per chunk: ``time.process_time()`` of the worker divided by the chunks read;
+- client CPU per chunk: ``time.process_time()`` of the worker divided by the chunks read, and
+  "steady": the same from the moment the last stream got its first chunk to the end, when every
+  stream is open and no CPU goes to starting one (``n/a`` when fewer than a tenth of the chunks
+  came after that moment);
 - RSS per stream: peak RSS (``ru_maxrss``) minus the RSS just before the run, divided by N;
 - errors: streams that failed, by exception type (a run with errors is reported, not stopped).
 
 Pacing: each stream runs at ``min(--rate, max(--min-rate, --load / N))`` tokens/s: 50 tokens/s
 at N = 10 and 100, 5 tokens/s at N = 1,000 (5,000 chunks/s in all) and at N = 10,000 (50,000
-chunks/s). A run reads at most ``--max-chunks`` (200,000) chunks: ``--tokens`` (50) per stream,
-fewer at N = 10,000 (20, 4 s of pacing). At N = 10,000 each reader runs once (``--runs`` sets
-it), elsewhere 3 times. The driver reads the CPU time of the simulator's processes (its
-controller and workers) from ``/proc`` around each run and prints their share of one core, and
-the client's, so the reader sees who was short of CPU: this machine has 2 cores for both.
+chunks/s). A second N = 10,000 case runs at 0.5 tokens/s (``10000@0.5`` in ``--sizes``), the
+5,000 chunks/s of N = 1,000: at 5 tokens/s, 10,000 streams need more CPU than this machine has
+for the simulator and the client together. A run reads at most ``--max-chunks`` (200,000)
+chunks: ``--tokens`` (50) per stream, fewer at N = 10,000 (20: 4 s of pacing at 5 tokens/s,
+40 s at 0.5). At N = 10,000 each reader runs once (``--runs`` sets it), elsewhere 3 times.
+The driver reads the CPU time of the simulator's processes (its controller and workers) from
+``/proc`` around each run and prints their share of one core, and the client's, so the reader
+sees who was short of CPU: this machine has 2 cores for both.
 
 Readers, both under ``trio.run``, both allowed N connections at once:
 
@@ -38,8 +44,8 @@ Readers, both under ``trio.run``, both allowed N connections at once:
   many failed and why; a run that does not finish in time is reported as such.
 
 Readers take turns within each N, so drift in the load of this shared machine hits both alike;
-the results are medians. A full run takes about 6 minutes on 2 cores, ``--quick`` (one run of
-each, at most 50,000 chunks per run) about 2.
+the results are medians. A full run takes about 9 minutes on 2 cores, ``--quick`` (one run of
+each, at most 50,000 chunks per run) about 4.
 """
 
 from __future__ import annotations
@@ -60,7 +66,16 @@ from typing import Any
 
 API_KEY = "sk-bench-not-a-secret"
 READERS = ("holysheep", "openai")
-SIZES = (10, 100, 1000, 10_000)
+# Numbers of streams, each with the rate of rate_for() or its own: 10,000 streams at 5 tokens/s
+# (50,000 chunks/s, more than this 2-core machine can serve and read) and at 0.5 tokens/s
+# (5,000 chunks/s, the load of N = 1,000), to see the client at 10,000 streams both ways.
+CASES: tuple[tuple[int, float | None], ...] = (
+    (10, None),
+    (100, None),
+    (1000, None),
+    (10_000, None),
+    (10_000, 0.5),
+)
 TOKENS = 50
 MAX_RATE = 50.0  # tokens/s of one stream
 MIN_RATE = 5.0  # tokens/s of one stream, however many there are
@@ -195,19 +210,48 @@ def start_server(rates: list[float], workers: int) -> tuple[subprocess.Popen[str
 
 # -- workers (each runs in its own process) ---------------------------------------------------
 
-Outcome = tuple[int, float, dict[str, int]]
+
+class Tally:
+    """What a reader counts: chunks, errors, and the moment the last stream got going."""
+
+    def __init__(self, streams: int) -> None:
+        self.streams = streams
+        self.count = 0
+        self.started = 0
+        self.all_streaming = 0.0
+        # CPU time and chunks when the last stream got its first chunk: from there on, every
+        # stream is open and the CPU goes to chunks, not to starting streams.
+        self.cpu_then = 0.0
+        self.count_then = 0
+        self.errors: collections.Counter[str] = collections.Counter()
+
+    def chunk(self, first: bool) -> None:
+        self.count += 1
+        if first:
+            self.started += 1
+            if self.started == self.streams:
+                self.all_streaming = time.perf_counter()
+                self.cpu_then = time.process_time()
+                self.count_then = self.count
+
+    def outcome(self) -> dict[str, Any]:
+        return {
+            "chunks": self.count,
+            "all_streaming_at": self.all_streaming or None,
+            "cpu_then": self.cpu_then if self.all_streaming else None,
+            "chunks_then": self.count_then,
+            "errors": dict(self.errors),
+        }
 
 
-async def read_holysheep(url: str, model: str, streams: int, tokens: int) -> Outcome:
+async def read_holysheep(url: str, model: str, streams: int, tokens: int) -> dict[str, Any]:
     import httpx2
     import trio
 
     import holysheep_trio as hs
     from holysheep_trio import TrioTransport
 
-    count = 0
-    all_streaming = 0.0
-    errors: collections.Counter[str] = collections.Counter()
+    tally = Tally(streams)
     messages = [{"role": "user", "content": "benchmark"}]
     limits = hs.Limits(max_concurrent=streams, default_per_model=streams, adaptive=False)
     # What open_client builds by default, with room for N connections instead of 100.
@@ -223,7 +267,6 @@ async def read_holysheep(url: str, model: str, streams: int, tokens: int) -> Out
     ):
 
         async def one() -> None:
-            nonlocal count, all_streaming
             first = True
             try:
                 async with client.stream_chat(
@@ -231,27 +274,23 @@ async def read_holysheep(url: str, model: str, streams: int, tokens: int) -> Out
                 ) as stream:
                     async for chunk in stream:
                         if chunk.text:
-                            count += 1
-                            if first:
-                                first = False
-                                all_streaming = max(all_streaming, time.perf_counter())
+                            tally.chunk(first)
+                            first = False
             except Exception as exc:
-                errors[type(exc).__name__] += 1
+                tally.errors[type(exc).__name__] += 1
 
         async with trio.open_nursery() as nursery:
             for _ in range(streams):
                 nursery.start_soon(one)
-    return count, all_streaming, dict(errors)
+    return tally.outcome()
 
 
-async def read_openai(url: str, model: str, streams: int, tokens: int) -> Outcome:
+async def read_openai(url: str, model: str, streams: int, tokens: int) -> dict[str, Any]:
     import httpx2
     import openai
     import trio
 
-    count = 0
-    all_streaming = 0.0
-    errors: collections.Counter[str] = collections.Counter()
+    tally = Tally(streams)
     limits = httpx2.Limits(max_connections=streams, max_keepalive_connections=streams)
     http_client = openai.DefaultAsyncHttpxClient(limits=limits)
     async with openai.AsyncOpenAI(
@@ -259,7 +298,6 @@ async def read_openai(url: str, model: str, streams: int, tokens: int) -> Outcom
     ) as client:
 
         async def one() -> None:
-            nonlocal count, all_streaming
             first = True
             try:
                 stream = await client.chat.completions.create(
@@ -271,17 +309,15 @@ async def read_openai(url: str, model: str, streams: int, tokens: int) -> Outcom
                 async with stream:
                     async for chunk in stream:
                         if chunk.choices and chunk.choices[0].delta.content:
-                            count += 1
-                            if first:
-                                first = False
-                                all_streaming = max(all_streaming, time.perf_counter())
+                            tally.chunk(first)
+                            first = False
             except Exception as exc:
-                errors[type(exc).__name__] += 1
+                tally.errors[type(exc).__name__] += 1
 
         async with trio.open_nursery() as nursery:
             for _ in range(streams):
                 nursery.start_soon(one)
-    return count, all_streaming, dict(errors)
+    return tally.outcome()
 
 
 READER_FUNCTIONS = {"holysheep": read_holysheep, "openai": read_openai}
@@ -301,17 +337,24 @@ def worker(reader: str, url: str, model: str, streams: int, tokens: int) -> None
     trio.run(run, url, model, 1, 3)
     baseline_kib = current_rss_kib()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    chunks, all_streaming, errors = trio.run(run, url, model, streams, tokens)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    outcome = trio.run(run, url, model, streams, tokens)
+    cpu_end, wall_end = time.process_time(), time.perf_counter()
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    all_streaming_at = outcome["all_streaming_at"]
+    later = outcome["chunks"] - outcome["chunks_then"]
     result = {
-        "chunks": chunks,
-        "cpu": cpu,
-        "wall": wall,
-        "all_streaming": all_streaming - wall0 if all_streaming else None,
+        "chunks": outcome["chunks"],
+        "cpu": cpu_end - cpu0,
+        "wall": wall_end - wall0,
+        "all_streaming": None if all_streaming_at is None else all_streaming_at - wall0,
+        # Once every stream is going: the CPU per chunk of streams alone, no set-up in it
+        # (None when too few chunks came after that moment to say).
+        "steady_cpu_per_chunk": (cpu_end - outcome["cpu_then"]) / later
+        if all_streaming_at is not None and later >= max(100, outcome["chunks"] // 10)
+        else None,
         "baseline_rss_kib": baseline_kib,
         "peak_rss_kib": peak_kib,
-        "errors": errors,
+        "errors": outcome["errors"],
     }
     print(json.dumps(result))
 
@@ -360,12 +403,14 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         return {"timed_out": results[0]["timed_out"], "runs": len(results)}
     server = [r["server_cpu"] for r in finished]
     streaming = [r["all_streaming"] for r in finished if r["all_streaming"] is not None]
+    steady = [r["steady_cpu_per_chunk"] for r in finished if r["steady_cpu_per_chunk"] is not None]
     return {
         "runs": len(results),
         "timed_out_runs": len(results) - len(finished),
         "wall_s": med([r["wall"] for r in finished]),
         "all_streaming_s": med(streaming) if streaming else None,
         "cpu_us_per_chunk": med([r["cpu"] / max(r["chunks"], 1) * 1e6 for r in finished]),
+        "steady_cpu_us_per_chunk": med(steady) * 1e6 if steady else None,
         "client_load": med([r["cpu"] / r["wall"] for r in finished]),
         "rss_kib_per_stream": med(
             [(r["peak_rss_kib"] - r["baseline_rss_kib"]) / r["streams"] for r in finished]
@@ -384,6 +429,15 @@ def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
+def micros(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def case_label(streams: int, rate: float | None) -> str:
+    """How a case is named in the JSON and in ``--sizes``: ``1000``, or ``10000@0.5``."""
+    return str(streams) if rate is None else f"{streams}@{rate:g}"
+
+
 def seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -399,6 +453,15 @@ def errors_text(summary: dict[str, Any]) -> str:
 
 def on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # so that the `finally` clauses kill the children
+
+
+def parse_cases(text: str) -> list[tuple[int, float | None]]:
+    """``10,100,10000@0.5``: numbers of streams, each with its own tokens/s after ``@``."""
+    cases: list[tuple[int, float | None]] = []
+    for item in text.split(","):
+        streams, _, rate = item.partition("@")
+        cases.append((int(streams), float(rate) if rate else None))
+    return cases
 
 
 def main() -> None:
@@ -419,9 +482,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=WORKERS, help="simulator processes")
     parser.add_argument(
         "--sizes",
-        type=lambda text: [int(n) for n in text.split(",")],
-        default=list(SIZES),
-        help="comma-separated numbers of concurrent streams",
+        type=parse_cases,
+        default=list(CASES),
+        help="comma-separated numbers of concurrent streams, N@RATE for a rate of its own"
+        f" (default {','.join(case_label(*case) for case in CASES)})",
     )
     parser.add_argument("--worker", nargs=5, metavar=("READER", "URL", "MODEL", "N", "TOKENS"))
     parser.add_argument("--json", help="also write the raw results and medians to this file")
@@ -432,12 +496,19 @@ def main() -> None:
         return
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    sizes: list[int] = args.sizes
     max_chunks = args.max_chunks or (50_000 if args.quick else MAX_CHUNKS)
-    runs = {n: args.runs or (1 if args.quick or n >= SCALE_RUNS_FROM else 3) for n in sizes}
-    rates = {n: rate_for(n, args.rate, args.min_rate, args.load) for n in sizes}
-    tokens = {n: tokens_for(n, args.tokens, max_chunks) for n in sizes}
-    nofile = raise_open_files_limit(files_needed(max(sizes)))
+    cases = [
+        (n, rate if rate is not None else rate_for(n, args.rate, args.min_rate, args.load))
+        for n, rate in args.sizes
+    ]
+    labels = {
+        case: case_label(case[0], spec) for case, (_, spec) in zip(cases, args.sizes, strict=True)
+    }
+    runs = {
+        case: args.runs or (1 if args.quick or case[0] >= SCALE_RUNS_FROM else 3) for case in cases
+    }
+    tokens = {case: tokens_for(case[0], args.tokens, max_chunks) for case in cases}
+    nofile = raise_open_files_limit(files_needed(max(n for n, _ in cases)))
     print(
         f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
         f"open files limit {nofile}; simulator: {args.workers} worker processes; "
@@ -445,18 +516,18 @@ def main() -> None:
         flush=True,
     )
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    summary: dict[int, dict[str, dict[str, Any]]] = {}
+    summary: dict[tuple[int, float], dict[str, dict[str, Any]]] = {}
     started = time.perf_counter()
-    proc, url = start_server(sorted(set(rates.values())), args.workers)
+    proc, url = start_server(sorted({rate for _, rate in cases}), args.workers)
     try:
         server_pids = descendants(proc.pid)
-        for streams in sizes:
-            rate = rates[streams]
-            paced = tokens[streams] / rate
+        for case in cases:
+            streams, rate = case
+            paced = tokens[case] / rate
             # A run this slow is broken, not slow: stop it (and say so). Set-up grows with N.
             timeout = 60 + 5 * paced + streams * 0.02
             results: dict[str, list[dict[str, Any]]] = {reader: [] for reader in READERS}
-            for _ in range(runs[streams]):
+            for _ in range(runs[case]):
                 for reader in READERS:
                     results[reader].append(
                         measure(
@@ -465,16 +536,16 @@ def main() -> None:
                             server_pids,
                             model_name(rate),
                             streams,
-                            tokens[streams],
+                            tokens[case],
                             timeout,
                         )
                     )
-            raw[str(streams)] = results
-            summary[streams] = {reader: summarize(results[reader]) for reader in READERS}
+            raw[labels[case]] = results
+            summary[case] = {reader: summarize(results[reader]) for reader in READERS}
             for reader in READERS:
-                s = summary[streams][reader]
+                s = summary[case][reader]
                 head = (
-                    f"  N={streams:<6} {tokens[streams]} tokens at {rate:g} tokens/s"
+                    f"  N={streams:<6} {tokens[case]} tokens at {rate:g} tokens/s"
                     f" (paced {paced:.1f} s) {reader:<10}"
                 )
                 if "timed_out" in s:
@@ -484,6 +555,7 @@ def main() -> None:
                     f"{head} wall {s['wall_s']:6.2f} s"
                     f"  all streaming {seconds(s['all_streaming_s']):>5} s"
                     f"  CPU {s['cpu_us_per_chunk']:6.1f} us/chunk"
+                    f" (steady {micros(s['steady_cpu_us_per_chunk'])})"
                     f"  RSS {s['rss_kib_per_stream']:6.1f} KiB/stream"
                     f"  client {percent(s['client_load'])} / simulator"
                     f" {percent(s['server_load'])} of a core"
@@ -497,50 +569,55 @@ def main() -> None:
     print(f"\n{time.perf_counter() - started:.0f} s in all\n")
     print(
         "| N | tokens at tokens/s | client | runs | wall s | all streaming after s "
-        "| client CPU µs/chunk | RSS KiB/stream | CPU: client / simulator | errors |"
+        "| client CPU µs/chunk: all / steady | RSS KiB/stream | CPU: client / simulator "
+        "| errors |"
     )
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
-    for streams in sizes:
+    for case in cases:
+        streams, rate = case
         for reader in READERS:
-            s = summary[streams][reader]
+            s = summary[case][reader]
             name = "**holysheep-trio**" if reader == "holysheep" else reader
-            head = f"| {streams:,} | {tokens[streams]} at {rates[streams]:g} | {name} | {s['runs']}"
+            head = f"| {streams:,} | {tokens[case]} at {rate:g} | {name} | {s['runs']}"
             if "timed_out" in s:
                 print(f"{head} | | | | | | {errors_text(s)} |")
                 continue
             print(
                 f"{head} | {s['wall_s']:.2f} | {seconds(s['all_streaming_s'])} "
-                f"| {s['cpu_us_per_chunk']:.1f} | {s['rss_kib_per_stream']:.1f} "
+                f"| {s['cpu_us_per_chunk']:.1f} / {micros(s['steady_cpu_us_per_chunk'])} "
+                f"| {s['rss_kib_per_stream']:.1f} "
                 f"| {percent(s['client_load'])} / {percent(s['server_load'])} "
                 f"| {errors_text(s)} |"
             )
     print("\nours / openai (below 1 is better for holysheep-trio):\n")
-    print("| N | wall | client CPU per chunk | RSS per stream |")
-    print("|---:|---:|---:|---:|")
-    ratios: dict[str, dict[str, float]] = {}
-    keys = ("wall_s", "cpu_us_per_chunk", "rss_kib_per_stream")
-    for streams in sizes:
-        ours, theirs = summary[streams]["holysheep"], summary[streams]["openai"]
+    print("| N | tokens/s | wall | client CPU per chunk | steady | RSS per stream |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    ratios: dict[str, dict[str, float | None]] = {}
+    keys = ("wall_s", "cpu_us_per_chunk", "steady_cpu_us_per_chunk", "rss_kib_per_stream")
+    for case in cases:
+        streams, rate = case
+        ours, theirs = summary[case]["holysheep"], summary[case]["openai"]
         if "timed_out" in ours or "timed_out" in theirs:
-            print(f"| {streams:,} | n/a | n/a | n/a |")
+            print(f"| {streams:,} | {rate:g} | n/a | n/a | n/a | n/a |")
             continue
-        ratio = {key: ours[key] / theirs[key] if theirs[key] else float("nan") for key in keys}
-        ratios[str(streams)] = ratio
-        print(
-            f"| {streams:,} | {ratio['wall_s']:.2f}x | {ratio['cpu_us_per_chunk']:.2f}x "
-            f"| {ratio['rss_kib_per_stream']:.2f}x |"
-        )
+        ratio = {
+            key: ours[key] / theirs[key] if ours[key] is not None and theirs[key] else None
+            for key in keys
+        }
+        ratios[labels[case]] = ratio
+        shown = ["n/a" if ratio[key] is None else f"{ratio[key]:.2f}x" for key in keys]
+        print(f"| {streams:,} | {rate:g} | {' | '.join(shown)} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(
                 {
                     "python": platform.python_version(),
-                    "tokens": {str(n): t for n, t in tokens.items()},
-                    "rates": {str(n): r for n, r in rates.items()},
-                    "runs": {str(n): r for n, r in runs.items()},
+                    "tokens": {labels[case]: t for case, t in tokens.items()},
+                    "rates": {labels[case]: case[1] for case in cases},
+                    "runs": {labels[case]: r for case, r in runs.items()},
                     "workers": args.workers,
                     "raw": raw,
-                    "median": {str(n): s for n, s in summary.items()},
+                    "median": {labels[case]: s for case, s in summary.items()},
                     "ratio": ratios,
                 },
                 file,
