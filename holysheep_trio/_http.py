@@ -24,7 +24,7 @@ import httpx2
 import trio
 
 from ._content_encoding import ContentDecoder, decoder_for
-from ._transport import _out_of_files
+from ._transport import TrioTransport, _out_of_files
 from ._wire import error_from_success_body, parse_error_body
 from .errors import (
     APIConnectionError,
@@ -246,6 +246,57 @@ async def read_bounded(body: Body, limit: int) -> bytes:
     return b"".join(parts)[:limit]
 
 
+_httpx2_logger: Final = logging.getLogger("httpx2")
+
+
+def _own_transport(http_client: httpx2.AsyncClient) -> TrioTransport | None:
+    """The client's TrioTransport if ``send`` would do no more than call it (and what
+    :func:`._http._send_direct` does): no auth, no event hooks, no mounts (proxies), no
+    redirects followed. Else None. Asked per request, as hooks can be added at any time."""
+    transport = getattr(http_client, "_transport", None)
+    hooks = http_client.event_hooks
+    if (
+        type(transport) is not TrioTransport
+        or getattr(http_client, "_mounts", True)
+        or http_client.auth is not None
+        or hooks.get("request")
+        or hooks.get("response")
+        or http_client.follow_redirects
+    ):
+        return None
+    return transport
+
+
+async def _send_direct(
+    http: httpx2.AsyncClient, transport: TrioTransport, request: httpx2.Request
+) -> httpx2.Response:
+    """``http.send(request, stream=True, follow_redirects=False)`` straight to the client's
+    TrioTransport, for a client without auth, event hooks, mounts (proxies) or redirects (see
+    ``_own_transport``; the default one is such a client).
+
+    ``send`` would only wrap the call in an auth flow (an async generator), three coroutines and
+    a timer; with thousands of streams starting at once that is CPU and memory for nothing.
+    What ``send`` does that matters is done here too: the closed check, the response's request,
+    cookies a server sets (a load balancer's sticky session) and httpx2's INFO log line.
+    """
+    if http.is_closed:
+        raise RuntimeError("Cannot send a request, as the client has been closed.")
+    response = await transport.handle_async_request(request)
+    response.request = request
+    if "set-cookie" in response.headers:
+        http.cookies.extract_cookies(response)
+    if _httpx2_logger.isEnabledFor(logging.INFO):
+        _httpx2_logger.info(
+            'HTTP Request: %s %s "%s %d %s"',
+            request.method,
+            request.url,
+            response.http_version,
+            response.status_code,
+            response.reason_phrase,
+        )
+    return response
+
+
 class HttpExchange:
     """One HTTP attempt: POST the request, check the answer, then parse its body as it comes.
 
@@ -319,7 +370,13 @@ class HttpExchange:
         try:
             with trio.move_on_at(deadline) as scope:
                 try:
-                    response = await client._http.send(request, stream=True, follow_redirects=False)
+                    direct = _own_transport(client._http)
+                    if direct is None:
+                        response = await client._http.send(
+                            request, stream=True, follow_redirects=False
+                        )
+                    else:
+                        response = await _send_direct(client._http, direct, request)
                 except TRANSPORT_ERRORS as exc:
                     if isinstance(exc, _NOT_SENT):
                         self.sent = False

@@ -607,7 +607,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         # the headers for the life of the stream, thousands of times over. Errors get a
         # stand-in with its method and URL (and so no credentials either).
         self._method = request.method
-        self._url = request.url
+        self._url = str(request.url)  # a third of the size of the parsed URL
         self._read_timeout = read_timeout
         self._closed_early = False
         # With a decoder, h11 stops at the response head: the body bytes it already buffered

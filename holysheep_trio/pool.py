@@ -36,7 +36,7 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -853,6 +853,36 @@ class Admission:
         )
 
 
+class _Admitting:
+    """What :meth:`Pool.admit` returns: ``async with`` it to hold a request's slots."""
+
+    __slots__ = ("_admission", "_estimated_tokens", "_lease", "_model", "_pool")
+
+    def __init__(self, pool: Pool, model: str, estimated_tokens: int) -> None:
+        self._pool = pool
+        self._model = model
+        self._estimated_tokens = estimated_tokens
+        self._admission: Admission | None = None
+        self._lease: Lease | None = None
+
+    async def __aenter__(self) -> Admission:
+        if self._admission is not None:
+            raise RuntimeError("an admission can be entered only once")
+        admission, self._lease = await self._pool._enter(self._model, self._estimated_tokens)
+        self._admission = admission
+        return admission
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        admission = self._admission
+        assert admission is not None, "__aexit__ without __aenter__"
+        await self._pool._exit(admission, self._lease, exc)
+
+
 class Pool:
     """Concurrency limits, rate limits, adaptive limits and metrics for chat requests.
 
@@ -935,8 +965,7 @@ class Pool:
         """
         return min(self.effective_limit(model), self._limits.max_concurrent)
 
-    @asynccontextmanager
-    async def admit(self, model: str, *, estimated_tokens: int = 0) -> AsyncIterator[Admission]:
+    def admit(self, model: str, *, estimated_tokens: int = 0) -> _Admitting:
         """Wait for admission of one request of ``model``; hold it for the block's lifetime.
 
         Use as ``async with pool.admit(model, estimated_tokens=n) as admission:``. Waits (FIFO)
@@ -950,13 +979,19 @@ class Pool:
                 ``max_tokens``; see :func:`estimate_tokens`). A request larger than the whole
                 bucket is admitted when the bucket is full and leaves it in debt.
 
-        Yields:
-            The :class:`Admission` ticket on which to report the outcome.
+        Returns:
+            An async context manager whose ``__aenter__`` waits and returns the
+            :class:`Admission` ticket on which to report the outcome. (A class rather than an
+            ``@asynccontextmanager``: one per request, it costs no async generator.)
 
         Raises:
             TypeError: If ``model`` is not a string or ``estimated_tokens`` not an int.
             ValueError: If ``estimated_tokens`` is negative.
         """
+        return _Admitting(self, model, estimated_tokens)
+
+    async def _enter(self, model: str, estimated_tokens: int) -> tuple[Admission, Lease | None]:
+        """``admit``'s entry: wait for both slots and take them."""
         if not isinstance(model, str):
             raise TypeError(f"model must be a str, got {type(model).__name__}")
         if isinstance(estimated_tokens, bool) or not isinstance(estimated_tokens, int):
@@ -985,16 +1020,19 @@ class Pool:
         admission.waited = now - started
         admission.in_flight = state.active
         admission._epoch = state.adaptive.epoch
+        if not waited:
+            # A checkpoint, as every async entry is; shielded, so nothing can interrupt it
+            # between taking the slots and handing them over.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return admission, lease
+
+    async def _exit(
+        self, admission: Admission, lease: Lease | None, exc: BaseException | None
+    ) -> None:
+        """``admit``'s exit: settle the ticket and return both slots, on every path."""
+        state = admission._state
         try:
-            if not waited:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            try:
-                yield admission
-            except BaseException as exc:
-                self._settle(admission, exc)
-                raise
-            else:
-                self._settle(admission, None)
+            self._settle(admission, exc)
         finally:
             admission._exited = True
             self._active -= 1

@@ -878,3 +878,87 @@ async def test_a_stream_does_not_keep_its_request_or_prompt(
         async for _ in stream:
             pass
     await no_open_connections(sim)
+
+
+# ---- the client's own HTTP client: straight to its transport -------------------------------
+
+
+async def test_a_plain_client_sends_straight_to_its_transport(
+    autojump_clock: MockClock, sim: Simulator, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    async def no_send(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("httpx2's send was used")
+
+    from holysheep_trio._http import _own_transport
+
+    monkeypatch.setattr(httpx2.AsyncClient, "send", no_send)
+    caplog.set_level(logging.INFO, logger="httpx2")
+    async with client_for(sim) as client:
+        assert _own_transport(client._http) is client._http._transport  # type: ignore[attr-defined]
+        completion = await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=3)
+    assert completion.text
+    # httpx2's own log line, as its send would have written it
+    assert any(
+        record.name == "httpx2" and record.getMessage().startswith("HTTP Request: POST ")
+        for record in caplog.records
+    )
+    await no_open_connections(sim)
+
+
+async def test_a_hook_added_later_is_called(autojump_clock: MockClock, sim: Simulator) -> None:
+    # Whether a request may skip `send` is asked per request: a user's client can change.
+    from holysheep_trio import TrioTransport
+
+    seen: list[str] = []
+
+    async def hook(request: httpx2.Request) -> None:
+        seen.append(request.url.path)
+
+    async with (
+        httpx2.AsyncClient(transport=TrioTransport()) as http,
+        client_for(sim, http_client=http) as client,
+    ):
+        await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=2)
+        assert seen == []
+        http.event_hooks = {"request": [hook], "response": []}
+        await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=2)
+        assert seen == ["/v1/chat/completions"]
+
+
+async def test_sending_straight_keeps_the_cookies_a_server_sets() -> None:
+    from holysheep_trio._http import _send_direct
+
+    class Transport:
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            return httpx2.Response(200, headers={"set-cookie": "lb=node-2; Path=/"})
+
+    async with httpx2.AsyncClient() as http:
+        request = http.build_request("POST", "http://127.0.0.1:9/v1/chat/completions")
+        response = await _send_direct(http, Transport(), request)  # type: ignore[arg-type]
+        assert response.request is request
+        assert http.cookies.get("lb") == "node-2"
+    with pytest.raises(RuntimeError, match="closed"):
+        await _send_direct(http, Transport(), request)  # type: ignore[arg-type]
+
+
+def test_only_a_plain_client_of_our_transport_is_sent_to_straight() -> None:
+    from holysheep_trio import TrioTransport
+    from holysheep_trio._http import _own_transport
+    from holysheep_trio.client import _default_http_client
+
+    assert isinstance(_own_transport(_default_http_client()), TrioTransport)
+
+    async def hook(_: Any) -> None:
+        pass
+
+    others = [
+        httpx2.AsyncClient(transport=httpx2.MockTransport(lambda r: httpx2.Response(200))),
+        httpx2.AsyncClient(transport=TrioTransport(), event_hooks={"request": [hook]}),
+        httpx2.AsyncClient(transport=TrioTransport(), event_hooks={"response": [hook]}),
+        httpx2.AsyncClient(transport=TrioTransport(), auth=("user", "pass")),
+        httpx2.AsyncClient(transport=TrioTransport(), follow_redirects=True),
+        httpx2.AsyncClient(
+            transport=TrioTransport(), mounts={"http://proxied": httpx2.AsyncHTTPTransport()}
+        ),
+    ]
+    assert [_own_transport(http) for http in others] == [None] * len(others)
