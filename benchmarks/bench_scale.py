@@ -16,6 +16,8 @@ streams at once under ``trio.run`` and reads them to the end (the same approach 
   "steady": the same from the moment the last stream got its first chunk to the end, when every
   stream is open and no CPU goes to starting one (``n/a`` when fewer than a tenth of the chunks
   came after that moment);
+- of which GC: the share of the client's CPU spent in CPython's cyclic garbage collector
+  (``gc.callbacks``), which now and then traverses every object of every open stream;
 - RSS per stream: peak RSS (``ru_maxrss``) minus the RSS just before the run, divided by N;
 - errors: streams that failed, by exception type (a run with errors is reported, not stopped).
 
@@ -53,6 +55,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -336,15 +339,28 @@ def worker(reader: str, url: str, model: str, streams: int, tokens: int) -> None
     # One warm-up stream (imports, first connection) outside the measurement.
     trio.run(run, url, model, 1, 3)
     baseline_kib = current_rss_kib()
+    # CPython's cyclic garbage collector: how much of the client's CPU it takes (it traverses
+    # every object of every open stream now and then, so its share grows with N).
+    in_gc = [0.0, 0.0]  # seconds in all, start of the current collection
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            in_gc[1] = time.process_time()
+        else:
+            in_gc[0] += time.process_time() - in_gc[1]
+
+    gc.callbacks.append(on_gc)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     outcome = trio.run(run, url, model, streams, tokens)
     cpu_end, wall_end = time.process_time(), time.perf_counter()
+    gc.callbacks.remove(on_gc)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     all_streaming_at = outcome["all_streaming_at"]
     later = outcome["chunks"] - outcome["chunks_then"]
     result = {
         "chunks": outcome["chunks"],
         "cpu": cpu_end - cpu0,
+        "gc_cpu": in_gc[0],
         "wall": wall_end - wall0,
         "all_streaming": None if all_streaming_at is None else all_streaming_at - wall0,
         # Once every stream is going: the CPU per chunk of streams alone, no set-up in it
@@ -412,6 +428,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_us_per_chunk": med([r["cpu"] / max(r["chunks"], 1) * 1e6 for r in finished]),
         "steady_cpu_us_per_chunk": med(steady) * 1e6 if steady else None,
         "client_load": med([r["cpu"] / r["wall"] for r in finished]),
+        "gc_share": med([r["gc_cpu"] / r["cpu"] for r in finished if r["cpu"]]),
         "rss_kib_per_stream": med(
             [(r["peak_rss_kib"] - r["baseline_rss_kib"]) / r["streams"] for r in finished]
         ),
@@ -559,6 +576,7 @@ def main() -> None:
                     f"  RSS {s['rss_kib_per_stream']:6.1f} KiB/stream"
                     f"  client {percent(s['client_load'])} / simulator"
                     f" {percent(s['server_load'])} of a core"
+                    f"  GC {percent(s['gc_share'])} of the client's CPU"
                     f"  errors {errors_text(s)}",
                     flush=True,
                 )
@@ -569,10 +587,10 @@ def main() -> None:
     print(f"\n{time.perf_counter() - started:.0f} s in all\n")
     print(
         "| N | tokens at tokens/s | client | runs | wall s | all streaming after s "
-        "| client CPU µs/chunk: all / steady | RSS KiB/stream | CPU: client / simulator "
-        "| errors |"
+        "| client CPU µs/chunk: all / steady | of which GC | RSS KiB/stream "
+        "| CPU: client / simulator | errors |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for case in cases:
         streams, rate = case
         for reader in READERS:
@@ -580,12 +598,12 @@ def main() -> None:
             name = "**holysheep-trio**" if reader == "holysheep" else reader
             head = f"| {streams:,} | {tokens[case]} at {rate:g} | {name} | {s['runs']}"
             if "timed_out" in s:
-                print(f"{head} | | | | | | {errors_text(s)} |")
+                print(f"{head} | | | | | | | {errors_text(s)} |")
                 continue
             print(
                 f"{head} | {s['wall_s']:.2f} | {seconds(s['all_streaming_s'])} "
                 f"| {s['cpu_us_per_chunk']:.1f} / {micros(s['steady_cpu_us_per_chunk'])} "
-                f"| {s['rss_kib_per_stream']:.1f} "
+                f"| {percent(s['gc_share'])} | {s['rss_kib_per_stream']:.1f} "
                 f"| {percent(s['client_load'])} / {percent(s['server_load'])} "
                 f"| {errors_text(s)} |"
             )
