@@ -24,6 +24,7 @@ import httpx2
 import trio
 
 from ._content_encoding import ContentDecoder, decoder_for
+from ._transport import TrioResponseStream as _Body
 from ._transport import TrioTransport, _out_of_files
 from ._wire import error_from_success_body, parse_error_body
 from .errors import (
@@ -442,6 +443,32 @@ class HttpExchange:
         except TRANSPORT_ERRORS as exc:
             raise translate(exc, connect_timeout=None) from cause_of(exc)
         if data and self._content is None:  # the common case: _take and _parse, inline
+            try:
+                return self._parser.feed(data), False
+            except SSEProtocolError as exc:
+                raise StreamProtocolError(
+                    f"bad server-sent event stream: {exc}", data=data
+                ) from None
+        return self._take(data)
+
+    def readable_fd(self) -> int:
+        """See :meth:`Exchange.readable_fd <holysheep_trio._lifecycle.Exchange.readable_fd>`."""
+        body = self._body
+        if self._pending is not None or self._content is not None or type(body) is not _Body:
+            return -1
+        return body.readable_fd()
+
+    def receive_ready(self) -> Received | None:
+        """See :meth:`Exchange.receive_ready <holysheep_trio._lifecycle.Exchange.receive_ready>`."""
+        body = self._body
+        assert type(body) is _Body, "see readable_fd()"
+        try:
+            data = body.read_ready()
+        except TRANSPORT_ERRORS as exc:
+            raise translate(exc, connect_timeout=None) from cause_of(exc)
+        if data is None:
+            return None
+        if data:  # as in receive(): no content coding here (see readable_fd)
             try:
                 return self._parser.feed(data), False
             except SSEProtocolError as exc:

@@ -413,6 +413,12 @@ class _LaneExchange:
             await self._arrived.wait()
         return self._take()
 
+    def readable_fd(self) -> int:
+        return -1  # a lane's frames come from the session's reader, not from a socket of its own
+
+    def receive_ready(self) -> tuple[list[ServerSentEvent], bool] | None:  # pragma: no cover
+        raise RuntimeError("a lane has no file descriptor to wait on")
+
     async def receive_nowait(self) -> tuple[list[ServerSentEvent], bool] | None:
         await trio.lowlevel.checkpoint()
         if not self._frames and not self._ended and self._failure is None:

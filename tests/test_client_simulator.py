@@ -962,3 +962,24 @@ def test_only_a_plain_client_of_our_transport_is_sent_to_straight() -> None:
         ),
     ]
     assert [_own_transport(http) for http in others] == [None] * len(others)
+
+
+async def test_a_paced_read_waits_on_the_socket_itself(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    # The fast path of a read over plain TCP: wait_readable on the socket, then one read that
+    # never waits (no coroutines of the exchange's own while it waits). Nothing here yet: None.
+    async with (
+        client_for(sim) as client,
+        client.stream_chat(model="gpt-4.1", messages=MESSAGES, max_tokens=5) as stream,
+    ):
+        attempt = stream._request._attempt
+        assert attempt is not None
+        exchange = attempt.exchange
+        assert exchange is not None
+        fd = exchange.readable_fd()
+        assert fd >= 0
+        assert exchange.receive_ready() is None  # the simulator sends the next token later
+        text = "".join([chunk.text async for chunk in stream])
+    assert text
+    assert text == stream.completion.text
