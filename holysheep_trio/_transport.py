@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -83,6 +84,7 @@ _RAW_READS: Final = sys.platform != "win32"
 # connections under (see TrioTransport._make_room_for_connections).
 _FILES_HEADROOM: Final = 256
 _os_read = os.read
+logger = logging.getLogger("holysheep_trio")
 
 _NEED_DATA: Final = h11.NEED_DATA
 _Data: Final = h11.Data
@@ -1149,6 +1151,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         # Connections that fit under the open-files limit as last checked: checked (and the
         # limit raised if need be) only when the pool reaches it.
         self._files_budget = 0
+        self._warned_files = False
 
     def __repr__(self) -> str:
         stats = self.statistics()
@@ -1475,6 +1478,21 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             target = min(wanted, hard)
             if target > soft and _set_open_files_limit(target):
                 soft = target
+            if soft < wanted and not self._warned_files:
+                # Said once, as the pool grows into the limit, before the OS refuses a socket.
+                self._warned_files = True
+                logger.warning(
+                    "TrioTransport(max_connections=%d) needs up to %d open files, but this"
+                    " process may open only %d (RLIMIT_NOFILE%s): connections beyond about %d"
+                    " will fail with 'too many open files'; raise the limit (ulimit -n, up to"
+                    " the hard limit, which the administrator sets) or admit fewer streams"
+                    " at once (Limits, max_connections)",
+                    self._max_connections,
+                    wanted,
+                    soft,
+                    ", the hard limit" if soft >= hard else "",
+                    max(soft - _FILES_HEADROOM, soft // 2),
+                )
         self._files_budget = max(soft - _FILES_HEADROOM, soft // 2)
 
     def _out_of_files_message(self, exc: BaseException) -> str:

@@ -354,7 +354,7 @@ def test_lanes_start_the_oldest_parked_request_across_keys() -> None:
 async def test_keyed_batch_starts_other_keys_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # The review's scenario with fakes and a real pool: 40 requests of a model limited to 2,
+    # Head-of-line blocking, with fakes and a real pool: 40 requests of a model limited to 2,
     # then 40 of another; 10 slots in all; a window of 20.
     pool = Pool(Limits(max_concurrent=10, per_model={"a": 2, "b": 10}))
     started: dict[str, list[tuple[int, float]]] = {"a": [], "b": []}

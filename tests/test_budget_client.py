@@ -210,3 +210,89 @@ async def test_a_continued_response_reserves_the_conversation_it_continues(
             await client.create_response(
                 model=MODEL, input="More", previous_response_id="resp_from_elsewhere"
             )
+
+
+# ---- every way of making requests is budgeted ------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["batch", "open_batch"])
+async def test_batches_are_budgeted(autojump_clock: trio.testing.MockClock, how: str) -> None:
+    requests = [hs.ChatRequest(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)] * 40
+    async with (
+        open_budget_for(5.5) as (budget, limit),
+        open_simulator(profile="fast") as sim,
+        hs.open_client(api_key=sim.api_key, base_url=sim.base_url, budget=budget) as client,
+    ):
+        if how == "batch":
+            results = await client.batch(requests, max_in_flight=40)
+        else:
+            async with client.open_batch(requests, max_in_flight=40) as channel:
+                results = [result async for result in channel]
+        served = bill(sim)
+        report = await budget.report()
+        requests_served = sim.stats().requests[MODEL]
+    refused = [r for r in results if isinstance(r.error, hs.BudgetExceededError)]
+    assert len(results) == 40
+    assert all(r.error is None or isinstance(r.error, hs.BudgetExceededError) for r in results)
+    assert len(refused) == 40 - requests_served > 0
+    assert served <= limit
+    assert report.daily.spent == pytest.approx(served, abs=1e-12)
+    assert report.daily.reserved == 0
+
+
+async def test_a_hedged_race_settles_its_loser_as_cut_short(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The first candidate stalls before its first token, so the second is started and wins;
+    # the loser is cancelled and settled at least at what it may have cost, never left reserved.
+    slow = {"X-Simulator-Fault": "stall_after=0;seconds=30"}
+    candidates = [
+        hs.ChatRequest(
+            model=MODEL,
+            messages=MESSAGES,
+            max_tokens=MAX_TOKENS,
+            params={"extra_headers": slow},
+        ),
+        hs.ChatRequest(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS),
+    ]
+    async with (
+        open_budget_for(100) as (budget, _),
+        open_simulator(profile="fast") as sim,
+        hs.open_client(api_key=sim.api_key, base_url=sim.base_url, budget=budget) as client,
+    ):
+        completion = await client.race_chat(candidates, hedge_delay=0.5)
+        served = bill(sim)
+        report = await budget.report()
+        assert sim.stats().requests[MODEL] == 2
+    assert completion.text
+    assert report.daily.reserved == 0
+    assert report.daily.spent >= served  # the loser's prompt was billed; it counts
+
+
+async def test_waiting_for_budget_room_ends_with_the_requests_total_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        open_budget_for(1.5) as (budget, _),
+        open_simulator(profile="fast") as sim,
+        hs.open_client(api_key=sim.api_key, base_url=sim.base_url, budget=budget) as client,
+        client.stream_chat(
+            model=MODEL,
+            messages=MESSAGES,
+            max_tokens=MAX_TOKENS,
+            extra_headers={"X-Simulator-Fault": "stall_after=1;seconds=100"},
+        ) as first,
+    ):
+        await first.__anext__()  # holds the only reservation that fits
+        started = trio.current_time()
+        with pytest.raises(hs.APITimeoutError) as info:
+            await client.chat(
+                model=MODEL,
+                messages=MESSAGES,
+                max_tokens=MAX_TOKENS,
+                timeouts=hs.Timeouts(total=5),
+            )
+        assert trio.current_time() - started == pytest.approx(5)
+        assert info.value.deadline == "total"
+        assert "waiting for budget room" in str(info.value)
+        assert sim.stats().requests[MODEL] == 1  # the second was never sent

@@ -427,7 +427,7 @@ async def test_a_one_member_group_from_the_block_comes_out_unchanged() -> None:
     assert info.value is group
 
 
-# ---- found by review: accounting when timing is unlucky ----------------------------------
+# ---- accounting when timing is unlucky ----------------------------------------------------
 
 
 async def test_a_committed_attempt_is_not_billed_again_when_its_retry_never_starts(

@@ -299,7 +299,7 @@ def test_adaptive_learns_a_ceiling_and_relaxes_it_slowly() -> None:
 
 def test_adaptive_learns_the_ceiling_from_429_only() -> None:
     # A 503/529 is answered at any concurrency: it halves the limit but says nothing of the
-    # capacity granted to us (review finding: learning from it pinned the limit to 1).
+    # capacity granted to us (learning from it pinned the limit to 1).
     limit = AdaptiveLimit(configured=8, now=0.0)
     limit.on_overload(admitted_epoch=0, in_flight=4, now=0.0, capacity=False)
     assert (limit.limit, limit.ceiling) == (4, 8)
@@ -338,7 +338,7 @@ def test_adaptive_relaxes_the_ceiling_after_enough_successes() -> None:
 def _run_with_random_failures(
     *, adaptive: bool, seed: int, configured: int = 8, requests: int = 300
 ) -> tuple[float, float, int]:
-    """The review's scenario, as a pure event simulation of a pool in front of a server with
+    """A pure event simulation of a pool in front of a server with
     no capacity limit that answers 503 to a random 5 % of requests (0.05 s), else succeeds
     after 0.6 s. Returns the run's duration, the share of that time the limit was within one
     slot of ``configured``, and the final limit."""
@@ -368,8 +368,8 @@ def _run_with_random_failures(
 
 @pytest.mark.parametrize("seed", range(5))
 def test_random_503s_do_not_pin_the_limit_down(seed: int) -> None:
-    # Review finding: 300 requests, a random 5 % of 503s, limit 8: adaptive took 5-7x the
-    # time of non-adaptive with the limit stuck at 1 (the ceiling learned from 503s).
+    # 300 requests, a random 5 % of 503s, limit 8: adaptive must not take several times the
+    # time of non-adaptive with the limit stuck at 1 (a ceiling learned from 503s would).
     fixed, _, _ = _run_with_random_failures(adaptive=False, seed=seed)
     adaptive, near_configured, final = _run_with_random_failures(adaptive=True, seed=seed)
     assert adaptive < 1.2 * fixed
@@ -1177,7 +1177,7 @@ async def test_adaptive_limit_finds_the_simulators_hidden_capacity_and_429s_stop
 async def test_random_503s_cost_little_through_the_client(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # Review finding, end to end: every 20th request answered 503 by a server with no
+    # End to end: every 20th request answered 503 by a server with no
     # capacity limit, no retries; adaptive limits must cost about what no adaptation costs.
     fault = {"X-Simulator-Fault": "status=503"}
     requests = [

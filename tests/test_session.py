@@ -540,7 +540,7 @@ async def test_a_request_waits_under_its_own_deadline(
         assert session.statistics().pending == 0
 
 
-# ---- found by review ------------------------------------------------------------------------
+# ---- malformed frames and unlucky timing ---------------------------------------------------
 
 
 async def test_a_frame_with_a_malformed_type_fails_its_response_not_the_session(

@@ -1977,9 +1977,11 @@ async def test_response_sent_during_the_upload_is_returned_over_tls(nursery: tri
 # open N connections at once to a listener that never accepts (the kernel completes them from
 # its backlog, so the server side holds no descriptor) and report what happened.
 _OPEN_MANY = """
-import json, resource, socket, sys
+import json, logging, resource, socket, sys
 import httpx2, trio
 from holysheep_trio import TrioTransport
+
+logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
 
 soft, hard, count = map(int, sys.argv[1:4])
 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -2021,6 +2023,7 @@ def _open_many(soft: int, hard: int, count: int) -> dict[str, Any]:
         check=True,
     )
     result: dict[str, Any] = json.loads(done.stdout)
+    result["log"] = done.stderr.splitlines()
     return result
 
 
@@ -2040,6 +2043,7 @@ def test_the_soft_open_files_limit_is_raised_when_the_pool_needs_it() -> None:
     assert result["errors"] == []
     assert result["created"] == 300
     assert result["soft"] == 300 + _transport._FILES_HEADROOM  # what max_connections needs
+    assert result["log"] == []
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no RLIMIT_NOFILE")
@@ -2051,3 +2055,11 @@ def test_a_hard_limit_too_low_is_said_clearly() -> None:
     assert message.startswith("too many open files: this process may have 64 (hard limit 64)")
     assert "ulimit -n" in message
     assert "Errno 24" in message  # the OS's own words, last
+    # Said once beforehand too, as the pool grew into the limit.
+    assert result["log"] == [
+        "holysheep_trio WARNING TrioTransport(max_connections=100) needs up to 356 open files,"
+        " but this process may open only 64 (RLIMIT_NOFILE, the hard limit): connections beyond"
+        " about 32 will fail with 'too many open files'; raise the limit (ulimit -n, up to the"
+        " hard limit, which the administrator sets) or admit fewer streams at once (Limits,"
+        " max_connections)"
+    ]
