@@ -1,7 +1,6 @@
 # Fleet tests: worker processes sharing one Redis budget, rate limit and concurrency cap.
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -19,7 +18,6 @@ import trio
 from conftest import RedisServer
 
 import holysheep_trio as hs
-from holysheep_trio import client as client_module
 from holysheep_trio._tokens import prompt_token_bound
 from holysheep_trio.budget import Rates, from_picodollars
 from holysheep_trio.pool import Pool
@@ -43,17 +41,6 @@ SLOW = Profile.from_models(
             natural_length_spread=0,
         )
     ],
-)
-# As tests/test_budget_client.py: these run once the request lifecycle reserves and settles
-# through `open_client(budget=)`.
-needs_budget_wiring = pytest.mark.skipif(
-    not hasattr(hs.Client, "budget"), reason="lifecycle wiring pending (open_client(budget=))"
-)
-# `Limits(store="redis://…")` is opened by the client (Pool.open_store()) once open_client
-# enters it; until then a caller opens the store (`open_limit_store`) and passes it.
-needs_store_wiring = pytest.mark.skipif(
-    "open_store" not in inspect.getsource(client_module.open_client),
-    reason="client wiring pending (open_client entering Pool.open_store())",
 )
 _prefixes = iter(range(10**9))
 
@@ -227,7 +214,6 @@ async def test_four_processes_share_one_redis_budget_without_overshoot(
     assert report.models["gpt-4.1"].requests == granted
 
 
-@needs_budget_wiring
 async def test_four_clients_bill_no_more_than_their_shared_redis_budget(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -326,7 +312,6 @@ async def test_a_fleet_wide_cap_of_eight_across_four_processes(
     assert stats.max_concurrent[MODEL] >= 5  # and the cap was used, not just respected
 
 
-@needs_store_wiring
 async def test_limits_with_a_store_url_through_the_client(redis_server: RedisServer) -> None:
     url = f"{redis_server.url}?key_prefix={prefix()}"
     limits = hs.Limits(max_concurrent=2, per_model={}, default_per_model=2, store=url)
