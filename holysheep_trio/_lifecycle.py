@@ -941,14 +941,7 @@ class Request(Generic[ItemT]):
         exchange = attempt.exchange
         assert exchange is not None
         waiting_since = trio.current_time()
-        # _deadline(), inline: this runs once per read.
-        deadline: float = self._total_deadline
-        name: DeadlineName = "total"
-        idle_at = waiting_since + attempt.idle_left
-        if idle_at < deadline:
-            deadline, name = idle_at, "idle"
-        if not attempt.output_began and attempt.first_token_deadline < deadline:
-            deadline, name = attempt.first_token_deadline, "first_token"
+        deadline, name = self._deadline(attempt, waiting_since)
         if attempt.saw_end:
             deadline = min(deadline, waiting_since + DRAIN_AFTER_END)
         scope = trio.CancelScope(deadline=deadline)

@@ -521,15 +521,7 @@ class _Connection:
             return None
         if self.stream.__class__ is trio.SocketStream:
             await trio.lowlevel.checkpoint_if_cancelled()
-            fd = self.socket.fileno()
-            if fd < 0:
-                raise trio.ClosedResourceError("the connection was closed")
-            try:
-                data = _os_read(fd, _RECEIVE_SIZE)
-            except BlockingIOError:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return None
-            self.read_ahead = len(data) == _RECEIVE_SIZE
+            data = self.read_now()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         # TLS: decrypted bytes already buffered come first; otherwise the raw socket is read
