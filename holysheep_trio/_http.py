@@ -273,7 +273,7 @@ async def _send_direct(
 ) -> httpx2.Response:
     """``http.send(request, stream=True, follow_redirects=False)`` straight to the client's
     TrioTransport, for a client without auth, event hooks, mounts (proxies) or redirects (see
-    ``_own_transport``; the default one is such a client).
+    ``_own_transport``; the default one is such a client) and a URL without credentials.
 
     ``send`` would only wrap the call in an auth flow (an async generator), three coroutines and
     a timer; with thousands of streams starting at once that is CPU and memory for nothing.
@@ -371,7 +371,9 @@ class HttpExchange:
         try:
             with trio.move_on_at(deadline) as scope:
                 try:
-                    direct = _own_transport(client._http)
+                    url = request.url
+                    # A URL's user:password@ signs the request (httpx2's send adds BasicAuth).
+                    direct = None if url.username or url.password else _own_transport(client._http)
                     if direct is None:
                         response = await client._http.send(
                             request, stream=True, follow_redirects=False
@@ -437,7 +439,8 @@ class HttpExchange:
                 return self._parse(piece)
             self._pending = None
         body = self._body
-        assert body is not None
+        if body is None:  # closed meanwhile (the client or the stream was closed)
+            raise APIConnectionError("the response was closed")
         try:
             data = await body.receive_some()
         except TRANSPORT_ERRORS as exc:

@@ -613,6 +613,8 @@ class Request(Generic[ItemT]):
         attempt = self._attempt
         try:
             if attempt is not None:
+                if not attempt.reported:
+                    self._account_unread(attempt)
                 await self._close_response(attempt)
                 if not attempt.reported:
                     self._report(attempt, error=None, completed=False)
@@ -1068,6 +1070,36 @@ class Request(Generic[ItemT]):
                     attempt.failure = APIConnectionError("the stream ended before it was complete")
         if len(ready) > 1:
             ready.reverse()  # the caller pops from the end
+
+    def _account_unread(self, attempt: _Attempt[ItemT]) -> None:
+        """A stream left early: count what already arrived but was not decoded yet.
+
+        Decoding runs a few items ahead of the caller (:data:`MAX_DECODE_AHEAD`), so events of
+        the last read may still wait, the usage chunk among them. The bill, the pool's token
+        count and the telemetry must see them as if they had been read: decoded here for the
+        accounting only (at most one read's events), the items dropped.
+        """
+        events = attempt.events
+        index = attempt.event_index
+        if index >= len(events):
+            return
+        attempt.events = _NO_EVENTS
+        attempt.event_index = 0
+        decoder = attempt.decoder
+        observer = self._observer
+        for event in events[index:]:
+            if attempt.saw_end or attempt.failure is not None:
+                break
+            try:
+                _, flags = decoder.decode(event)
+            except HolySheepError:
+                break  # what the caller never read can't fail its stream now
+            if flags & OUTPUT:
+                attempt.output_pieces += 1
+                if observer is not None:
+                    observer.output(attempt.events_at)
+            if flags & END:
+                attempt.saw_end = True
 
     def _hold(self, attempt: _Attempt[ItemT], item: ItemT, flags: int, size: int) -> bool:
         """Keep an item until the first output; False if the stream broke the bound."""

@@ -1016,9 +1016,10 @@ async def _open_tcp_stream(host: str, port: int) -> trio.SocketStream:
     if version == 4:
         family, address = trio.socket.AF_INET, (host, port)
     else:  # getaddrinfo resolves a scope (fe80::1%eth0) and adds flow info
-        ((family, _, _, _, address),) = await trio.socket.getaddrinfo(
-            host, port, type=trio.socket.SOCK_STREAM
+        infos = await trio.socket.getaddrinfo(
+            host, port, type=trio.socket.SOCK_STREAM, proto=trio.socket.IPPROTO_TCP
         )
+        family, _, _, _, address = infos[0]
     sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
     try:
         await sock.connect(address)
@@ -1469,6 +1470,13 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         if soft < wanted and len(self._connections) + _FILES_HEADROOM >= soft:
             target = min(wanted, hard)
             if target > soft and _set_open_files_limit(target):
+                logger.info(
+                    "raised this process's soft open-files limit (RLIMIT_NOFILE) from %d to %d"
+                    " for TrioTransport(max_connections=%d)",
+                    soft,
+                    target,
+                    self._max_connections,
+                )
                 soft = target
             if soft < wanted and not self._warned_files:
                 # Said once, as the pool grows into the limit, before the OS refuses a socket.

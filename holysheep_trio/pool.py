@@ -880,7 +880,8 @@ class _Admitting:
     ) -> None:
         admission = self._admission
         assert admission is not None, "__aexit__ without __aenter__"
-        await self._pool._exit(admission, self._lease, exc)
+        if not admission._exited:  # a second exit releases nothing twice
+            await self._pool._exit(admission, self._lease, exc)
 
 
 class Pool:

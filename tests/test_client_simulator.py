@@ -983,3 +983,20 @@ async def test_a_paced_read_waits_on_the_socket_itself(
         text = "".join([chunk.text async for chunk in stream])
     assert text
     assert text == stream.completion.text
+
+
+async def test_credentials_in_the_url_sign_the_request_as_httpx2_does(
+    autojump_clock: MockClock, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx2's send signs a request whose URL has user:password@ with Basic auth (replacing the
+    # Bearer key): such a request is never sent straight to the transport.
+    from holysheep_trio import _http
+
+    async def not_straight(*args: Any) -> Any:
+        raise AssertionError("sent straight to the transport")
+
+    monkeypatch.setattr(_http, "_send_direct", not_straight)
+    url = sim.base_url.replace("http://", "http://user:pass-word@")
+    async with hs.open_client(api_key=KEY, base_url=url) as client:
+        with pytest.raises(hs.AuthenticationError):  # the simulator wants the Bearer key
+            await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=2)

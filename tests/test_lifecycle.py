@@ -658,3 +658,29 @@ async def test_leaving_open_client_by_cancellation_closes_every_socket(
             break
         await trio.sleep(0.01)
     assert sim.stats().open_connections == 0
+
+
+async def test_a_stream_left_early_counts_what_already_arrived(autojump_clock: MockClock) -> None:
+    # Decoding runs only a few chunks ahead of the reader: the usage chunk of the same read is
+    # still waiting when the caller breaks, and the bill must see it all the same.
+    from holysheep_trio.budget import Rates, from_picodollars
+
+    usage = {"prompt_tokens": 10, "completion_tokens": 40, "total_tokens": 50}
+    body = b"".join(event({"content": "x"}) for _ in range(40))
+    body += (
+        b"data: "
+        + json.dumps({"id": "c", "model": "gpt-4.1", "choices": [], "usage": usage}).encode()
+    )
+    body += b"\n\n" + DONE
+    response = httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    async with hs.open_budget(daily=100.0) as budget:
+        async with (
+            mock_client([response], budget=budget) as client,
+            client.stream_chat(model="gpt-4.1", messages=MESSAGES, max_tokens=100) as stream,
+        ):
+            async for _ in stream:
+                break
+        report = await budget.report()
+    rates = Rates.from_price(hs.DEFAULT_PRICES["gpt-4.1"])
+    assert report.daily.spent == pytest.approx(from_picodollars(rates.cost(10, 40)), abs=1e-12)
+    assert report.daily.reserved == 0

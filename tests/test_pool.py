@@ -1316,3 +1316,17 @@ async def test_statistics_through_the_client(autojump_clock: trio.testing.MockCl
     assert set(stats.models) == {"gpt-4.1", "deepseek-v3.2"}
     assert stats.models["gpt-4.1"].limit == 5
     assert (stats.active, stats.utilization) == (0, 0.0)
+
+
+async def test_leaving_an_admission_twice_releases_its_slots_once() -> None:
+    pool = Pool(Limits(max_concurrent=2, default_per_model=2))
+    admitting = pool.admit("m")
+    ticket = await admitting.__aenter__()
+    ticket.report_success(prompt_tokens=1, completion_tokens=1, ttft=0.1, duration=0.2)
+    await admitting.__aexit__(None, None, None)
+    await admitting.__aexit__(None, None, None)
+    stats = pool.statistics()
+    assert stats.active == 0
+    assert stats.models["m"].active == 0
+    async with pool.admit("m"), pool.admit("m"):  # both slots are still there
+        assert pool.statistics().active == 2
