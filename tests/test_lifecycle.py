@@ -684,3 +684,65 @@ async def test_a_stream_left_early_counts_what_already_arrived(autojump_clock: M
     rates = Rates.from_price(hs.DEFAULT_PRICES["gpt-4.1"])
     assert report.daily.spent == pytest.approx(from_picodollars(rates.cost(10, 40)), abs=1e-12)
     assert report.daily.reserved == 0
+
+
+# ---- the deadline watcher: reads over plain TCP wait without a cancel scope ----------------
+
+
+async def test_each_read_meets_its_own_deadline_through_the_watcher(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    from holysheep_trio._lifecycle import _WATCHER
+
+    stalled = {"X-Simulator-Fault": "stall_after=2;seconds=100"}
+    ended: dict[float, float] = {}
+
+    async def read(idle: float) -> None:
+        async with hs.open_client(
+            api_key=KEY, base_url=sim.base_url, timeouts=hs.Timeouts(idle=idle)
+        ) as client:
+            started = trio.current_time()
+            with pytest.raises(hs.StreamInterruptedError) as info:
+                await client.chat(
+                    model="gpt-4.1", messages=MESSAGES, max_tokens=40, extra_headers=stalled
+                )
+            assert isinstance(info.value.__cause__, hs.APITimeoutError)
+            assert info.value.__cause__.deadline == "idle"
+            ended[idle] = trio.current_time() - started
+
+    async with trio.open_nursery() as nursery:
+        for idle in (3.0, 1.0, 2.0):  # registered out of order: the watcher wakes for each
+            nursery.start_soon(read, idle)
+    # Each ended when its own silence reached its idle deadline (after the two chunks).
+    assert ended[1.0] < ended[2.0] < ended[3.0]
+    assert ended[2.0] - ended[1.0] == pytest.approx(1.0, abs=0.05)
+    assert ended[3.0] - ended[2.0] == pytest.approx(1.0, abs=0.05)
+    assert not _WATCHER.get()._waiting  # every read unregistered
+
+
+async def test_closing_the_client_wakes_a_read_waiting_on_its_socket(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    async with hs.open_client(api_key=KEY, base_url=sim.base_url) as client:
+        stream_errors: list[BaseException] = []
+
+        async def read() -> None:
+            try:
+                async with client.stream_chat(
+                    model="gpt-4.1",
+                    messages=MESSAGES,
+                    max_tokens=40,
+                    extra_headers={"X-Simulator-Fault": "stall_after=2;seconds=100"},
+                ) as stream:
+                    async for _ in stream:
+                        pass
+            except hs.HolySheepError as exc:
+                stream_errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.sleep(5)  # the read waits on its socket, no cancel scope of ours
+            started = trio.current_time()
+            await client.aclose()
+        assert trio.current_time() == started  # at once, not at the idle deadline
+    assert [type(e) for e in stream_errors] == [hs.ClientClosedError]
