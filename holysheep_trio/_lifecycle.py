@@ -446,11 +446,24 @@ class _DeadlineWatcher:
                 deadline = attempt.wait_deadline
                 if deadline <= now:
                     self._waiting.discard(attempt)
-                    attempt.woken_by_deadline = True
-                    trio.lowlevel.notify_closing(attempt.wait_fd)
+                    self._wake(attempt)
                 elif deadline < planned:
                     planned = deadline
             self._planned = planned
+
+    @staticmethod
+    def _wake(attempt: _Attempt[Any]) -> None:
+        try:
+            fd = attempt.wait_fd
+            exchange = attempt.exchange
+            # Only while the descriptor is still the read's: a socket someone closed meanwhile
+            # (its read is woken by that close) may have had its number reused by another.
+            if exchange is None or exchange.readable_fd() != fd:
+                return
+            attempt.woken_by_deadline = True
+            trio.lowlevel.notify_closing(fd)
+        except Exception:  # pragma: no cover - a system task must never raise
+            logger.exception("waking a read at its deadline failed")
 
 
 _WATCHER: Final[trio.lowlevel.RunVar[_DeadlineWatcher]] = trio.lowlevel.RunVar(
@@ -735,6 +748,9 @@ class Request(Generic[ItemT]):
             self._scope.cancel()
         waiting = self._waiting
         if waiting is not None:
+            # Out of the watcher first: a deadline passing now must not also wake it (the
+            # close wins), nor later touch a descriptor that the close is about to free.
+            _deadline_watcher().discard(waiting)
             trio.lowlevel.notify_closing(waiting.wait_fd)  # wakes the read: see _receive_watched
 
     def closed_error(self) -> ClientClosedError:
@@ -1020,6 +1036,11 @@ class Request(Generic[ItemT]):
             attempt.idle_left -= trio.current_time() - waiting_since
             raise
         if received is None:  # the deadline passed while we waited
+            # Counted now: a cancellation of the caller's that lands in receive_nowait() below
+            # must not leave this silence uncounted.
+            now = trio.current_time()
+            attempt.idle_left -= now - waiting_since
+            waiting_since = now
             if attempt.saw_end:  # complete; the server just did not end the body
                 attempt.eof = True
                 return
@@ -1098,14 +1119,21 @@ class Request(Generic[ItemT]):
                 try:
                     await trio.lowlevel.wait_readable(fd)
                 except trio.ClosedResourceError:
-                    if attempt.woken_by_deadline:
-                        return None
+                    # The client's close wins over a deadline that passed in the same moment.
                     if reading and self.closed_by_client:
                         raise _ClosedByClient from None
+                    if attempt.woken_by_deadline:
+                        return None
                     break
                 found = exchange.receive_ready()
                 if found is not None:
                     return found
+                # Nothing whole yet (a chunk's framing, a spurious wake-up). The watcher may
+                # have passed our deadline meanwhile, and no longer watches this read.
+                if reading and self.closed_by_client:
+                    raise _ClosedByClient
+                if attempt.woken_by_deadline:
+                    return None
                 fd = exchange.readable_fd()
                 if fd < 0:
                     break

@@ -746,3 +746,157 @@ async def test_closing_the_client_wakes_a_read_waiting_on_its_socket(
             await client.aclose()
         assert trio.current_time() == started  # at once, not at the idle deadline
     assert [type(e) for e in stream_errors] == [hs.ClientClosedError]
+
+
+def test_a_read_woken_by_framing_at_its_deadline_still_meets_it() -> None:
+    # Bytes that hold no whole event (a chunk's size line) wake the read in the same scheduler
+    # pass as the watcher passes its deadline: the read must report the deadline, not wait on
+    # with none (the watcher no longer watches it).
+    import socket
+
+    from trio.testing import wait_all_tasks_blocked
+
+    from holysheep_trio._lifecycle import Request, _Attempt
+
+    class Framing:
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
+
+        def readable_fd(self) -> int:
+            return self.sock.fileno()
+
+        def receive_ready(self) -> Any:
+            try:
+                data = self.sock.recv(100)
+            except BlockingIOError:
+                return None
+            return None if data == b"x" else ([], False)
+
+        async def receive(self) -> Any:  # pragma: no cover - not reached
+            raise AssertionError
+
+    async def trial(clock: MockClock) -> bool:
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        request: Any = Request.__new__(Request)
+        request._scope = None
+        request.closed_by_client = False
+        request._waiting = None
+        attempt: Any = _Attempt.__new__(_Attempt)
+        attempt.exchange = exchange = Framing(ours)
+        result: list[Any] = []
+
+        async def read() -> None:
+            deadline = trio.current_time() + 1.0
+            result.append(
+                await request._receive_watched(attempt, exchange, ours.fileno(), deadline)
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await wait_all_tasks_blocked()
+            theirs.send(b"x")  # readable at the next poll ...
+            clock.jump(1.0)  # ... the pass in which the deadline passes
+            await wait_all_tasks_blocked()
+            met = result == [None]
+            nursery.cancel_scope.cancel()
+        ours.close()
+        theirs.close()
+        return met
+
+    async def main() -> list[bool]:
+        clock = trio.lowlevel.current_clock()
+        assert isinstance(clock, MockClock)
+        return [await trial(clock) for _ in range(40)]  # the order within a pass is random
+
+    assert all(trio.run(main, clock=MockClock()))
+
+
+def test_closing_the_client_at_a_reads_deadline_is_a_close() -> None:
+    from holysheep_trio import _lifecycle
+
+    deadlines: list[float] = []
+    original = _lifecycle.Request._deadline
+
+    def recorded(self: Any, attempt: Any, now: float) -> Any:
+        found = original(self, attempt, now)
+        deadlines.append(found[0])
+        return found
+
+    async def main() -> type[BaseException]:
+        async with (
+            open_simulator(api_key=KEY, profile="fast") as sim,
+            hs.open_client(
+                api_key=KEY, base_url=sim.base_url, timeouts=hs.Timeouts(idle=1.0)
+            ) as client,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def close_at_the_deadline() -> None:
+                await trio.sleep(0.5)
+                await trio.sleep_until(deadlines[-1])
+                await client.aclose()
+
+            async with client.stream_chat(
+                model="gpt-4.1",
+                messages=MESSAGES,
+                max_tokens=40,
+                extra_headers={"X-Simulator-Fault": "stall_after=2;seconds=25"},
+            ) as stream:
+                await stream.__anext__()
+                nursery.start_soon(close_at_the_deadline)
+                try:
+                    while True:
+                        await stream.__anext__()
+                except hs.HolySheepError as exc:
+                    return type(exc)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_lifecycle.Request, "_deadline", recorded)
+        outcomes = [trio.run(main, clock=MockClock(autojump_threshold=0)) for _ in range(12)]
+    assert set(outcomes) == {hs.ClientClosedError}
+
+
+def test_a_callers_cancel_at_the_idle_deadline_still_counts_the_silence() -> None:
+    # The caller polls with its own cancel scope that ends exactly at the read's idle deadline:
+    # however the two land, the silence is counted once, and the stream times out at 1 s.
+    async def main() -> float:
+        async with (
+            open_simulator(api_key=KEY, profile="fast") as sim,
+            hs.open_client(
+                api_key=KEY, base_url=sim.base_url, timeouts=hs.Timeouts(idle=1.0)
+            ) as client,
+            trio.open_nursery() as nursery,
+            client.stream_chat(
+                model="gpt-4.1",
+                messages=MESSAGES,
+                max_tokens=40,
+                extra_headers={"X-Simulator-Fault": "stall_after=2;seconds=25"},
+            ) as stream,
+        ):
+            attempt = stream._request._attempt
+            assert attempt is not None
+            started = trio.current_time()
+
+            async def cancel_at(when: float, scope: trio.CancelScope) -> None:
+                await trio.sleep_until(when)
+                scope.cancel()
+
+            for _ in range(12):
+                scope = trio.CancelScope()
+                nursery.start_soon(cancel_at, trio.current_time() + attempt.idle_left, scope)
+                try:
+                    with scope:
+                        await stream.__anext__()
+                except hs.StreamInterruptedError as exc:
+                    failure = exc.__cause__
+                    break
+                await trio.lowlevel.checkpoint()
+            else:
+                raise AssertionError("no idle timeout")
+            assert isinstance(failure, hs.APITimeoutError)
+            assert failure.deadline == "idle"
+            return trio.current_time() - started
+
+    ended = [trio.run(main, clock=MockClock(autojump_threshold=0)) for _ in range(8)]
+    assert ended == [pytest.approx(1.0)] * 8
