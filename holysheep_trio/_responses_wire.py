@@ -10,6 +10,8 @@
   stream's order; in-band errors and ``response.failed`` raise
   :class:`~holysheep_trio.APIStreamError` after being folded in.
 - :func:`estimate_input_messages`: the input as chat-like messages, for token estimates.
+- :func:`prepare_response_request`: all of the above that a request needs before it is sent
+  (over HTTP or a WebSocket session alike).
 
 Nothing here knows about HTTP or sockets, so the WebSocket mode can reuse all of it.
 
@@ -38,11 +40,12 @@ Accumulation rules (see ``docs/responses.md``):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from ._tokens import estimate_tokens
 from ._wire import status_for_error, stream_error_from_json
 from .errors import APIStreamError, StreamProtocolError
 from .models import Message
@@ -90,11 +93,13 @@ if TYPE_CHECKING:
     from .sse import ServerSentEvent
 
 __all__ = [
+    "PreparedResponseRequest",
     "ResponseAccumulator",
     "build_response_request_body",
     "decode_response_data",
     "decode_response_event",
     "estimate_input_messages",
+    "prepare_response_request",
 ]
 
 # Named arguments of the builder, and what the client sets itself: never accepted in `params`.
@@ -252,6 +257,71 @@ def estimate_input_messages(
             content = None
         messages.append({"content": content if isinstance(content, str | list) else ""})
     return messages
+
+
+@attrs.frozen
+class PreparedResponseRequest:
+    """A Responses API request ready to be sent (see :func:`prepare_response_request`).
+
+    Attributes:
+        body: The JSON body of the streaming ``POST /responses``.
+        estimated_tokens: The pool's token reservation (input estimate plus the output bound).
+        estimated_prompt_tokens: The input estimate alone.
+        fields: The request's fields, for the budget's worst case.
+    """
+
+    body: bytes
+    estimated_tokens: int
+    estimated_prompt_tokens: int
+    fields: Mapping[str, Any]
+
+
+def prepare_response_request(
+    *,
+    model: str,
+    input: str | Iterable[Mapping[str, Any] | Message],
+    instructions: str | None,
+    previous_response_id: str | None,
+    store: bool | None,
+    tools: Iterable[Mapping[str, Any]] | None,
+    tool_choice: str | Mapping[str, Any] | None,
+    max_output_tokens: int | None,
+    params: Mapping[str, Any],
+) -> PreparedResponseRequest:
+    """The body, token estimates and budget fields of one Responses API request.
+
+    Raises:
+        TypeError: an argument or parameter cannot be sent.
+        ValueError: ``max_output_tokens`` is below 1.
+    """
+    if not isinstance(input, str | bytes | Mapping | Sequence):
+        input = list(input)  # read three times below: the body, the estimate, the fields
+    body = build_response_request_body(
+        model=model,
+        input=input,
+        instructions=instructions,
+        previous_response_id=previous_response_id,
+        store=store,
+        tools=tools,
+        tool_choice=tool_choice,
+        max_output_tokens=max_output_tokens,
+        params=params,
+    )
+    messages = estimate_input_messages(input, instructions=instructions)
+    return PreparedResponseRequest(
+        body=body,
+        estimated_tokens=estimate_tokens(messages, max_tokens=max_output_tokens),
+        estimated_prompt_tokens=estimate_tokens(messages, max_tokens=0),
+        fields={
+            "input": input,
+            "previous_response_id": previous_response_id,
+            "instructions": instructions,
+            "tools": tools,
+            "tool_choice": tool_choice,
+            "max_output_tokens": max_output_tokens,
+            **params,
+        },
+    )
 
 
 def decode_response_data(data: str, *, event_name: str | None = None) -> ResponseEvent | None:

@@ -52,7 +52,7 @@ from ._lifecycle import (
     scrub_error,
 )
 from ._responses_stream import ResponseStream
-from ._responses_wire import build_response_request_body, estimate_input_messages
+from ._responses_wire import prepare_response_request
 from ._tokens import choice_count, completion_token_bound, prompt_token_bound
 from ._wire import (
     DONE,
@@ -497,9 +497,7 @@ class Client:
             TypeError: an argument or parameter cannot be sent (at the call).
             ValueError: ``max_output_tokens`` is below 1 (at the call).
         """
-        if not isinstance(input, str | bytes | Mapping | Sequence):
-            input = list(input)  # read twice below: for the body and the estimate
-        body = build_response_request_body(
+        request = prepare_response_request(
             model=model,
             input=input,
             instructions=instructions,
@@ -510,25 +508,16 @@ class Client:
             max_output_tokens=max_output_tokens,
             params=params,
         )
-        messages = estimate_input_messages(input, instructions=instructions)
         return ResponseStream(
             self,
             model=model,
-            body=body,
+            body=request.body,
             max_output_tokens=max_output_tokens,
             timeouts=timeouts or self._timeouts,
             extra_headers=extra_headers,
-            estimated_tokens=estimate_tokens(messages, max_tokens=max_output_tokens),
-            estimated_prompt_tokens=estimate_tokens(messages, max_tokens=0),
-            fields={
-                "input": input,
-                "previous_response_id": previous_response_id,
-                "instructions": instructions,
-                "tools": tools,
-                "tool_choice": tool_choice,
-                "max_output_tokens": max_output_tokens,
-                **params,
-            },
+            estimated_tokens=request.estimated_tokens,
+            estimated_prompt_tokens=request.estimated_prompt_tokens,
+            fields=request.fields,
         )
 
     async def create_response(

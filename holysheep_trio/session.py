@@ -35,7 +35,7 @@ import logging
 import math
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -45,7 +45,7 @@ import trio
 from ._groups import BlockGuard
 from ._lifecycle import CLOSE_TIMEOUT, scrub_error
 from ._responses_stream import ResponseStream, _ResponseDecoder
-from ._responses_wire import build_response_request_body, estimate_input_messages
+from ._responses_wire import prepare_response_request
 from ._websocket import WebSocketConnection, connect, websocket_url
 from ._wire import _error_fields, _status_from_words
 from .errors import (
@@ -69,7 +69,6 @@ from .health import (
     open_health_monitor,
 )
 from .models import Message
-from .pool import estimate_tokens
 from .responses import Response, ResponseEvent
 from .retry import RetryPolicy, parse_retry_after
 from .sse import ServerSentEvent
@@ -672,9 +671,7 @@ class Session:
             raise ValueError(
                 "stream_id must be 1 to 256 characters of A-Z, a-z, 0-9, '_', '.' and '-'"
             )
-        if not isinstance(input, str | bytes | Mapping | Sequence):
-            input = list(input)  # read three times below
-        body = build_response_request_body(
+        request = prepare_response_request(
             model=model,
             input=input,
             instructions=instructions,
@@ -685,7 +682,7 @@ class Session:
             max_output_tokens=max_output_tokens,
             params=params,
         )
-        payload: dict[str, Any] = {"type": "response.create", **json.loads(body)}
+        payload: dict[str, Any] = {"type": "response.create", **json.loads(request.body)}
         del payload["stream"]  # implicit in WebSocket mode
         if stream_id is not None:
             payload["stream_id"] = stream_id
@@ -693,7 +690,6 @@ class Session:
         input_items = (
             [{"role": "user", "content": raw_input}] if isinstance(raw_input, str) else raw_input
         )
-        messages = estimate_input_messages(input, instructions=instructions)
         client = self._client
 
         def new_exchange(url: str) -> _LaneExchange:
@@ -705,17 +701,9 @@ class Session:
             model=model,
             max_output_tokens=max_output_tokens,
             timeouts=timeouts or client._timeouts,
-            estimated_tokens=estimate_tokens(messages, max_tokens=max_output_tokens),
-            estimated_prompt_tokens=estimate_tokens(messages, max_tokens=0),
-            fields={
-                "input": input,
-                "previous_response_id": previous_response_id,
-                "instructions": instructions,
-                "tools": tools,
-                "tool_choice": tool_choice,
-                "max_output_tokens": max_output_tokens,
-                **params,
-            },
+            estimated_tokens=request.estimated_tokens,
+            estimated_prompt_tokens=request.estimated_prompt_tokens,
+            fields=request.fields,
             new_exchange=new_exchange,
             new_decoder=_FrameDecoder,
             retry=_NO_RETRY,
