@@ -37,7 +37,7 @@ from .errors import (
     StreamProtocolError,
     error_class_for_status,
 )
-from .retry import parse_retry_after
+from .retry import parse_retry_after, parse_should_retry
 from .sse import ServerSentEvent, SSEParser, SSEProtocolError
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def translate(exc: BaseException, *, connect_timeout: float | None) -> HolySheep
             f"HTTP {status} (raised by the http_client's response hook)",
             status=status,
             retry_after=parse_retry_after(response.headers),
-            should_retry=_should_retry(response.headers),
+            should_retry=parse_should_retry(response.headers),
             headers=dict(response.headers.items()),
         )
     if isinstance(exc, httpx2.ConnectTimeout | httpx2.PoolTimeout):
@@ -224,11 +224,6 @@ def merge_headers(base: Mapping[str, str], extra: Mapping[str, str]) -> httpx2.H
     merged = httpx2.Headers(base)
     merged.update(extra)
     return merged
-
-
-def _should_retry(headers: Mapping[str, str]) -> bool | None:
-    """The server's ``x-should-retry`` verdict (as the official SDKs read it), or None."""
-    return {"true": True, "false": False}.get(headers.get("x-should-retry", "").strip().lower())
 
 
 async def read_bounded(body: Body, limit: int) -> bytes:
@@ -411,7 +406,7 @@ class HttpExchange:
                 status=response.status_code,
                 headers=dict(headers.items()),
                 retry_after=parse_retry_after(headers),
-                should_retry=_should_retry(headers),
+                should_retry=parse_should_retry(headers),
             )
             if isinstance(error, APIStatusError):
                 # A refusal with the status it names (a 429 in a 200): refused, as the pool,
@@ -528,7 +523,7 @@ class HttpExchange:
             error_type=error_type,
             code=code,
             retry_after=parse_retry_after(headers),
-            should_retry=_should_retry(headers),
+            should_retry=parse_should_retry(headers),
             headers=dict(headers.items()),
         )
 

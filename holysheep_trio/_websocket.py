@@ -58,7 +58,7 @@ from .errors import (
     StreamProtocolError,
     error_class_for_status,
 )
-from .retry import parse_retry_after
+from .retry import parse_retry_after, parse_should_retry
 
 __all__ = ["WebSocketConnection", "connect", "websocket_url"]
 
@@ -96,7 +96,6 @@ def _handshake_target(url: str) -> tuple[bool, str, int, str, str]:
 def _status_error(status: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
     """The error an HTTP request refused the same way would raise."""
     message, error_type, code = parse_error_body(body)
-    verdict = headers.get("x-should-retry", "").strip().lower()
     return error_class_for_status(status)(
         f"HTTP {status} (WebSocket upgrade refused): {message}",
         status=status,
@@ -104,7 +103,7 @@ def _status_error(status: int, headers: Mapping[str, str], body: bytes) -> APISt
         error_type=error_type,
         code=code,
         retry_after=parse_retry_after(headers),
-        should_retry={"true": True, "false": False}.get(verdict),
+        should_retry=parse_should_retry(headers),
         headers=headers,
     )
 

@@ -42,6 +42,11 @@ _DEFAULT_RETRY_STATUSES = frozenset({408, 409, 429})
 _ASCTIME_DATE = re.compile(r"[A-Z][a-z]{2} [A-Z][a-z]{2} (?:\d{2}| \d) \d{2}:\d{2}:\d{2} \d{4}")
 
 
+def parse_should_retry(headers: Mapping[str, str]) -> bool | None:
+    """The server's ``x-should-retry`` verdict (as the official SDKs read it), or None."""
+    return {"true": True, "false": False}.get(headers.get("x-should-retry", "").strip().lower())
+
+
 def parse_retry_after(
     headers: Mapping[str, str], *, now: Callable[[], float] = time.time
 ) -> float | None:
