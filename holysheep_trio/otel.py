@@ -223,23 +223,24 @@ class Telemetry:
             ),
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        # The pool's counts add up across models (and clients): asynchronous UpDownCounters, as
-        # the metrics API's guidelines ask for additive values; Prometheus shows them as gauges.
+        # Observable gauges, as the issue names them: each callback reports the current level
+        # per model, already summed over the clients bound to this Telemetry, so a gauge's
+        # last-value aggregation loses nothing.
         self._bindings: list[_Binding] = []
         self._lock = threading.Lock()  # the callbacks run in a metric reader's thread
-        meter.create_observable_up_down_counter(
+        meter.create_observable_gauge(
             "holysheep_trio.pool.active",
             callbacks=[self._observe_pool(lambda counts: counts[1])],
             unit="{request}",
             description="Requests of the model admitted by the client's pool and not finished.",
         )
-        meter.create_observable_up_down_counter(
+        meter.create_observable_gauge(
             "holysheep_trio.pool.waiting",
             callbacks=[self._observe_pool(lambda counts: counts[2])],
             unit="{request}",
             description="Requests of the model waiting for admission by the client's pool.",
         )
-        meter.create_observable_up_down_counter(
+        meter.create_observable_gauge(
             "holysheep_trio.pool.effective_limit",
             callbacks=[self._observe_pool(lambda counts: counts[3])],
             unit="{request}",

@@ -14,7 +14,7 @@ import pytest
 import trio
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
+from opentelemetry.sdk.metrics.export import Gauge, InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -730,6 +730,9 @@ async def test_pool_and_budget_gauges_read_from_another_thread(
             active = one_point(found["holysheep_trio.pool.active"])
             assert (dict(active.attributes), active.value) == (model, 1)
             assert found["holysheep_trio.pool.active"].unit == "{request}"
+            # Observable gauges, as the issue names them (the SDK's last-value Gauge points).
+            for name in ("active", "waiting", "effective_limit"):
+                assert isinstance(found[f"holysheep_trio.pool.{name}"].data, Gauge)
             assert one_point(found["holysheep_trio.pool.waiting"]).value == 0
             assert one_point(found["holysheep_trio.pool.effective_limit"]).value == 5
             reserved = {
