@@ -297,11 +297,13 @@ class _Lane:
 class _Connection:
     """One WebSocket of the session, with the responses running on it."""
 
-    __slots__ = ("done", "named", "opened_at", "retiring", "running", "scope", "ws")
+    __slots__ = ("done", "named", "opened_at", "retiring", "running", "scope", "url", "ws")
 
-    def __init__(self, ws: WebSocketConnection, opened_at: float) -> None:
+    def __init__(self, ws: WebSocketConnection, opened_at: float, url: str) -> None:
         self.ws = ws
         self.opened_at = opened_at
+        #: The endpoint (an HTTP base URL of the client's) this socket was opened to.
+        self.url = url
         self.running: dict[str | None, _LaneExchange] = {}
         self.named: set[str] = set()
         #: No new responses go here (rotated, or the server announced its close).
@@ -565,8 +567,9 @@ class Session:
         self._max_in_flight = max_in_flight
         self._recover = recover
         self._extra_headers = dict(extra_headers)
-        self.url = client.base_urls[0]
-        self._ws_url = websocket_url(self.url)
+        # The client's endpoints, primary first: the session fails over and back among them
+        # as its HTTP requests do (the health monitor decides, see _probe).
+        self._urls = client.base_urls
         self._max_buffered = 2 * client._max_event_size
         self._lanes: dict[str | None, _Lane] = {}
         self._waiting: deque[_LaneExchange] = deque()
@@ -592,6 +595,17 @@ class Session:
         )
 
     # ---- public surface ---------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The endpoint (the client's base URL or one of its fallback URLs) new responses go to:
+        that of the current connection, else the one the health monitor is reconnecting to."""
+        current = self._current
+        if current is not None:
+            return current.url
+        if self._monitor is not None:
+            return self._monitor.active_url
+        return self._urls[0]
 
     @property
     def health(self) -> HealthMonitor:
@@ -936,8 +950,8 @@ class Session:
 
     # ---- connections --------------------------------------------------------------------------
 
-    def _handshake_headers(self) -> dict[str, str]:
-        """The upgrade's headers, authenticated as the client's HTTP requests are.
+    def _handshake_headers(self, url: str) -> dict[str, str]:
+        """The upgrade's headers to ``url``, authenticated as the client's HTTP requests are.
 
         Names are merged without case (an ``authorization`` in ``extra_headers`` replaces the
         client's, never joins it). Without an API key, the http_client's own ``auth`` (or the
@@ -965,7 +979,7 @@ class Session:
             }
         )
         if "authorization" not in headers:
-            _sign_upgrade(headers, http.auth, self.url)
+            _sign_upgrade(headers, http.auth, url)
         headers.update(self._extra_headers)
         return dict(headers.items())
 
@@ -977,8 +991,9 @@ class Session:
             return context
         return httpx2.create_ssl_context()
 
-    async def _connect(self) -> _Connection:
-        """Open a new connection and start serving it (not yet the current one).
+    async def _connect(self, url: str) -> _Connection:
+        """Open a new connection to the endpoint ``url`` and start serving it (not yet the
+        current one).
 
         Raises:
             HolySheepError: the upgrade was refused (typed as an HTTP error) or failed.
@@ -987,15 +1002,15 @@ class Session:
         assert nursery is not None
         try:
             ws = await connect(
-                self._ws_url,
-                headers=self._handshake_headers(),
+                websocket_url(url),
+                headers=self._handshake_headers(url),
                 ssl_context=self._ssl_context,
                 max_message_size=self._client._max_event_size,
             )
         except HolySheepError as error:
             scrub_error(error, self._client._secrets() + self._extra_secrets())
             raise
-        connection = _Connection(ws, trio.current_time())
+        connection = _Connection(ws, trio.current_time(), url)
         try:
             await nursery.start(self._serve, connection)
         except BaseException:
@@ -1094,7 +1109,7 @@ class Session:
             return
         try:
             with trio.fail_after(self._config.timeout):
-                connection = await self._connect()
+                connection = await self._connect(old.url)
         except (HolySheepError, trio.TooSlowError) as exc:
             logger.info("session: opening a fresh connection failed: %s", exc)
             if self._current is old and not old.usable:
@@ -1111,12 +1126,14 @@ class Session:
             self._kill(connection, APIConnectionError("a newer connection took over"))
 
     async def _probe(self, url: str) -> None:
-        """The health monitor's probe: a ping while healthy, else a connection attempt."""
+        """The health monitor's probe of the endpoint ``url``: a ping of the connection to it
+        while healthy, else a connection attempt to it (the monitor probes the endpoints in
+        order, fails over to the first that answers and back to the primary)."""
         # The monitor's first probe may run before open_health_monitor has handed it over.
         monitor = self._monitor
         state = HealthState.CONNECTING if monitor is None else monitor.state
         connection = self._current
-        if connection is not None and connection.usable:
+        if connection is not None and connection.usable and connection.url == url:
             if state is not HealthState.HEALTHY:
                 if connection is not self._confirmed:
                     # A connection attempt finds a fresh one up (opened on entry or by a
@@ -1125,7 +1142,7 @@ class Session:
                     return
                 # The monitor is reconnecting with a connection it knew healthy: a forced
                 # reconnect (``session.health.reconnect()``) asks for a new one.
-                self._install(await self._connect())
+                self._install(await self._connect(url))
                 self._confirmed = self._current
                 return
             try:
@@ -1145,10 +1162,24 @@ class Session:
                 raise
             self._confirmed = connection
             return
-        if state is HealthState.HEALTHY:
+        if state is HealthState.HEALTHY and (monitor is None or url == monitor.active_url):
             # A heartbeat of a connection that dropped: the monitor starts its reconnect cycle.
             raise APIConnectionError("the WebSocket connection dropped")
-        self._install(await self._connect())
+        if (
+            state is HealthState.CONNECTING
+            and connection is not None
+            and connection.usable
+            and connection is not self._confirmed
+        ):
+            # The session opened on a fallback endpoint: those before it failed just now, on
+            # entry. The monitor's first round moves on to the one that answered.
+            raise APIConnectionError(
+                "the session's first connection went to a later endpoint; this one failed"
+            )
+        # A reconnect round's attempt, or the primary probed while a backup serves (on success
+        # new responses go to the primary; the backup's connection finishes its own, then
+        # closes).
+        self._install(await self._connect(url))
         self._confirmed = self._current
 
     async def _watch_health(self) -> None:
@@ -1232,6 +1263,36 @@ def _check_options(health: object, max_age: object, max_in_flight: object, recov
         raise TypeError(f"recover must be a bool, got {type(recover).__name__}")
 
 
+async def _first_connection(session: Session, config: HealthConfig) -> _Connection:
+    """The session's first connection: to the primary endpoint, else to the fallback URLs in
+    order, on the errors that make an HTTP request fall over (the client's retry policy's
+    ``should_fall_over``: connection failures, timeouts, 5xx); any other refusal (a wrong key)
+    raises at once. Each attempt has ``config.timeout``.
+
+    Raises:
+        HolySheepError: the last endpoint's error, or the first that does not fall over.
+    """
+    client = session._client
+    urls = session._urls
+    for index, url in enumerate(urls):
+        try:
+            with trio.move_on_after(config.timeout) as scope:
+                connection = await session._connect(url)
+            if scope.cancelled_caught:
+                raise APITimeoutError(
+                    f"the WebSocket connection did not open within {config.timeout:g} s",
+                    deadline="connect",
+                    seconds=config.timeout,
+                )
+        except HolySheepError as error:
+            if index + 1 == len(urls) or not client._retry.should_fall_over(error):
+                raise
+            logger.info("session: falling over to the next endpoint after %s", type(error).__name__)
+            continue
+        return connection
+    raise AssertionError("unreachable: a client has at least one endpoint")  # pragma: no cover
+
+
 @contextlib.asynccontextmanager
 async def open_session(
     client: Client,
@@ -1263,17 +1324,9 @@ async def open_session(
         try:
             # The first connection is made here, so that a refused upgrade (a wrong key, a
             # 503) raises its typed error from the `async with` line.
-            with trio.move_on_after(config.timeout) as scope:
-                connection = await session._connect()
-            if scope.cancelled_caught:
-                raise APITimeoutError(
-                    f"the WebSocket connection did not open within {config.timeout:g} s",
-                    deadline="connect",
-                    seconds=config.timeout,
-                )
-            session._install(connection)
+            session._install(await _first_connection(session, config))
             async with open_health_monitor(
-                config, probe=session._probe, urls=[session.url]
+                config, probe=session._probe, urls=session._urls
             ) as monitor:
                 session._monitor = monitor
                 nursery.start_soon(session._watch_health)

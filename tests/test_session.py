@@ -619,3 +619,94 @@ async def test_a_frame_never_written_costs_nothing(
         with pytest.raises(hs.APIConnectionError):
             await session.create_response(model=MODEL, input="hi", max_output_tokens=100)
         assert (await budget.report()).daily.spent == 0
+
+
+# ---- fallback endpoints --------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def two_endpoints(**options: Any) -> AsyncIterator[tuple[Simulator, Simulator, hs.Client]]:
+    async with (
+        open_simulator(api_key=KEY, profile="fast", reply_tokens=5) as primary,
+        open_simulator(api_key=KEY, profile="fast", reply_tokens=5) as backup,
+        hs.open_client(
+            api_key=KEY, base_url=primary.base_url, fallback_urls=[backup.base_url], **options
+        ) as client,
+    ):
+        yield primary, backup, client
+
+
+async def test_a_session_opens_on_the_fallback_and_fails_back_to_the_primary(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_endpoints() as (primary, backup, client):
+        primary.inject_faults("status=503", endpoint="websocket")
+        async with client.open_session(health=seeded(interval=20.0)) as session:
+            assert session.url == backup.base_url
+            assert session.health.active_url == backup.base_url
+            response = await session.create_response(model=MODEL, input="on the backup")
+            assert response.status == "completed"
+            assert backup.stats().websocket_responses == 1
+            async with session.health.subscribe() as events:
+                # The next heartbeat pings the backup, then tries the primary: it answers.
+                await trio.sleep(20.5)
+                assert session.url == primary.base_url
+                assert session.health.active_url == primary.base_url
+                failed_back = [e async for e in _until(events, hs.FailedBack)]
+            assert failed_back[-1].url == primary.base_url
+            response = await session.create_response(model=MODEL, input="on the primary")
+            assert response.status == "completed"
+            assert primary.stats().websocket_responses == 1
+            assert backup.stats().websocket_responses == 1
+        # Counted once open: the primary's refused upgrade is not among them.
+        assert primary.stats().websocket_connections == 1
+        assert backup.stats().websocket_connections == 1
+
+
+async def _until(events: Any, kind: type[hs.HealthEvent]) -> AsyncIterator[hs.HealthEvent]:
+    with trio.fail_after(1.0):
+        async for event in events:
+            yield event
+            if isinstance(event, kind):
+                return
+
+
+async def test_a_refused_key_does_not_fall_over(autojump_clock: trio.testing.MockClock) -> None:
+    async with two_endpoints() as (primary, backup, client):
+        primary.inject_faults("status=401", endpoint="websocket")
+        with pytest.raises(hs.AuthenticationError):
+            async with client.open_session(health=seeded()):
+                pass  # pragma: no cover - never entered
+        assert backup.stats().websocket_connections == 0
+
+
+async def test_every_endpoint_refusing_raises_the_last_ones_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_endpoints() as (primary, backup, client):
+        primary.inject_faults("status=503", endpoint="websocket")
+        backup.inject_faults("status=502", endpoint="websocket")
+        with pytest.raises(hs.APIStatusError) as caught:
+            async with client.open_session(health=seeded()):
+                pass  # pragma: no cover - never entered
+        assert caught.value.status == 502
+
+
+async def test_a_reconnect_fails_over_to_the_backup(autojump_clock: trio.testing.MockClock) -> None:
+    async with (
+        two_endpoints() as (primary, backup, client),
+        client.open_session(health=seeded(interval=20.0)) as session,
+    ):
+        assert session.url == primary.base_url
+        assert (await session.create_response(model=MODEL, input="a")).status == "completed"
+        # The primary now refuses upgrades: the reconnect round moves on to the backup.
+        primary.inject_faults("status=503", "status=503", endpoint="websocket")
+        async with session.health.subscribe() as events:
+            await session.health.reconnect()
+            reconnected = [e async for e in _until(events, hs.Reconnected)]
+        assert isinstance(reconnected[-1], hs.Reconnected)
+        assert reconnected[-1].url == backup.base_url
+        assert session.url == backup.base_url
+        assert (await session.create_response(model=MODEL, input="b")).status == "completed"
+        assert backup.stats().websocket_responses == 1
+        assert primary.stats().websocket_responses == 1
