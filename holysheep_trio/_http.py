@@ -25,7 +25,7 @@ import trio
 
 from ._content_encoding import ContentDecoder, decoder_for
 from ._transport import TrioResponseStream as _Body
-from ._transport import TrioTransport, _out_of_files
+from ._transport import TrioTransport, _out_of_files, _Sending
 from ._wire import error_from_success_body, parse_error_body
 from .errors import (
     APIConnectionError,
@@ -264,7 +264,7 @@ def _own_transport(http_client: httpx2.AsyncClient) -> TrioTransport | None:
 
 
 async def _send_direct(
-    http: httpx2.AsyncClient, transport: TrioTransport, request: httpx2.Request
+    http: httpx2.AsyncClient, transport: TrioTransport, sending: _Sending
 ) -> httpx2.Response:
     """``http.send(request, stream=True, follow_redirects=False)`` straight to the client's
     TrioTransport, for a client without auth, event hooks, mounts (proxies) or redirects (see
@@ -272,20 +272,23 @@ async def _send_direct(
 
     ``send`` would only wrap the call in an auth flow (an async generator), three coroutines and
     a timer; with thousands of streams starting at once that is CPU and memory for nothing.
-    What ``send`` does that matters is done here too: the closed check, the response's request,
-    cookies a server sets (a load balancer's sticky session) and httpx2's INFO log line.
+    And the request itself is not held while the server takes its time to answer: ``sending``
+    (from ``TrioTransport._prepare``) keeps only what the transport needs. What ``send`` does
+    that matters is done here too: the closed check, cookies a server sets (a load balancer's
+    sticky session; the response's request is then a stand-in with the method and URL, all
+    that cookie rules read) and httpx2's INFO log line.
     """
     if http.is_closed:
         raise RuntimeError("Cannot send a request, as the client has been closed.")
-    response = await transport.handle_async_request(request)
-    response.request = request
+    response = await transport._send(sending)
     if "set-cookie" in response.headers:
+        response.request = sending.request
         http.cookies.extract_cookies(response)
     if _httpx2_logger.isEnabledFor(logging.INFO):
         _httpx2_logger.info(
             'HTTP Request: %s %s "%s %d %s"',
-            request.method,
-            request.url,
+            sending.method,
+            sending.url,
             response.http_version,
             response.status_code,
             response.reason_phrase,
@@ -355,13 +358,15 @@ class HttpExchange:
                 a network failure, or of a body this client cannot read.
         """
         client = self._client
-        request = client._http.build_request(
+        request: httpx2.Request | None = client._http.build_request(
             "POST",
             self._url,
             content=self._payload,
             headers=merge_headers(client._request_headers(), self._extra_headers),
             timeout=httpx2.Timeout(None, connect=self._connect),
         )
+        assert request is not None
+        sending: _Sending | None = None
         self.sent = True  # from here on the server may see it, unless we learn otherwise
         try:
             with trio.move_on_at(deadline) as scope:
@@ -374,7 +379,10 @@ class HttpExchange:
                             request, stream=True, follow_redirects=False
                         )
                     else:
-                        response = await _send_direct(client._http, direct, request)
+                        # The request is let go before the answer is awaited (see _Sending).
+                        sending = direct._prepare(request, body=self._payload, keep=False)
+                        request = None
+                        response = await _send_direct(client._http, direct, sending)
                 except TRANSPORT_ERRORS as exc:
                     if isinstance(exc, _NOT_SENT):
                         self.sent = False
@@ -383,9 +391,12 @@ class HttpExchange:
             # TrioTransport says whether a byte of the request was written, also when a
             # cancellation or a deadline stopped the send (while connecting, nothing was);
             # another transport can't tell, so the request may have been read.
-            written = request.extensions.get("holysheep.sent")
-            if written is not None:
-                self.sent = bool(written)
+            if sending is not None:
+                self.sent = sending.sent
+            elif request is not None:
+                written = request.extensions.get("holysheep.sent")
+                if written is not None:
+                    self.sent = bool(written)
         if scope.cancelled_caught:
             return False
         self._response = response

@@ -84,6 +84,7 @@ _RAW_READS: Final = sys.platform != "win32"
 # connections under (see TrioTransport._make_room_for_connections).
 _FILES_HEADROOM: Final = 256
 _os_read = os.read
+_os_write = os.write
 logger = logging.getLogger("holysheep_trio")
 
 _NEED_DATA: Final = h11.NEED_DATA
@@ -367,6 +368,31 @@ class _SocketWriter(trio.abc.Stream):
         self.error: BaseException | None = None
         self.nowait = False
 
+    def write_now(self, data: bytes) -> int:
+        """Write what the kernel takes of ``data`` at once, without waiting or a schedule point;
+        return how many bytes it took (0 on Windows, where only :meth:`send_all` writes).
+
+        A request fits a socket's send buffer nearly always, so the transport writes it with
+        this first: ``send_all`` would yield to the scheduler once per write (trio's socket does
+        so after every successful send), and with thousands of requests starting together each
+        would hold its bytes and a chain of coroutines until the scheduler came back to it. A
+        failure is kept in ``error``, as ``send_all`` keeps it.
+        """
+        if self.error is not None or not _RAW_READS:
+            return 0
+        fd = self.socket.fileno()
+        if fd < 0:
+            return 0  # closed: send_all says so
+        try:
+            taken = _os_write(fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self.error = exc
+            return 0
+        self.bytes_sent += taken
+        return taken
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.error is not None or not data:
             # The connection is dead (nothing more may go out), or there is nothing to send.
@@ -614,7 +640,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         *,
         transport: TrioTransport,
         connection: _Connection,
-        request: httpx2.Request,
+        request: _Sending,
         read_timeout: float | None,
         decoder: _BodyDecoder | None = None,
         keep_alive: bool = True,
@@ -625,7 +651,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
         # the headers for the life of the stream, thousands of times over. Errors get a
         # stand-in with its method and URL (and so no credentials either).
         self._method = request.method
-        self._url = str(request.url)  # a third of the size of the parsed URL
+        self._url = request.url  # a str: a third of the size of the parsed URL
         self._read_timeout = read_timeout
         self._closed_early = False
         # With a decoder, h11 stops at the response head: the body bytes it already buffered
@@ -946,14 +972,16 @@ _FIELD_NAME: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _FIELD_VALUE: Final = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 
 
-def _unsendable_request_message(request: httpx2.Request, exc: h11.LocalProtocolError) -> str:
-    """Say why h11 refused to encode ``request``, without any header value.
+def _unsendable_request_message(
+    headers: list[tuple[bytes, bytes]], exc: h11.LocalProtocolError
+) -> str:
+    """Say why h11 refused to encode a request with ``headers``, without any header value.
 
     h11's own message quotes the offending value ("Illegal header value b'Bearer sk-...\\n'"):
     an API key read from a file with its line ending would end up in logs and tracebacks. The
     header *name* is shown when it is a valid token; a value never is.
     """
-    for name, value in request.headers.raw:
+    for name, value in headers:
         if not _FIELD_NAME.fullmatch(name):
             return "a request header name is not a valid HTTP token (RFC 9110 §5.1)"
         if not _FIELD_VALUE.fullmatch(value):
@@ -967,7 +995,7 @@ def _unsendable_request_message(request: httpx2.Request, exc: h11.LocalProtocolE
     # change of h11, so look for any before quoting it.
     if any(
         value and (value in text.encode("latin-1", "replace") or repr(value) in text)
-        for _, value in request.headers.raw
+        for _, value in headers
     ):
         return "the request cannot be encoded as HTTP/1.1"
     return f"the request cannot be encoded as HTTP/1.1: {text}"
@@ -1080,11 +1108,80 @@ def _out_of_files(exc: BaseException) -> bool:
     return False
 
 
-def _request_head(request: httpx2.Request) -> h11.Request:
-    """The head of ``request`` as h11 sends it (validated: raises h11.LocalProtocolError)."""
-    return h11.Request(
-        method=request.method, target=request.url.raw_path, headers=request.headers.raw
+class _Sending:
+    """One request on its way through the transport: what it needs of the request.
+
+    The transport's own client (``_http``) hands over its ``httpx2.Request`` and lets it go:
+    the request (its headers, URL, extensions: about 2 KiB) would otherwise be held while the
+    server takes its time to answer, ten thousand times over with ten thousand streams
+    starting at once. The head's fields are kept only until a byte of the request was written
+    (they are needed again only to resend a request that provably never left, see the retry
+    rule); errors get a stand-in request with the method and URL (so no credentials either).
+    A request given to :meth:`TrioTransport.handle_async_request` is kept as it is and named
+    by its errors.
+    """
+
+    __slots__ = (
+        "body",
+        "headers",
+        "key",
+        "method",
+        "original",
+        "prepared",
+        "sent",
+        "target",
+        "timeouts",
+        "url",
     )
+
+    def __init__(
+        self,
+        request: httpx2.Request,
+        key: _PoolKey,
+        *,
+        body: bytes,
+        timeouts: dict[str, Any],
+        keep: bool,
+    ) -> None:
+        url = request.url
+        self.method = request.method
+        self.url = str(url)
+        self.target = url.raw_path
+        self.headers: list[tuple[bytes, bytes]] | None = request.headers.raw
+        self.key = key
+        self.body = body
+        self.timeouts = timeouts
+        self.original = request if keep else None
+        self.sent = False
+        #: The head made (and so validated) by TrioTransport._prepare, until _send takes it.
+        self.prepared: h11.Request | None = None
+
+    @property
+    def request(self) -> httpx2.Request:
+        """The request errors name: the caller's own, else a stand-in (method and URL)."""
+        original = self.original
+        return original if original is not None else httpx2.Request(self.method, self.url)
+
+    def head(self) -> h11.Request:
+        """The head as h11 sends it (validated: raises h11.LocalProtocolError)."""
+        assert self.headers is not None, "the head was written already"
+        return h11.Request(method=self.method, target=self.target, headers=self.headers)
+
+    def unsendable(self, exc: h11.LocalProtocolError) -> httpx2.LocalProtocolError:
+        """The error for a head or body h11 refused to encode (no header value in it)."""
+        headers = self.headers if self.headers is not None else []
+        return httpx2.LocalProtocolError(
+            _unsendable_request_message(headers, exc), request=self.request
+        )
+
+    def mark_sent(self) -> None:
+        """A byte of the request reached the kernel: the server may have read it."""
+        self.sent = True
+        # Written once, so a resend could only repeat what may have been read: the head's
+        # fields are not needed again.
+        self.headers = None
+        if self.original is not None:
+            self.original.extensions["holysheep.sent"] = True
 
 
 def _timeout(timeouts: dict[str, Any], name: str) -> float | None:
@@ -1199,6 +1296,22 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         """
         if self._closed:
             raise RuntimeError("this TrioTransport is closed")
+        # Whether any byte of the request reached the kernel: a caller that gives up (a
+        # cancellation, a deadline) can tell "never sent" from "maybe read by the server".
+        request.extensions["holysheep.sent"] = False
+        sending = self._prepare(request, body=b"", keep=True)
+        sending.body = await request.aread()
+        return await self._send(sending)
+
+    def _prepare(self, request: httpx2.Request, *, body: bytes, keep: bool) -> _Sending:
+        """What sending ``request`` (whose body is ``body``) takes, with its head made and so
+        validated before a connection is taken: a request that cannot be sent costs none.
+        ``keep``: errors name ``request`` itself (else a stand-in, see :class:`_Sending`).
+
+        Raises:
+            httpx2.UnsupportedProtocol: The URL scheme is not http or https.
+            httpx2.LocalProtocolError: The head cannot be sent as HTTP/1.1 (no value shown).
+        """
         url = request.url
         scheme = url.scheme
         default_port = _DEFAULT_PORTS.get(scheme)
@@ -1208,39 +1321,40 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             )
         key: _PoolKey = (scheme, url.host, url.port or default_port)
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
-        # Whether any byte of the request reached the kernel: a caller that gives up (a
-        # cancellation, a deadline) can tell "never sent" from "maybe read by the server".
-        request.extensions["holysheep.sent"] = False
+        sending = _Sending(request, key, body=body, timeouts=timeouts, keep=keep)
         try:
-            # Validated before a connection is taken: a request that cannot be sent costs none.
-            head: h11.Request | None = _request_head(request)
+            sending.prepared = sending.head()
+            return sending
         except h11.LocalProtocolError as exc:
-            problem: str | None = _unsendable_request_message(request, exc)
-        else:
-            problem = None
-        if problem is not None:
-            # Raised outside the except clause, so that neither __cause__ nor __context__
-            # holds h11's error, whose text shows the offending header value (an API key).
-            raise httpx2.LocalProtocolError(problem, request=request)
-        body = await request.aread()
+            error = sending.unsendable(exc)
+        # Raised outside the except clause, so that neither __cause__ nor __context__ holds
+        # h11's error, whose text shows the offending header value (an API key).
+        raise error
 
-        connection = await self._acquire(key, request, _timeout(timeouts, "pool"))
+    async def _send(self, sending: _Sending) -> httpx2.Response:
+        """Send a request from :meth:`_prepare` and return the response with its body still
+        unread; see :meth:`handle_async_request`."""
+        if self._closed:
+            raise RuntimeError("this TrioTransport is closed")
+        head = sending.prepared
+        sending.prepared = None
+        key = sending.key
+        timeouts = sending.timeouts
+        connection = await self._acquire(key, sending, _timeout(timeouts, "pool"))
         reused = connection is not None
         while True:
             if connection is None:
                 try:
                     if len(self._connections) >= self._files_budget:
                         self._make_room_for_connections()
-                    connection = await self._connect(key, request, _timeout(timeouts, "connect"))
+                    connection = await self._connect(key, sending, _timeout(timeouts, "connect"))
                 except BaseException:
                     self._release_slot()
                     raise
             # The exchange holds the head (about 1 KiB) while it sends it, not while it waits
             # for the answer, thousands of times over with thousands of requests at once; so
             # this frame lets it go, and builds it again for the retry below.
-            exchange = self._exchange(
-                connection, request, head or _request_head(request), body, timeouts, reused=reused
-            )
+            exchange = self._exchange(connection, sending, head or sending.head(), reused=reused)
             head = None
             try:
                 return await exchange
@@ -1255,32 +1369,27 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 raise
 
     async def _exchange(
-        self,
-        connection: _Connection,
-        request: httpx2.Request,
-        head: h11.Request,
-        body: bytes,
-        timeouts: dict[str, Any],
-        *,
-        reused: bool,
+        self, connection: _Connection, sending: _Sending, head: h11.Request, *, reused: bool
     ) -> httpx2.Response:
         h11_connection = connection.h11
         if h11_connection is None:  # the last response's body was ours to decode
             h11_connection = connection.h11 = _new_h11_connection()
+        timeouts = sending.timeouts
+        body = sending.body
         try:
             data = h11_connection.send(head)
             if body:
                 data += h11_connection.send(h11.Data(data=body))
             data += h11_connection.send(h11.EndOfMessage())
-            del head  # see handle_async_request
+            del head  # see _send
         except h11.LocalProtocolError as exc:
             # e.g. more body than the Content-Length header declares. h11's texts here are
             # fixed, but go through the same scrubbing as header errors, outside the clause.
-            problem: str | None = _unsendable_request_message(request, exc)
+            error: httpx2.LocalProtocolError | None = sending.unsendable(exc)
         else:
-            problem = None
-        if problem is not None:
-            raise httpx2.LocalProtocolError(problem, request=request)
+            error = None
+        if error is not None:
+            raise error
 
         writer = connection.writer
         sent_before = writer.bytes_sent
@@ -1288,7 +1397,16 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         failure: BaseException | None = None
         timed_out = False
         try:
-            if write_timeout is None:  # no scope that never fires (see _receive_head)
+            if connection.sender is writer:
+                # Plain TCP: what the kernel takes at once is written now (see write_now); a
+                # cancellation that already came still stops the request before any byte.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                taken = writer.write_now(data)
+                if taken:
+                    data = data[taken:]
+            if not data or writer.error is not None:
+                pass  # all written, or the connection failed (said below)
+            elif write_timeout is None:  # no scope that never fires (see _receive_head)
                 await connection.sender.send_all(data)
             else:
                 with trio.move_on_after(write_timeout) as scope:
@@ -1298,16 +1416,16 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             failure = exc  # from trio.SSLStream itself; the writer keeps socket errors
         finally:
             if writer.bytes_sent != sent_before:
-                request.extensions["holysheep.sent"] = True
+                sending.mark_sent()
         # Not kept while the answer is awaited: it holds a copy of the request body.
         del data
         if timed_out:
-            raise httpx2.WriteTimeout("timed out sending the request", request=request)
+            raise httpx2.WriteTimeout("timed out sending the request", request=sending.request)
         failure = writer.error or failure
 
         read_timeout = _timeout(timeouts, "read")
         if failure is None:
-            response = await self._receive_head(connection, request, read_timeout)
+            response = await self._receive_head(connection, sending, read_timeout)
         elif reused and writer.bytes_sent == sent_before:
             # The kernel took no byte of the request: provably unsent (see the retry rule).
             raise _UnsentRequestError from failure
@@ -1317,19 +1435,19 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             # reset (RFC 9112 §9.5 asks a client to watch for it). Read it, as httpcore does;
             # the connection is dead, so this does not wait on a live server.
             try:
-                response = await self._receive_head(connection, request, read_timeout)
+                response = await self._receive_head(connection, sending, read_timeout)
             except (httpx2.ReadError, httpx2.ReadTimeout, httpx2.RemoteProtocolError):
                 raise httpx2.WriteError(
                     f"the connection broke while the request was sent: {_describe(failure)}",
-                    request=request,
+                    request=sending.request,
                 ) from failure
 
         stream = TrioResponseStream(
             transport=self,
             connection=connection,
-            request=request,
+            request=sending,
             read_timeout=read_timeout,
-            decoder=_body_decoder(h11_connection, request.method, response),
+            decoder=_body_decoder(h11_connection, sending.method, response),
             keep_alive=failure is None,
         )
         return httpx2.Response(
@@ -1344,7 +1462,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         )
 
     async def _receive_head(
-        self, connection: _Connection, request: httpx2.Request, read_timeout: float | None
+        self, connection: _Connection, sending: _Sending, read_timeout: float | None
     ) -> h11.Response:
         """Read up to the final response head (1xx responses are skipped) and return it.
 
@@ -1370,7 +1488,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                     message = "the server closed the connection without sending a response"
                 else:
                     message = str(exc)
-                raise httpx2.RemoteProtocolError(message, request=request) from exc
+                raise httpx2.RemoteProtocolError(message, request=sending.request) from exc
             if event is _NEED_DATA:
                 try:
                     if read_timeout is None:
@@ -1382,10 +1500,10 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                             chunk = await connection.receive()
                         if scope.cancelled_caught:
                             raise httpx2.ReadTimeout(
-                                "timed out waiting for the response", request=request
+                                "timed out waiting for the response", request=sending.request
                             )
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    raise httpx2.ReadError(_describe(exc), request=request) from exc
+                    raise httpx2.ReadError(_describe(exc), request=sending.request) from exc
                 received_any = received_any or bool(chunk)
                 h11_connection.receive_data(chunk)
             elif type(event) is h11.Response:
@@ -1393,7 +1511,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             elif type(event) is h11.ConnectionClosed:  # pragma: no cover - h11 raises instead
                 raise httpx2.RemoteProtocolError(
                     "the server closed the connection without sending a response",
-                    request=request,
+                    request=sending.request,
                 )
             elif event is h11.PAUSED:
                 # A 101 to a request with Upgrade: h11 hands the connection over to the new
@@ -1401,12 +1519,12 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 raise httpx2.RemoteProtocolError(
                     "the server switched protocols (101 Switching Protocols), which this "
                     "HTTP/1.1 transport does not support",
-                    request=request,
+                    request=sending.request,
                 )
             # h11.InformationalResponse (1xx, RFC 9110 §15.2) is skipped: the final one follows.
 
     async def _connect(
-        self, key: _PoolKey, request: httpx2.Request, connect_timeout: float | None
+        self, key: _PoolKey, sending: _Sending, connect_timeout: float | None
     ) -> _Connection:
         scheme, host, port = key
         # Looked up at call time so that tests can stand in for the network.
@@ -1436,10 +1554,14 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                         raise
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if _out_of_files(exc):
-                raise httpx2.ConnectError(self._out_of_files_message(exc), request=request) from exc
-            raise httpx2.ConnectError(_describe(exc), request=request) from exc
+                raise httpx2.ConnectError(
+                    self._out_of_files_message(exc), request=sending.request
+                ) from exc
+            raise httpx2.ConnectError(_describe(exc), request=sending.request) from exc
         if scope.cancelled_caught:
-            raise httpx2.ConnectTimeout(f"timed out connecting to {host}:{port}", request=request)
+            raise httpx2.ConnectTimeout(
+                f"timed out connecting to {host}:{port}", request=sending.request
+            )
         if self._closed:
             # aclose() ran while we connected: it could not close a socket it did not know of,
             # and the request must not run on a connection nobody tracks.
@@ -1526,7 +1648,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
     # --- the pool ------------------------------------------------------------------------------
 
     async def _acquire(
-        self, key: _PoolKey, request: httpx2.Request, pool_timeout: float | None
+        self, key: _PoolKey, sending: _Sending, pool_timeout: float | None
     ) -> _Connection | None:
         """Return an idle connection for ``key``, or None with a slot reserved for a new one."""
         now = trio.current_time()
@@ -1571,7 +1693,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             return None
         if waiter.granted:
             return None
-        raise httpx2.PoolTimeout("timed out waiting for a free connection", request=request)
+        raise httpx2.PoolTimeout("timed out waiting for a free connection", request=sending.request)
 
     def _give_back(self, waiter: _Waiter) -> None:
         """Return what a waiter was served (a connection or a slot) that it will not use."""

@@ -570,9 +570,10 @@ class Client:
         """Open a WebSocket session of the Responses API; use with ``async with``.
 
         One long-lived socket to ``{base_url}/responses`` (``ws``/``wss``; a fallback URL's
-        while the primary fails, as for HTTP requests) carries many responses: ``session.stream_response(...)`` and ``session.create_response(...)`` take
-        the arguments of :meth:`stream_response` plus ``stream_id`` and give the same events
-        and :class:`~holysheep_trio.Response`. The block owns the session's tasks (a reader
+        while the primary fails, as for HTTP requests) carries many responses:
+        ``session.stream_response(...)`` and ``session.create_response(...)`` take the
+        arguments of :meth:`stream_response` plus ``stream_id`` and give the same events and
+        :class:`~holysheep_trio.Response`. The block owns the session's tasks (a reader
         per connection, its writer, the heartbeat); leaving it, or :meth:`aclose`, closes the
         socket and makes open streams raise :class:`~holysheep_trio.ClientClosedError`. See
         ``docs/websocket.md``.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -389,6 +390,47 @@ async def test_connection_refused_without_fallback(autojump_clock: MockClock) ->
             await client.chat(model="gpt-4.1", messages=MESSAGES, max_tokens=4)
     assert type(info.value) is hs.APIConnectionError
     assert info.value.kind == "network"
+    # The transport's error names a stand-in request: the method and URL, no headers (the
+    # request itself, with the key, is not kept while a request is on its way).
+    cause = info.value.__cause__
+    assert isinstance(cause, httpx2.ConnectError)
+    assert cause.request.method == "POST"
+    assert str(cause.request.url) == f"http://127.0.0.1:{port}/v1/chat/completions"
+    assert "authorization" not in cause.request.headers
+
+
+async def test_a_request_is_not_held_while_its_answer_is_awaited(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    """With thousands of streams starting at once, each one's httpx2.Request (headers, URL,
+    extensions: about 2 KiB) would be held for as long as the server takes to answer."""
+
+    def requests_alive() -> list[httpx2.Request]:
+        gc.collect()
+        return [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, httpx2.Request) and str(o.url).startswith(sim.base_url)
+        ]
+
+    async with client_for(sim) as client:
+        texts: list[str] = []
+
+        async def one() -> None:
+            async with client.stream_chat(
+                model="gpt-4.1",
+                messages=MESSAGES,
+                max_tokens=3,
+                extra_headers={"X-Simulator-Fault": "slow_headers=5"},
+            ) as stream:
+                texts.extend([chunk.text async for chunk in stream])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one)
+            await trio.sleep(1.0)  # sent; the head comes after 5 s
+            assert sim.stats().requests["gpt-4.1"] == 1
+            assert requests_alive() == []
+        assert "".join(texts)
 
 
 # ---- faults after output began: StreamInterruptedError ------------------------------------
@@ -926,19 +968,27 @@ async def test_a_hook_added_later_is_called(autojump_clock: MockClock, sim: Simu
 
 
 async def test_sending_straight_keeps_the_cookies_a_server_sets() -> None:
+    from holysheep_trio import TrioTransport
     from holysheep_trio._http import _send_direct
 
-    class Transport:
-        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+    class Transport(TrioTransport):
+        async def _send(self, sending: Any) -> httpx2.Response:
             return httpx2.Response(200, headers={"set-cookie": "lb=node-2; Path=/"})
 
+    transport = Transport()
     async with httpx2.AsyncClient() as http:
         request = http.build_request("POST", "http://127.0.0.1:9/v1/chat/completions")
-        response = await _send_direct(http, Transport(), request)  # type: ignore[arg-type]
-        assert response.request is request
+        sending = transport._prepare(request, body=b"", keep=False)
+        response = await _send_direct(http, transport, sending)
+        # The request was let go; the cookie rules read the stand-in's method and URL.
+        assert response.request is not request
+        assert (response.request.method, response.request.url) == ("POST", request.url)
         assert http.cookies.get("lb") == "node-2"
+        # The cookie goes with the next request to that host.
+        again = http.build_request("POST", "http://127.0.0.1:9/v1/chat/completions")
+        assert again.headers["cookie"] == "lb=node-2"
     with pytest.raises(RuntimeError, match="closed"):
-        await _send_direct(http, Transport(), request)  # type: ignore[arg-type]
+        await _send_direct(http, transport, sending)
 
 
 def test_only_a_plain_client_of_our_transport_is_sent_to_straight() -> None:

@@ -1015,16 +1015,20 @@ def test_invalid_header_name_is_reported_without_showing_it() -> None:
     try:
         h11.Request(method="GET", target="/", headers=request.headers.raw)
     except h11.LocalProtocolError as exc:
-        message = _transport._unsendable_request_message(request, exc)
+        message = _transport._unsendable_request_message(request.headers.raw, exc)
     assert message == "a request header name is not a valid HTTP token (RFC 9110 §5.1)"
 
 
 def test_other_h11_refusals_keep_h11_text_unless_it_holds_a_value() -> None:
     request = httpx2.Request("GET", "http://127.0.0.1/", headers={"X-Token": "secret"})
-    safe = _transport._unsendable_request_message(request, h11.LocalProtocolError("bad thing"))
+    safe = _transport._unsendable_request_message(
+        request.headers.raw, h11.LocalProtocolError("bad thing")
+    )
     assert safe == "the request cannot be encoded as HTTP/1.1: bad thing"
     for text in ("saw 'secret'", "saw b'secret'"):
-        message = _transport._unsendable_request_message(request, h11.LocalProtocolError(text))
+        message = _transport._unsendable_request_message(
+            request.headers.raw, h11.LocalProtocolError(text)
+        )
         assert message == "the request cannot be encoded as HTTP/1.1"
 
 
