@@ -1114,25 +1114,18 @@ class _Sending:
     The transport's own client (``_http``) hands over its ``httpx2.Request`` and lets it go:
     the request (its headers, URL, extensions: about 2 KiB) would otherwise be held while the
     server takes its time to answer, ten thousand times over with ten thousand streams
-    starting at once. The head's fields are kept only until a byte of the request was written
-    (they are needed again only to resend a request that provably never left, see the retry
-    rule); errors get a stand-in request with the method and URL (so no credentials either).
-    A request given to :meth:`TrioTransport.handle_async_request` is kept as it is and named
-    by its errors.
+    starting at once. The head (made, and so validated, before a connection is taken) is kept
+    only until a byte of the request was written: it is sent again only to resend a request
+    that provably never left (see the retry rule), and h11's events can be sent on any
+    connection. Errors get a stand-in request with the method and URL (so no credentials
+    either). A request given to :meth:`TrioTransport.handle_async_request` is kept as it is
+    and named by its errors.
+
+    Raises:
+        h11.LocalProtocolError: (on construction) the head cannot be sent as HTTP/1.1.
     """
 
-    __slots__ = (
-        "body",
-        "headers",
-        "key",
-        "method",
-        "original",
-        "prepared",
-        "sent",
-        "target",
-        "timeouts",
-        "url",
-    )
+    __slots__ = ("body", "head", "key", "method", "original", "sent", "timeouts", "url")
 
     def __init__(
         self,
@@ -1144,17 +1137,16 @@ class _Sending:
         keep: bool,
     ) -> None:
         url = request.url
+        self.head: h11.Request | None = h11.Request(
+            method=request.method, target=url.raw_path, headers=request.headers.raw
+        )
         self.method = request.method
         self.url = str(url)
-        self.target = url.raw_path
-        self.headers: list[tuple[bytes, bytes]] | None = request.headers.raw
         self.key = key
         self.body = body
         self.timeouts = timeouts
         self.original = request if keep else None
         self.sent = False
-        #: The head made (and so validated) by TrioTransport._prepare, until _send takes it.
-        self.prepared: h11.Request | None = None
 
     @property
     def request(self) -> httpx2.Request:
@@ -1162,14 +1154,10 @@ class _Sending:
         original = self.original
         return original if original is not None else httpx2.Request(self.method, self.url)
 
-    def head(self) -> h11.Request:
-        """The head as h11 sends it (validated: raises h11.LocalProtocolError)."""
-        assert self.headers is not None, "the head was written already"
-        return h11.Request(method=self.method, target=self.target, headers=self.headers)
-
     def unsendable(self, exc: h11.LocalProtocolError) -> httpx2.LocalProtocolError:
-        """The error for a head or body h11 refused to encode (no header value in it)."""
-        headers = self.headers if self.headers is not None else []
+        """The error for a body h11 refused to encode (no header value in it)."""
+        head = self.head
+        headers = head.headers.raw_items() if head is not None else []
         return httpx2.LocalProtocolError(
             _unsendable_request_message(headers, exc), request=self.request
         )
@@ -1177,9 +1165,7 @@ class _Sending:
     def mark_sent(self) -> None:
         """A byte of the request reached the kernel: the server may have read it."""
         self.sent = True
-        # Written once, so a resend could only repeat what may have been read: the head's
-        # fields are not needed again.
-        self.headers = None
+        self.head = None  # a resend could only repeat what may have been read
         if self.original is not None:
             self.original.extensions["holysheep.sent"] = True
 
@@ -1321,23 +1307,19 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             )
         key: _PoolKey = (scheme, url.host, url.port or default_port)
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
-        sending = _Sending(request, key, body=body, timeouts=timeouts, keep=keep)
         try:
-            sending.prepared = sending.head()
-            return sending
+            return _Sending(request, key, body=body, timeouts=timeouts, keep=keep)
         except h11.LocalProtocolError as exc:
-            error = sending.unsendable(exc)
+            message = _unsendable_request_message(request.headers.raw, exc)
         # Raised outside the except clause, so that neither __cause__ nor __context__ holds
         # h11's error, whose text shows the offending header value (an API key).
-        raise error
+        raise httpx2.LocalProtocolError(message, request=request)
 
     async def _send(self, sending: _Sending) -> httpx2.Response:
         """Send a request from :meth:`_prepare` and return the response with its body still
         unread; see :meth:`handle_async_request`."""
         if self._closed:
             raise RuntimeError("this TrioTransport is closed")
-        head = sending.prepared
-        sending.prepared = None
         key = sending.key
         timeouts = sending.timeouts
         connection = await self._acquire(key, sending, _timeout(timeouts, "pool"))
@@ -1351,11 +1333,7 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 except BaseException:
                     self._release_slot()
                     raise
-            # The exchange holds the head (about 1 KiB) while it sends it, not while it waits
-            # for the answer, thousands of times over with thousands of requests at once; so
-            # this frame lets it go, and builds it again for the retry below.
-            exchange = self._exchange(connection, sending, head or sending.head(), reused=reused)
-            head = None
+            exchange = self._exchange(connection, sending, reused=reused)
             try:
                 return await exchange
             except _UnsentRequestError:
@@ -1369,19 +1347,21 @@ class TrioTransport(httpx2.AsyncBaseTransport):
                 raise
 
     async def _exchange(
-        self, connection: _Connection, sending: _Sending, head: h11.Request, *, reused: bool
+        self, connection: _Connection, sending: _Sending, *, reused: bool
     ) -> httpx2.Response:
         h11_connection = connection.h11
         if h11_connection is None:  # the last response's body was ours to decode
             h11_connection = connection.h11 = _new_h11_connection()
         timeouts = sending.timeouts
         body = sending.body
+        head = sending.head
+        assert head is not None, "a request is sent again only if no byte of it was written"
         try:
             data = h11_connection.send(head)
             if body:
                 data += h11_connection.send(h11.Data(data=body))
             data += h11_connection.send(h11.EndOfMessage())
-            del head  # see _send
+            del head  # the head goes once a byte is written (see _Sending)
         except h11.LocalProtocolError as exc:
             # e.g. more body than the Content-Length header declares. h11's texts here are
             # fixed, but go through the same scrubbing as header errors, outside the clause.
