@@ -247,7 +247,7 @@ _httpx2_logger: Final = logging.getLogger("httpx2")
 
 def _own_transport(http_client: httpx2.AsyncClient) -> TrioTransport | None:
     """The client's TrioTransport if ``send`` would do no more than call it (and what
-    :func:`._http._send_direct` does): no auth, no event hooks, no mounts (proxies), no
+    :func:`._http._received_direct` says): no auth, no event hooks, no mounts (proxies), no
     redirects followed. Else None. Asked per request, as hooks can be added at any time."""
     transport = getattr(http_client, "_transport", None)
     hooks = http_client.event_hooks
@@ -263,24 +263,28 @@ def _own_transport(http_client: httpx2.AsyncClient) -> TrioTransport | None:
     return transport
 
 
-async def _send_direct(
-    http: httpx2.AsyncClient, transport: TrioTransport, sending: _Sending
-) -> httpx2.Response:
-    """``http.send(request, stream=True, follow_redirects=False)`` straight to the client's
-    TrioTransport, for a client without auth, event hooks, mounts (proxies) or redirects (see
-    ``_own_transport``; the default one is such a client) and a URL without credentials.
-
-    ``send`` would only wrap the call in an auth flow (an async generator), three coroutines and
-    a timer; with thousands of streams starting at once that is CPU and memory for nothing.
-    And the request itself is not held while the server takes its time to answer: ``sending``
-    (from ``TrioTransport._prepare``) keeps only what the transport needs. What ``send`` does
-    that matters is done here too: the closed check, cookies a server sets (a load balancer's
-    sticky session; the response's request is then a stand-in with the method and URL, all
-    that cookie rules read) and httpx2's INFO log line.
-    """
+def _refuse_if_closed(http: httpx2.AsyncClient) -> None:
+    """``http.send``'s closed check, for a request sent straight to the transport."""
     if http.is_closed:
         raise RuntimeError("Cannot send a request, as the client has been closed.")
-    response = await transport._send(sending)
+
+
+def _received_direct(
+    http: httpx2.AsyncClient, sending: _Sending, response: httpx2.Response
+) -> httpx2.Response:
+    """What ``http.send`` does with a response, for a request sent straight to the client's
+    TrioTransport (``await transport._send(sending)``, see ``HttpExchange.open``).
+
+    That is for a client without auth, event hooks, mounts (proxies) or redirects (see
+    ``_own_transport``; the default one is such a client) and a URL without credentials:
+    ``send`` would only wrap the call in an auth flow (an async generator), three coroutines and
+    a timer; with thousands of streams starting at once that is CPU and memory for nothing. And
+    the request itself is not held while the server takes its time to answer: ``sending``
+    (from ``TrioTransport._prepare``) keeps only what the transport needs. What ``send`` does
+    that matters is done too: the closed check (:func:`_refuse_if_closed`), cookies a server
+    sets (a load balancer's sticky session; the response's request is then a stand-in with the
+    method and URL, all that cookie rules read) and httpx2's INFO log line.
+    """
     if "set-cookie" in response.headers:
         response.request = sending.request
         http.cookies.extract_cookies(response)
@@ -380,9 +384,13 @@ class HttpExchange:
                         )
                     else:
                         # The request is let go before the answer is awaited (see _Sending).
+                        _refuse_if_closed(client._http)
                         sending = direct._prepare(request, body=self._payload, keep=False)
                         request = None
-                        response = await _send_direct(client._http, direct, sending)
+                        # No coroutine of ours between this one and the transport's.
+                        response = _received_direct(
+                            client._http, sending, await direct._send(sending)
+                        )
                 except TRANSPORT_ERRORS as exc:
                     if isinstance(exc, _NOT_SENT):
                         self.sent = False

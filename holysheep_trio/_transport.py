@@ -58,7 +58,7 @@ import ssl
 import sys
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import h11
@@ -84,6 +84,7 @@ _RAW_READS: Final = sys.platform != "win32"
 # connections under (see TrioTransport._make_room_for_connections).
 _FILES_HEADROOM: Final = 256
 _os_read = os.read
+_T = TypeVar("_T")
 _os_write = os.write
 logger = logging.getLogger("holysheep_trio")
 
@@ -1214,6 +1215,8 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             raise ValueError(f"keepalive_expiry must be >= 0, got {keepalive_expiry}")
         self._verify = verify
         self._ssl_context: ssl.SSLContext | None = None  # built on first https request
+        # One copy of each pool key and URL text (see _shared), for the few origins in use.
+        self._shared: dict[object, Any] = {}
         self._max_connections = max_connections
         self._max_keepalive = max_keepalive_connections
         self._keepalive_expiry = keepalive_expiry
@@ -1305,15 +1308,28 @@ class TrioTransport(httpx2.AsyncBaseTransport):
             raise httpx2.UnsupportedProtocol(
                 f"TrioTransport supports http and https, not {scheme!r}", request=request
             )
-        key: _PoolKey = (scheme, url.host, url.port or default_port)
+        key: _PoolKey = self._share((scheme, url.host, url.port or default_port))
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
         try:
-            return _Sending(request, key, body=body, timeouts=timeouts, keep=keep)
+            sending = _Sending(request, key, body=body, timeouts=timeouts, keep=keep)
+            sending.url = self._share(sending.url)
+            return sending
         except h11.LocalProtocolError as exc:
             message = _unsendable_request_message(request.headers.raw, exc)
         # Raised outside the except clause, so that neither __cause__ nor __context__ holds
         # h11's error, whose text shows the offending header value (an API key).
         raise httpx2.LocalProtocolError(message, request=request)
+
+    def _share(self, value: _T) -> _T:
+        """One object for equal pool keys and URL texts: each request would otherwise hold a
+        copy of its own while it waits, ten thousand times over. Bounded: past 1,024 distinct
+        values (a client of that many origins or URLs), the rest stay the request's own."""
+        shared: _T | None = self._shared.get(value)
+        if shared is not None:
+            return shared
+        if len(self._shared) < 1024:
+            self._shared[value] = value
+        return value
 
     async def _send(self, sending: _Sending) -> httpx2.Response:
         """Send a request from :meth:`_prepare` and return the response with its body still

@@ -969,7 +969,7 @@ async def test_a_hook_added_later_is_called(autojump_clock: MockClock, sim: Simu
 
 async def test_sending_straight_keeps_the_cookies_a_server_sets() -> None:
     from holysheep_trio import TrioTransport
-    from holysheep_trio._http import _send_direct
+    from holysheep_trio._http import _received_direct, _refuse_if_closed
 
     class Transport(TrioTransport):
         async def _send(self, sending: Any) -> httpx2.Response:
@@ -979,7 +979,8 @@ async def test_sending_straight_keeps_the_cookies_a_server_sets() -> None:
     async with httpx2.AsyncClient() as http:
         request = http.build_request("POST", "http://127.0.0.1:9/v1/chat/completions")
         sending = transport._prepare(request, body=b"", keep=False)
-        response = await _send_direct(http, transport, sending)
+        _refuse_if_closed(http)
+        response = _received_direct(http, sending, await transport._send(sending))
         # The request was let go; the cookie rules read the stand-in's method and URL.
         assert response.request is not request
         assert (response.request.method, response.request.url) == ("POST", request.url)
@@ -988,7 +989,7 @@ async def test_sending_straight_keeps_the_cookies_a_server_sets() -> None:
         again = http.build_request("POST", "http://127.0.0.1:9/v1/chat/completions")
         assert again.headers["cookie"] == "lb=node-2"
     with pytest.raises(RuntimeError, match="closed"):
-        await _send_direct(http, transport, sending)
+        _refuse_if_closed(http)
 
 
 def test_only_a_plain_client_of_our_transport_is_sent_to_straight() -> None:
@@ -1042,10 +1043,10 @@ async def test_credentials_in_the_url_sign_the_request_as_httpx2_does(
     # Bearer key): such a request is never sent straight to the transport.
     from holysheep_trio import _http
 
-    async def not_straight(*args: Any) -> Any:
+    def not_straight(*args: Any) -> Any:
         raise AssertionError("sent straight to the transport")
 
-    monkeypatch.setattr(_http, "_send_direct", not_straight)
+    monkeypatch.setattr(_http, "_refuse_if_closed", not_straight)
     url = sim.base_url.replace("http://", "http://user:pass-word@")
     async with hs.open_client(api_key=KEY, base_url=url) as client:
         with pytest.raises(hs.AuthenticationError):  # the simulator wants the Bearer key

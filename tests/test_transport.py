@@ -2067,3 +2067,18 @@ def test_a_hard_limit_too_low_is_said_clearly() -> None:
         " hard limit, which the administrator sets) or admit fewer streams at once (Limits,"
         " max_connections)"
     ]
+
+
+def test_equal_pool_keys_and_urls_are_held_once_and_the_table_is_bounded() -> None:
+    transport = TrioTransport()
+    url = "http://127.0.0.1:8000/v1/chat/completions"
+    first = transport._prepare(httpx2.Request("POST", url), body=b"", keep=False)
+    second = transport._prepare(httpx2.Request("POST", url), body=b"", keep=False)
+    assert first.key is second.key
+    assert first.url is second.url
+    for n in range(2000):
+        transport._share(f"http://127.0.0.1:{n}/")
+    assert len(transport._shared) == 1024
+    unshared = "".join(["http://elsewhere/", "x"])
+    assert transport._share(unshared) is unshared
+    assert len(transport._shared) == 1024
