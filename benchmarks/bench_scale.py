@@ -13,11 +13,14 @@ streams at once under ``trio.run`` and reads them to the end (the same approach 
 - wall time, from before the client is opened to the last chunk of the last stream, and when
   the last of the N streams got its first chunk ("all streaming");
 - client CPU per chunk: ``time.process_time()`` of the worker divided by the chunks read, and
-  "steady": the same from the moment the last stream got its first chunk to the end, when every
-  stream is open and no CPU goes to starting one (``n/a`` when fewer than a tenth of the chunks
-  came after that moment);
+  "steady": the same from the moment the last stream got its first chunk until the first
+  stream ended, when every stream is open and no CPU goes to starting or ending one, so that
+  the cost per chunk can be compared across N (the runs differ in tokens per stream, and so in
+  how many chunks carry each stream's start and end); ``n/a`` when fewer than a tenth of the
+  chunks came in that window;
 - of which GC: the share of the client's CPU spent in CPython's cyclic garbage collector
-  (``gc.callbacks``), which now and then traverses every object of every open stream;
+  (``gc.callbacks``), which now and then traverses every object of every open stream, over
+  the whole run and in the steady window;
 - RSS per stream: peak RSS (``ru_maxrss``) minus the RSS just before the run, divided by N;
 - errors: streams that failed, by exception type (a run with errors is reported, not stopped).
 
@@ -214,18 +217,24 @@ def start_server(rates: list[float], workers: int) -> tuple[subprocess.Popen[str
 # -- workers (each runs in its own process) ---------------------------------------------------
 
 
+#: CPU seconds in CPython's cyclic GC so far, and the start of the collection in progress.
+GC_SECONDS = [0.0, 0.0]
+
+
 class Tally:
-    """What a reader counts: chunks, errors, and the moment the last stream got going."""
+    """What a reader counts: chunks, errors, and the steady window: from the moment the last
+    stream got its first chunk until the first stream ended."""
 
     def __init__(self, streams: int) -> None:
         self.streams = streams
         self.count = 0
         self.started = 0
         self.all_streaming = 0.0
-        # CPU time and chunks when the last stream got its first chunk: from there on, every
-        # stream is open and the CPU goes to chunks, not to starting streams.
-        self.cpu_then = 0.0
-        self.count_then = 0
+        # CPU time, GC time and chunks when the last stream got its first chunk, and when the
+        # first stream ended: in between, every stream is open and the CPU goes to chunks, not
+        # to starting or ending streams.
+        self.then: tuple[float, float, int] | None = None
+        self.first_done: tuple[float, float, int] | None = None
         self.errors: collections.Counter[str] = collections.Counter()
 
     def chunk(self, first: bool) -> None:
@@ -234,15 +243,27 @@ class Tally:
             self.started += 1
             if self.started == self.streams:
                 self.all_streaming = time.perf_counter()
-                self.cpu_then = time.process_time()
-                self.count_then = self.count
+                self.then = (time.process_time(), GC_SECONDS[0], self.count)
+
+    def done(self) -> None:
+        if self.first_done is None:
+            self.first_done = (time.process_time(), GC_SECONDS[0], self.count)
 
     def outcome(self) -> dict[str, Any]:
+        steady = None
+        then, first_done = self.then, self.first_done
+        if then is not None and first_done is not None:
+            chunks = first_done[2] - then[2]
+            cpu = first_done[0] - then[0]
+            if chunks >= max(100, self.count // 10) and cpu > 0:
+                steady = {
+                    "cpu_per_chunk": cpu / chunks,
+                    "gc_share": (first_done[1] - then[1]) / cpu,
+                }
         return {
             "chunks": self.count,
             "all_streaming_at": self.all_streaming or None,
-            "cpu_then": self.cpu_then if self.all_streaming else None,
-            "chunks_then": self.count_then,
+            "steady": steady,
             "errors": dict(self.errors),
         }
 
@@ -281,6 +302,8 @@ async def read_holysheep(url: str, model: str, streams: int, tokens: int) -> dic
                             first = False
             except Exception as exc:
                 tally.errors[type(exc).__name__] += 1
+            finally:
+                tally.done()
 
         async with trio.open_nursery() as nursery:
             for _ in range(streams):
@@ -316,6 +339,8 @@ async def read_openai(url: str, model: str, streams: int, tokens: int) -> dict[s
                             first = False
             except Exception as exc:
                 tally.errors[type(exc).__name__] += 1
+            finally:
+                tally.done()
 
         async with trio.open_nursery() as nursery:
             for _ in range(streams):
@@ -341,7 +366,7 @@ def worker(reader: str, url: str, model: str, streams: int, tokens: int) -> None
     baseline_kib = current_rss_kib()
     # CPython's cyclic garbage collector: how much of the client's CPU it takes (it traverses
     # every object of every open stream now and then, so its share grows with N).
-    in_gc = [0.0, 0.0]  # seconds in all, start of the current collection
+    in_gc = GC_SECONDS
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -356,18 +381,17 @@ def worker(reader: str, url: str, model: str, streams: int, tokens: int) -> None
     gc.callbacks.remove(on_gc)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     all_streaming_at = outcome["all_streaming_at"]
-    later = outcome["chunks"] - outcome["chunks_then"]
+    steady = outcome["steady"]
     result = {
         "chunks": outcome["chunks"],
         "cpu": cpu_end - cpu0,
         "gc_cpu": in_gc[0],
         "wall": wall_end - wall0,
         "all_streaming": None if all_streaming_at is None else all_streaming_at - wall0,
-        # Once every stream is going: the CPU per chunk of streams alone, no set-up in it
-        # (None when too few chunks came after that moment to say).
-        "steady_cpu_per_chunk": (cpu_end - outcome["cpu_then"]) / later
-        if all_streaming_at is not None and later >= max(100, outcome["chunks"] // 10)
-        else None,
+        # While every stream is open: the CPU per chunk of streams alone, no start or end in
+        # it (None when too few chunks came in that window to say).
+        "steady_cpu_per_chunk": None if steady is None else steady["cpu_per_chunk"],
+        "steady_gc_share": None if steady is None else steady["gc_share"],
         "baseline_rss_kib": baseline_kib,
         "peak_rss_kib": peak_kib,
         "errors": outcome["errors"],
@@ -420,6 +444,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     server = [r["server_cpu"] for r in finished]
     streaming = [r["all_streaming"] for r in finished if r["all_streaming"] is not None]
     steady = [r["steady_cpu_per_chunk"] for r in finished if r["steady_cpu_per_chunk"] is not None]
+    steady_gc = [r["steady_gc_share"] for r in finished if r["steady_gc_share"] is not None]
     return {
         "runs": len(results),
         "timed_out_runs": len(results) - len(finished),
@@ -429,6 +454,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "steady_cpu_us_per_chunk": med(steady) * 1e6 if steady else None,
         "client_load": med([r["cpu"] / r["wall"] for r in finished]),
         "gc_share": med([r["gc_cpu"] / r["cpu"] for r in finished if r["cpu"]]),
+        "steady_gc_share": med(steady_gc) if steady_gc else None,
         "rss_kib_per_stream": med(
             [(r["peak_rss_kib"] - r["baseline_rss_kib"]) / r["streams"] for r in finished]
         ),
@@ -577,6 +603,7 @@ def main() -> None:
                     f"  client {percent(s['client_load'])} / simulator"
                     f" {percent(s['server_load'])} of a core"
                     f"  GC {percent(s['gc_share'])} of the client's CPU"
+                    f" (steady {percent(s['steady_gc_share'])})"
                     f"  errors {errors_text(s)}",
                     flush=True,
                 )
@@ -587,7 +614,7 @@ def main() -> None:
     print(f"\n{time.perf_counter() - started:.0f} s in all\n")
     print(
         "| N | tokens at tokens/s | client | runs | wall s | all streaming after s "
-        "| client CPU µs/chunk: all / steady | of which GC | RSS KiB/stream "
+        "| client CPU µs/chunk: all / steady | of which GC: all / steady | RSS KiB/stream "
         "| CPU: client / simulator | errors |"
     )
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -603,7 +630,8 @@ def main() -> None:
             print(
                 f"{head} | {s['wall_s']:.2f} | {seconds(s['all_streaming_s'])} "
                 f"| {s['cpu_us_per_chunk']:.1f} / {micros(s['steady_cpu_us_per_chunk'])} "
-                f"| {percent(s['gc_share'])} | {s['rss_kib_per_stream']:.1f} "
+                f"| {percent(s['gc_share'])} / {percent(s['steady_gc_share'])} "
+                f"| {s['rss_kib_per_stream']:.1f} "
                 f"| {percent(s['client_load'])} / {percent(s['server_load'])} "
                 f"| {errors_text(s)} |"
             )
