@@ -1171,6 +1171,12 @@ class _Sending:
             self.original.extensions["holysheep.sent"] = True
 
 
+def _named(request: httpx2.Request, *, keep: bool) -> httpx2.Request:
+    """What an error about ``request`` names: itself if kept, else a stand-in with its method
+    and URL (its headers hold the API key, and an error outlives the call)."""
+    return request if keep else httpx2.Request(request.method, request.url)
+
+
 def _timeout(timeouts: dict[str, Any], name: str) -> float | None:
     value = timeouts.get(name)
     return None if value is None else float(value)
@@ -1306,19 +1312,22 @@ class TrioTransport(httpx2.AsyncBaseTransport):
         default_port = _DEFAULT_PORTS.get(scheme)
         if default_port is None:
             raise httpx2.UnsupportedProtocol(
-                f"TrioTransport supports http and https, not {scheme!r}", request=request
+                f"TrioTransport supports http and https, not {scheme!r}",
+                request=_named(request, keep=keep),
             )
         key: _PoolKey = self._share((scheme, url.host, url.port or default_port))
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
         try:
             sending = _Sending(request, key, body=body, timeouts=timeouts, keep=keep)
-            sending.url = self._share(sending.url)
+            if not keep and not url.query and not url.userinfo:
+                # Only the client's own URLs, and none that could carry a credential.
+                sending.url = self._share(sending.url)
             return sending
         except h11.LocalProtocolError as exc:
             message = _unsendable_request_message(request.headers.raw, exc)
         # Raised outside the except clause, so that neither __cause__ nor __context__ holds
         # h11's error, whose text shows the offending header value (an API key).
-        raise httpx2.LocalProtocolError(message, request=request)
+        raise httpx2.LocalProtocolError(message, request=_named(request, keep=keep))
 
     def _share(self, value: _T) -> _T:
         """One object for equal pool keys and URL texts: each request would otherwise hold a

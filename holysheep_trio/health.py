@@ -386,6 +386,10 @@ class HealthMachine:
         self._wait = 0.0  # the connect step starts at once
         self._in_step = False
         self._check_requested = False
+        # A failure reported while a step of a healthy monitor was under way: that step's
+        # probes may have begun before it (or not looked at it: the primary's attempt while a
+        # backup serves), so another step follows at once if the state is still healthy.
+        self._check_after_step = False
         self._force_requested = False
         self._step = _Step.CONNECT
         self._to_probe: deque[str] = deque()
@@ -414,10 +418,15 @@ class HealthMachine:
         return self._wait
 
     def request_check(self) -> bool:
-        """A request's connection failed: probe now. True if accepted (the driver should stop
-        waiting); ignored unless healthy and between steps (a probe or a cycle is under way).
+        """A request's connection failed: probe now. True if the driver should stop waiting
+        (healthy, between steps); during a step of a healthy monitor, the next step begins as
+        soon as this one ends, unless it ended healthy no more; ignored otherwise (a cycle is
+        under way).
         """
-        if self.state is not HealthState.HEALTHY or self._in_step:
+        if self.state is not HealthState.HEALTHY:
+            return False
+        if self._in_step:
+            self._check_after_step = True
             return False
         self._check_requested = True
         return True
@@ -463,6 +472,10 @@ class HealthMachine:
         if self._to_probe:
             return self._to_probe[0]
         self._in_step = False
+        if self._check_after_step:
+            self._check_after_step = False
+            if self.state is HealthState.HEALTHY:
+                self._check_requested = True
         return None
 
     def probe_finished(self, url: str, error: BaseException | None) -> list[HealthEvent]:

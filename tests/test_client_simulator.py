@@ -399,6 +399,31 @@ async def test_connection_refused_without_fallback(autojump_clock: MockClock) ->
     assert "authorization" not in cause.request.headers
 
 
+async def test_an_unsendable_request_leaves_no_key_in_the_error_chain(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    # A header value h11 refuses (a line break) fails before a connection is taken; nothing
+    # the error chains (cause, context) may carry the request's headers with the key.
+    async with client_for(sim) as client:
+        with pytest.raises(hs.HolySheepError) as info:
+            await client.chat(
+                model="gpt-4.1", messages=MESSAGES, max_tokens=2, extra_headers={"x-trace": "a\nb"}
+            )
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [info.value]
+    while pending:
+        current = pending.pop()
+        if current is None or current in seen:
+            continue
+        seen.append(current)
+        assert KEY not in str(current) + repr(current)
+        request = getattr(current, "_request", None)
+        if isinstance(request, httpx2.Request):
+            assert "authorization" not in request.headers
+        pending += [current.__cause__, current.__context__]
+    assert sim.stats().requests["gpt-4.1"] == 0
+
+
 async def test_a_request_is_not_held_while_its_answer_is_awaited(
     autojump_clock: MockClock, sim: Simulator
 ) -> None:

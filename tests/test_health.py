@@ -305,17 +305,55 @@ def test_machine_rejects_no_urls() -> None:
         HealthMachine(hs.HealthConfig(), [])
 
 
-def test_machine_ignores_checks_unless_healthy_between_steps() -> None:
+def test_machine_takes_checks_while_healthy_and_defers_those_made_during_a_step() -> None:
     machine = HealthMachine(hs.HealthConfig(), [A])
-    assert machine.request_check() is False  # connecting
+    assert machine.request_check() is False  # connecting: ignored
     _drive(machine, {A: None})
+    assert machine.wait_time() == 30.0
+    assert machine.request_check() is True  # healthy, between steps: probe now
+    assert machine.wait_time() == 0.0
+    _drive(machine, {A: None})
+    assert machine.wait_time() == 30.0
     machine.begin_step()
-    assert machine.request_check() is False  # a heartbeat is under way
+    # A heartbeat is under way: its probe may have begun before the failure, so another step
+    # follows as soon as this one ends (the driver is not waiting: nothing to wake).
+    assert machine.request_check() is False
     assert machine.next_probe() == A
     machine.probe_finished(A, None)
     assert machine.next_probe() is None
-    assert machine.request_check() is True
     assert machine.wait_time() == 0.0
+    _drive(machine, {A: None})
+    assert machine.wait_time() == 30.0  # one extra step, not more
+
+
+def test_a_check_deferred_by_a_step_that_ended_in_an_outage_keeps_the_backoff() -> None:
+    machine = HealthMachine(hs.HealthConfig(jitter=0.0), [A])
+    _drive(machine, {A: None})
+    machine.begin_step()
+    assert machine.request_check() is False
+    assert machine.next_probe() == A
+    machine.probe_finished(A, refused())
+    assert machine.next_probe() is None
+    assert machine.state is hs.HealthState.RECONNECTING
+    assert machine.wait_time() == 1.0  # the cycle's own delay, not an extra probe now
+
+
+def test_a_failure_during_the_primarys_probe_is_checked_after_it() -> None:
+    # On a backup, a heartbeat pings it, then tries the primary; a failure of the backup's
+    # connection reported meanwhile must not wait for the next heartbeat.
+    machine = HealthMachine(hs.HealthConfig(), [A, B])
+    _drive(machine, {A: refused(), B: None})
+    assert machine.active_url == B
+    machine.begin_step()
+    assert machine.next_probe() == B
+    machine.probe_finished(B, None)
+    assert machine.next_probe() == A  # the primary, for a fail-back
+    assert machine.request_check() is False  # the backup's connection failed meanwhile
+    machine.probe_finished(A, refused())
+    assert machine.next_probe() is None
+    assert machine.wait_time() == 0.0
+    events = _drive(machine, {B: refused()})
+    assert [type(event) for event in events] == [hs.Reconnecting]
 
 
 # --------------------------------------------------------------------------- the monitor

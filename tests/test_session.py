@@ -710,3 +710,27 @@ async def test_a_reconnect_fails_over_to_the_backup(autojump_clock: trio.testing
         assert (await session.create_response(model=MODEL, input="b")).status == "completed"
         assert backup.stats().websocket_responses == 1
         assert primary.stats().websocket_responses == 1
+
+
+async def test_a_fallback_connection_dropping_during_a_fail_back_attempt_is_noticed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # While the backup serves, a heartbeat pings it and then tries the primary, which hangs
+    # until the probe's timeout. The backup's connection drops meanwhile: the session must
+    # reconnect after that attempt, not an interval later (found by review).
+    async with two_endpoints() as (primary, backup, client):
+        primary.inject_faults("status=503", *["slow_headers=60"] * 4, endpoint="websocket")
+        async with client.open_session(health=seeded(interval=20.0, timeout=5.0)) as session:
+            assert session.url == backup.base_url
+            await trio.sleep(21.0)  # the heartbeat's attempt at the primary is under way
+            connection = session._current
+            assert connection is not None
+            assert connection.url == backup.base_url
+            session._kill(connection, hs.APIConnectionError("the network dropped"))
+            dropped_at = trio.current_time()
+            response = await session.create_response(model=MODEL, input="after the drop")
+            assert response.status == "completed"
+            # The attempt at the primary (5 s), a reconnect delay (about 1 s), the round's
+            # attempt at the primary (5 s), then the backup: not the next heartbeat (20 s).
+            assert trio.current_time() - dropped_at < 13.0
+            assert session.url == backup.base_url
