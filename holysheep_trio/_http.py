@@ -328,6 +328,8 @@ class HttpExchange:
         "sent",
         "status",
     )
+    #: Always the attempt's own (see ``Exchange.endpoint``).
+    endpoint: Final[None] = None
 
     def __init__(
         self,

@@ -150,10 +150,16 @@ class Exchange(Protocol):
         sent: Whether the server may have seen the request (for the budget's settlement).
         status: The HTTP status of the answer (None before it, or when there is none).
         request_id: The server's request id, once known.
+        endpoint: The endpoint the request went to when the exchange chose it (a session's
+            lane: its connection's, which may have failed over while the request waited);
+            None: the attempt's own.
     """
 
     @property
     def sent(self) -> bool: ...
+
+    @property
+    def endpoint(self) -> str | None: ...
 
     @property
     def status(self) -> int | None: ...
@@ -928,6 +934,9 @@ class Request(Generic[ItemT]):
             opened = await exchange.open(deadline)
         finally:
             self.request_id = exchange.request_id
+            endpoint = exchange.endpoint
+            if endpoint is not None:
+                attempt.base_url = endpoint
         if not opened:
             raise self._timeout(name)
         attempt.idle_left = self._idle

@@ -379,6 +379,12 @@ class _LaneExchange:
     # ---- the Exchange protocol ----------------------------------------------------------
 
     @property
+    def endpoint(self) -> str | None:
+        """The endpoint of the connection the request was sent on (None before that)."""
+        connection = self._connection
+        return None if connection is None else connection.url
+
+    @property
     def sent(self) -> bool:
         """Whether the ``response.create`` frame reached the kernel (the server may run it).
 

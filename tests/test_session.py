@@ -734,3 +734,28 @@ async def test_a_fallback_connection_dropping_during_a_fail_back_attempt_is_noti
             # attempt at the primary (5 s), then the backup: not the next heartbeat (20 s).
             assert trio.current_time() - dropped_at < 13.0
             assert session.url == backup.base_url
+
+
+async def test_a_request_queued_across_a_failover_names_the_endpoint_it_went_to(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        two_endpoints() as (primary, backup, client),
+        client.open_session(health=seeded(interval=20.0)) as session,
+    ):
+        # Made while the primary serves, entered (and so sent) after the failover.
+        stream = session.stream_response(model=MODEL, input="made before the failover")
+        primary.inject_faults("status=503", "status=503", endpoint="websocket")
+        async with session.health.subscribe() as events:
+            await session.health.reconnect()
+            async for event in events:
+                if isinstance(event, hs.Reconnected):
+                    break
+        assert session.url == backup.base_url
+        async with stream:
+            async for _ in stream:
+                attempt = stream._request._attempt
+                assert attempt is not None
+                assert attempt.base_url == backup.base_url
+                break
+        assert backup.stats().websocket_responses == 1
