@@ -22,8 +22,23 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from .errors import APIStatusError, APIStreamError, StreamProtocolError, error_class_for_status
-from .models import ChatChunk, Completion, Message, ToolCall, ToolCallDelta, Usage, _fast_chunk
+from .errors import (
+    APIStatusError,
+    APIStreamError,
+    HolySheepError,
+    StreamProtocolError,
+    error_class_for_status,
+)
+from .models import (
+    ChatChunk,
+    Completion,
+    Message,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    _fast_chunk,
+    _text_chunk,
+)
 
 if TYPE_CHECKING:
     from .sse import ServerSentEvent
@@ -355,6 +370,116 @@ def decode_chunk_data(data: str) -> ChatChunk | _Done | None:
             return chunk
         return _decode_object(payload, data, fast_tried=True)
     return _decode_object(payload, data)
+
+
+# json's string scanner (the C one): a JSON string literal's value and where it ends.
+# (typeshed does not list it.)
+_scanstring: Final[Callable[[str, int], tuple[str, int]]] = vars(json.decoder)["scanstring"]
+_CONTENT_KEY: Final = '"content":"'
+#: The value put into a learned template to prove it (a quote, a backslash, non-ASCII).
+_PROBE_TEXT: Final = 'probe " \\ \u2603'
+
+
+class ChunkTemplate:
+    """The text of a stream's chunks around their content, learned from one of them.
+
+    After its first chunk, a stream's text deltas differ only in their content: the id, the
+    model, ``created``, the fingerprint and the JSON around them are the same bytes every time.
+    :meth:`match` checks that a chunk's data is exactly that text around one JSON string, reads
+    only that string (json's C string scanner) and builds the chunk with the learned fields:
+    the same :class:`~holysheep_trio.ChatChunk` as :func:`decode_chunk_data`, at about half
+    its cost. :func:`learn_template` proves a template before it is used (see there); data that
+    does not match (another shape, a finish reason, usage, an error, per-chunk padding such as
+    OpenAI's ``obfuscation``) takes :func:`decode_chunk_data` as before.
+    """
+
+    __slots__ = ("_chunk_id", "_created", "_fingerprint", "_index", "_model", "_prefix", "_suffix")
+
+    def __init__(self, prefix: str, suffix: str, chunk: ChatChunk) -> None:
+        self._prefix = prefix  # up to and with the content's opening quote
+        self._suffix = suffix  # after the content's closing quote
+        self._chunk_id = chunk.id
+        self._model = chunk.model
+        self._created = chunk.created
+        self._fingerprint = chunk.system_fingerprint
+        self._index = chunk.choices[0].index
+
+    def match(self, data: str) -> ChatChunk | None:
+        """The chunk of ``data`` if it is this template around one JSON string, else None."""
+        prefix = self._prefix
+        suffix = self._suffix
+        if not data.startswith(prefix) or not data.endswith(suffix):
+            return None
+        start = len(prefix)
+        stop = len(data) - len(suffix)
+        if stop <= start:  # the two overlap: not even a closing quote between them
+            return None
+        try:
+            content, end = _scanstring(data, start)
+        except ValueError:  # not a string (an unescaped control character, no closing quote)
+            return None
+        if end != stop:
+            return None
+        return self.build(content)
+
+    def build(self, content: str) -> ChatChunk:
+        """The chunk this template makes with ``content``."""
+        return _text_chunk(
+            self._chunk_id, self._model, self._created, self._fingerprint, self._index, content
+        )
+
+
+def is_text_delta(chunk: ChatChunk) -> bool:
+    """Whether ``chunk`` is one choice's content delta and nothing else (what a template makes)."""
+    if chunk.usage is not None or len(chunk.choices) != 1:
+        return False
+    choice = chunk.choices[0]
+    delta = choice.delta
+    return (
+        choice.finish_reason is None
+        and type(delta.content) is str
+        and delta.role is None
+        and delta.refusal is None
+        and delta.reasoning is None
+        and not delta.tool_calls
+    )
+
+
+def learn_template(data: str, chunk: ChatChunk) -> ChunkTemplate | None:
+    """A :class:`ChunkTemplate` from ``data`` (a stream event's data) and its decoded
+    ``chunk``, or None when ``chunk`` is not a plain text delta or the template cannot be
+    proven.
+
+    The template is the text before and after the last ``"content":"...."`` string in
+    ``data``. It is proven by decoding (:func:`decode_chunk_data`, with every check) the same
+    text around another string, one with a quote, a backslash and a non-ASCII character: the
+    result must be the chunk the template builds for that string. JSON being context-free, the
+    same text around any other string literal then decodes to that string as the only
+    difference, so :meth:`ChunkTemplate.match` gives what a full decoding would (a text that
+    is not one string literal there does not match).
+    """
+    if not is_text_delta(chunk):
+        return None
+    at = data.rfind(_CONTENT_KEY)
+    if at < 0:
+        return None
+    start = at + len(_CONTENT_KEY)
+    try:
+        content, end = _scanstring(data, start)
+    except ValueError:
+        return None
+    if content != chunk.choices[0].delta.content:
+        return None
+    template = ChunkTemplate(data[:start], data[end:], chunk)
+    # The probe's literal without its opening quote (the template's prefix ends with one).
+    probe = template._prefix + json.dumps(_PROBE_TEXT)[1:] + template._suffix
+    try:
+        decoded = decode_chunk_data(probe)
+    except HolySheepError:
+        return None
+    if decoded != template.build(_PROBE_TEXT) or template.match(probe) != decoded:
+        return None
+    return template
 
 
 def _decode_object(payload: object, data: str, *, fast_tried: bool = False) -> ChatChunk:

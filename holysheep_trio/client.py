@@ -56,10 +56,13 @@ from ._responses_wire import prepare_response_request
 from ._tokens import choice_count, completion_token_bound, prompt_token_bound
 from ._wire import (
     DONE,
+    ChunkTemplate,
     CompletionAccumulator,
     build_request_body,
     decode_chunk_data,
     decode_event,
+    is_text_delta,
+    learn_template,
     parse_error_body,
 )
 from .batch import BatchResult, ChatRequest
@@ -115,19 +118,40 @@ class _Secret:
         return "<secret>"
 
 
+#: Templates a stream may learn that never match (see _ChatDecoder.decode): chunks padded
+#: differently each time (OpenAI's ``obfuscation``) would otherwise cost a learning per chunk.
+_TEMPLATE_LEARNINGS: Final = 4
+
+
 class _ChatDecoder:
     """Decodes the events of one chat-completions attempt for the request lifecycle."""
 
-    __slots__ = ("usage",)
+    __slots__ = ("_hits", "_learnings", "_template", "usage")
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
+        # The stream's text deltas differ only in their content (_wire.ChunkTemplate).
+        self._template: ChunkTemplate | None = None
+        self._hits = 0
+        self._learnings = _TEMPLATE_LEARNINGS
 
     def decode(self, event: ServerSentEvent) -> tuple[ChatChunk | None, int]:
-        # One call per token: plain `message` events take decode_chunk_data (the same
-        # result as decode_event, faster), and a chunk of one choice without usage, nearly
-        # all of them, gets its flags without the general loop below.
-        item = decode_chunk_data(event.data) if event.event == "message" else decode_event(event)
+        # One call per token: plain `message` events take the stream's chunk template, else
+        # decode_chunk_data (the same result as decode_event, faster), and a chunk of one
+        # choice without usage, nearly all of them, gets its flags without the general loop.
+        item: ChatChunk | object | None
+        if event.event == "message":
+            data = event.data
+            template = self._template
+            item = None if template is None else template.match(data)
+            if item is None:
+                item = decode_chunk_data(data)
+                if self._learnings and type(item) is ChatChunk:
+                    self._learn(data, item)
+            else:
+                self._hits += 1
+        else:
+            item = decode_event(event)
         if item is None:
             return None, 0
         if item is DONE:
@@ -160,6 +184,18 @@ class _ChatDecoder:
         if not flags and not role:
             flags = DROPPABLE
         return item, flags
+
+    def _learn(self, data: str, chunk: ChatChunk) -> None:
+        if not is_text_delta(chunk):  # a first chunk with the role, reasoning, the finish...
+            return
+        learned = learn_template(data, chunk)
+        if learned is None:  # a text delta that gives no template: one chance less
+            self._learnings -= 1
+            return
+        if self._template is not None and not self._hits:
+            self._learnings -= 1  # the last one never matched
+        self._template = learned
+        self._hits = 0
 
 
 class ChatStream:

@@ -564,6 +564,36 @@ def _fast_chunk(payload: dict[str, Any]) -> ChatChunk | None:
     return chunk
 
 
+def _text_chunk(
+    chunk_id: str,
+    model: str,
+    created: int,
+    fingerprint: str | None,
+    index: int,
+    content: str,
+) -> ChatChunk:
+    """A chunk of one choice whose delta is ``content`` alone (what ``_fast_chunk`` builds for
+    ``{"delta": {"content": ...}}`` without a finish reason or usage)."""
+    delta = _new(Delta)
+    _set_delta_role(delta, None)
+    _set_delta_content(delta, content)
+    _set_delta_refusal(delta, None)
+    _set_delta_reasoning(delta, None)
+    _set_delta_tool_calls(delta, _EMPTY)
+    choice = _new(Choice)
+    _set_choice_index(choice, index)
+    _set_choice_delta(choice, delta)
+    _set_choice_finish(choice, None)
+    chunk: ChatChunk = _new(ChatChunk)
+    _set_chunk_id(chunk, chunk_id)
+    _set_chunk_model(chunk, model)
+    _set_chunk_created(chunk, created)
+    _set_chunk_choices(chunk, (choice,))
+    _set_chunk_usage(chunk, None)
+    _set_chunk_fingerprint(chunk, fingerprint)
+    return chunk
+
+
 @attrs.frozen(kw_only=True)
 class Completion:
     """The result of one chat request (streamed or not), accumulated from its chunks.

@@ -17,6 +17,7 @@ from holysheep_trio._wire import (
     decode_data,
     decode_event,
     error_from_success_body,
+    learn_template,
     parse_error_body,
 )
 from holysheep_trio.errors import MAX_SHOWN_BYTES
@@ -684,3 +685,162 @@ def test_accumulated_text_is_every_piece_joined(pieces: list[str]) -> None:
 def test_accumulator_is_slotted() -> None:
     # One per stream: no __dict__ (docs/benchmarks.md, "Scale").
     assert not hasattr(CompletionAccumulator(), "__dict__")
+
+
+# --- the stream's chunk template: pinned to decode_chunk_data ---------------------------------
+
+
+def _decoder_outcomes(datas: list[str]) -> list[object]:
+    """What one stream's decoder gives for each event's data (templates learned as it goes)."""
+    from holysheep_trio.client import _ChatDecoder
+
+    decoder = _ChatDecoder()
+    found: list[object] = []
+    for data in datas:
+        try:
+            found.append(decoder.decode(ServerSentEvent(data=data))[0])
+        except hs.HolySheepError as exc:
+            found.append((type(exc), str(exc), getattr(exc, "data", None)))
+    return found
+
+
+def _plain_outcomes(datas: list[str]) -> list[object]:
+    found: list[object] = []
+    for data in datas:
+        outcome = _outcome(decode_chunk_data, data)
+        if isinstance(outcome, tuple):
+            outcome = outcome[:3]
+        found.append(None if outcome is DONE else outcome)
+    return found
+
+
+_ANY_TEXT = st.text(alphabet=st.characters(blacklist_categories=()), max_size=6)
+_HEADS = st.fixed_dictionaries(
+    {
+        "id": _ANY_TEXT,
+        "object": st.just("chat.completion.chunk"),
+        "created": st.integers(0, 2**40),
+        "model": _ANY_TEXT,
+    },
+    optional={
+        "system_fingerprint": st.none() | _ANY_TEXT,
+        "service_tier": _ANY_TEXT,
+        'x"content': _ANY_TEXT,  # a key that ends like the one the template looks for
+        "content": _ANY_TEXT,  # the same name outside the delta
+    },
+)
+_TAILS = st.fixed_dictionaries(
+    {}, optional={"logprobs": st.none(), "finish_reason": st.none(), "obfuscation": _ANY_TEXT}
+)
+
+
+@st.composite
+def _streams(draw: st.DrawFn) -> list[str]:
+    """One stream's event data: a head shared by its chunks, text deltas, and oddities."""
+    head = draw(_HEADS)
+    compact = draw(st.booleans())
+    ascii_only = draw(st.booleans())
+    datas = []
+    for _ in range(draw(st.integers(1, 8))):
+        choice: dict[str, Any] = {"index": 0, "delta": {"content": draw(_ANY_TEXT)}}
+        choice.update(draw(_TAILS))
+        payload = {**head, "choices": [choice]}
+        kind = draw(st.sampled_from(["text"] * 4 + ["role", "finish", "usage", "error", "raw"]))
+        if kind == "role":
+            choice["delta"]["role"] = "assistant"
+        elif kind == "finish":
+            choice["finish_reason"] = draw(st.sampled_from(["stop", "error", "length"]))
+        elif kind == "usage":
+            payload["usage"] = {"prompt_tokens": 1, "completion_tokens": 2}
+        elif kind == "error":
+            payload["error"] = {"message": "boom", "code": 429}
+        separators = (",", ":") if compact else None
+        data = json.dumps(payload, separators=separators, ensure_ascii=ascii_only)
+        if kind == "raw":  # the template's text around something that is not one string
+            data = data.replace(
+                '"content":"',
+                draw(
+                    st.sampled_from(
+                        [
+                            '"content":"a","content":"',
+                            '"content":"\\u',
+                            '"content":"\x01',
+                            '"content":1,"x":"',
+                        ]
+                    )
+                ),
+                1,
+            )
+        datas.append(data)
+    return datas
+
+
+@given(_streams())
+@example(
+    [
+        '{"id":"a","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+        '[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}'
+    ]
+    * 2
+    + [
+        '{"id":"a","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+        '[{"index":0,"delta":{"content":"x","content":"y"},"finish_reason":null}]}',
+        '{"id":"a","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+        '[{"index":0,"delta":{"content":"\\n\\"\\\\\\u2603"},"finish_reason":null}]}',
+        '{"id":"a","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+        '[{"index":0,"delta":{"content":"unterminated},"finish_reason":null}]}',
+    ]
+)
+def test_a_streams_template_decodes_every_chunk_as_decode_chunk_data(datas: list[str]) -> None:
+    assert _decoder_outcomes(datas) == _plain_outcomes(datas)
+
+
+def _chunk_text(content: str, **extra: Any) -> str:
+    choice = {"index": 0, "delta": {"content": content}, "finish_reason": None}
+    return json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 7,
+            "model": "m",
+            "choices": [choice],
+            **extra,
+        },
+        separators=(",", ":"),
+    )
+
+
+def test_the_template_is_used_once_learned() -> None:
+    from holysheep_trio.client import _ChatDecoder
+
+    decoder = _ChatDecoder()
+    for word in ("a", "b\n", "c\u2603"):
+        item, _ = decoder.decode(ServerSentEvent(data=_chunk_text(word)))
+        assert isinstance(item, hs.ChatChunk)
+        assert item.text == word
+    assert decoder._template is not None
+    assert decoder._hits == 2
+
+
+def test_a_template_that_never_matches_is_given_up_after_a_few(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Per-chunk padding (OpenAI's `obfuscation`) changes the text around every content.
+    from holysheep_trio import client
+    from holysheep_trio.client import _TEMPLATE_LEARNINGS, _ChatDecoder
+
+    calls: list[str] = []
+
+    def counted(data: str, chunk: hs.ChatChunk) -> Any:
+        calls.append(data)
+        return learn_template(data, chunk)
+
+    monkeypatch.setattr(client, "learn_template", counted)
+    decoder = _ChatDecoder()
+    for n in range(20):
+        item, _ = decoder.decode(ServerSentEvent(data=_chunk_text("w", obfuscation="x" * n)))
+        assert isinstance(item, hs.ChatChunk)
+        assert item.text == "w"
+    assert decoder._hits == 0
+    # The first template, then one per chunk until the chances are used up.
+    assert len(calls) == _TEMPLATE_LEARNINGS + 1
