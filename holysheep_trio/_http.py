@@ -398,6 +398,8 @@ class HttpExchange:
                         self.sent = False
                     raise translate(exc, connect_timeout=self._connect) from cause_of(exc)
         finally:
+            # Sent or not, this exchange will not send it again: the body (the prompt) goes.
+            self._payload = b""
             # TrioTransport says whether a byte of the request was written, also when a
             # cancellation or a deadline stopped the send (while connecting, nothing was);
             # another transport can't tell, so the request may have been read.

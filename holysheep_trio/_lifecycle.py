@@ -488,6 +488,11 @@ def _deadline_watcher() -> _DeadlineWatcher:
         return watcher
 
 
+def _no_more_attempts(base_url: str) -> Exchange:
+    """What makes exchanges once the first output came: nothing (see :meth:`Request.enter`)."""
+    raise RuntimeError("no attempt follows a stream's first output")
+
+
 class Request(Generic[ItemT]):
     """The lifecycle of one streamed request (see the module docs).
 
@@ -662,6 +667,12 @@ class Request(Generic[ItemT]):
                 self._scope = None
             if scope.cancelled_caught:
                 raise self.closed_error()
+            # No attempt follows the first output: what only attempts need (the request's
+            # body, its fields, the prompt's bound) goes now, not when the stream ends. A prompt
+            # is often tens of kilobytes; thousands of streams would hold one each.
+            self._new_exchange = _no_more_attempts
+            self._prompt_bound = None
+            self._request_fields = None
         except BaseException as exc:
             if isinstance(exc, HolySheepError):
                 self._tag(exc)  # e.g. a budget or health refusal, before any attempt

@@ -21,7 +21,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import httpx2
@@ -117,6 +117,8 @@ class _Secret:
     def __repr__(self) -> str:
         return "<secret>"
 
+
+_NO_FIELDS: Final[Mapping[str, Any]] = MappingProxyType({})
 
 #: Templates a stream may learn that never match (see _ChatDecoder.decode): chunks padded
 #: differently each time (OpenAI's ``obfuscation``) would otherwise cost a learning per chunk.
@@ -291,6 +293,8 @@ class ChatStream:
 
     async def __aenter__(self) -> ChatStream:
         await self._request.enter()
+        # Attempts are over (see Request.enter): the messages are not held for the stream.
+        self._fields = _NO_FIELDS
         return self
 
     async def __aexit__(

@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import sys
 import traceback
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -422,6 +424,33 @@ async def test_an_unsendable_request_leaves_no_key_in_the_error_chain(
             assert "authorization" not in request.headers
         pending += [current.__cause__, current.__context__]
     assert sim.stats().requests["gpt-4.1"] == 0
+
+
+async def test_an_open_stream_does_not_hold_its_prompt(
+    autojump_clock: MockClock, sim: Simulator
+) -> None:
+    """Attempts end at the first output: the messages and the request body go then, not when
+    the stream ends (a prompt of tens of kilobytes, thousands of streams)."""
+
+    class Text(str):
+        pass
+
+    content = Text("a long prompt " * 1000)
+    alive = weakref.ref(content)
+    messages: list[dict[str, Any]] | None = [{"role": "user", "content": content}]
+    del content
+    async with client_for(sim) as client:
+        assert messages is not None
+        stream = client.stream_chat(model="gpt-4.1", messages=messages, max_tokens=5)
+        body = stream._request._new_exchange._payload  # type: ignore[attr-defined]
+        assert b"a long prompt" in body
+        messages = None
+        async with stream:
+            gc.collect()
+            assert alive() is None
+            assert sys.getrefcount(body) == 2  # this frame's name and the call's argument
+            text = "".join([chunk.text async for chunk in stream])
+        assert text == stream.completion.text
 
 
 async def test_a_request_is_not_held_while_its_answer_is_awaited(
