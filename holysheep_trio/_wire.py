@@ -376,8 +376,10 @@ def decode_chunk_data(data: str) -> ChatChunk | _Done | None:
 # (typeshed does not list it.)
 _scanstring: Final[Callable[[str, int], tuple[str, int]]] = vars(json.decoder)["scanstring"]
 _CONTENT_KEY: Final = '"content":"'
-#: The value put into a learned template to prove it (a quote, a backslash, non-ASCII).
-_PROBE_TEXT: Final = 'probe " \\ \u2603'
+#: The values put into a learned template to prove it (quotes, backslashes, non-ASCII, a line
+#: break). Two: a text around the literal that decodes to a constant, whatever the literal
+#: holds (the content comes from elsewhere in it), could equal one of them, never both.
+_PROBE_TEXTS: Final = ('probe " \\ \u2603', "another\n\u00e9 '\\\"'")
 
 
 class ChunkTemplate:
@@ -452,11 +454,12 @@ def learn_template(data: str, chunk: ChatChunk) -> ChunkTemplate | None:
 
     The template is the text before and after the last ``"content":"...."`` string in
     ``data``. It is proven by decoding (:func:`decode_chunk_data`, with every check) the same
-    text around another string, one with a quote, a backslash and a non-ASCII character: the
-    result must be the chunk the template builds for that string. JSON being context-free, the
-    same text around any other string literal then decodes to that string as the only
-    difference, so :meth:`ChunkTemplate.match` gives what a full decoding would (a text that
-    is not one string literal there does not match).
+    text around two other strings (quotes, backslashes, non-ASCII): each result must be the
+    chunk the template builds for that string. JSON being context-free, the decoding of that
+    text around a string literal either is the template's chunk for every literal or does not
+    depend on the literal at all (the content comes from elsewhere, e.g. a later duplicate
+    key), and a constant cannot equal both probes; so :meth:`ChunkTemplate.match` gives what a
+    full decoding would (a text that is not one string literal there does not match).
     """
     if not is_text_delta(chunk):
         return None
@@ -471,14 +474,15 @@ def learn_template(data: str, chunk: ChatChunk) -> ChunkTemplate | None:
     if content != chunk.choices[0].delta.content:
         return None
     template = ChunkTemplate(data[:start], data[end:], chunk)
-    # The probe's literal without its opening quote (the template's prefix ends with one).
-    probe = template._prefix + json.dumps(_PROBE_TEXT)[1:] + template._suffix
-    try:
-        decoded = decode_chunk_data(probe)
-    except HolySheepError:
-        return None
-    if decoded != template.build(_PROBE_TEXT) or template.match(probe) != decoded:
-        return None
+    for text in _PROBE_TEXTS:
+        # The probe's literal without its opening quote (the template's prefix ends with one).
+        probe = template._prefix + json.dumps(text)[1:] + template._suffix
+        try:
+            decoded = decode_chunk_data(probe)
+        except HolySheepError:
+            return None
+        if decoded != template.build(text) or template.match(probe) != decoded:
+            return None
     return template
 
 

@@ -844,3 +844,35 @@ def test_a_template_that_never_matches_is_given_up_after_a_few(
     assert decoder._hits == 0
     # The first template, then one per chunk until the chances are used up.
     assert len(calls) == _TEMPLATE_LEARNINGS + 1
+
+
+@pytest.mark.parametrize("shape", ["top_level_key_after", "escaped_duplicate_key"])
+@pytest.mark.parametrize("first", [0, 1])
+def test_a_template_whose_literal_is_not_the_content_is_refused(shape: str, first: int) -> None:
+    # The last `"content":"..."` literal is not where the delta's content comes from, and the
+    # first chunk's content equals a probe: one probe alone would have been fooled (found by
+    # review).
+    from holysheep_trio._wire import _PROBE_TEXTS
+
+    probe = json.dumps(_PROBE_TEXTS[first])
+
+    def data(content: str) -> str:
+        if shape == "top_level_key_after":
+            return (
+                '{"id":"a","created":1,"model":"m","choices":[{"index":0,"delta":{"content":'
+                + probe
+                + "}}],"
+                + '"content":'
+                + json.dumps(content)
+                + "}"
+            )
+        return (
+            '{"id":"a","created":1,"model":"m","choices":[{"index":0,"delta":{"content":'
+            + json.dumps(content)
+            + ',"cont\\u0065nt":'
+            + probe
+            + "}}]}"
+        )
+
+    datas = [data(_PROBE_TEXTS[first]), data("hello"), data("world")]
+    assert _decoder_outcomes(datas) == _plain_outcomes(datas)
