@@ -674,7 +674,7 @@ class TrioResponseStream(httpx2.AsyncByteStream):
     @property
     def _request(self) -> httpx2.Request:
         """What the errors of the body name as their request: its method and URL."""
-        return httpx2.Request(self._method, self._url)
+        return _stand_in(self._method, self._url)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -1153,12 +1153,14 @@ class _Sending:
     def request(self) -> httpx2.Request:
         """The request errors name: the caller's own, else a stand-in (method and URL)."""
         original = self.original
-        return original if original is not None else httpx2.Request(self.method, self.url)
+        return original if original is not None else _stand_in(self.method, self.url)
 
     def unsendable(self, exc: h11.LocalProtocolError) -> httpx2.LocalProtocolError:
-        """The error for a body h11 refused to encode (no header value in it)."""
+        """The error for a body h11 refused to encode (no header value in it); only before a
+        byte was written, while the head is here."""
         head = self.head
-        headers = head.headers.raw_items() if head is not None else []
+        assert head is not None, "h11 refuses a request before any byte of it is written"
+        headers = head.headers.raw_items()
         return httpx2.LocalProtocolError(
             _unsendable_request_message(headers, exc), request=self.request
         )
@@ -1171,10 +1173,15 @@ class _Sending:
             self.original.extensions["holysheep.sent"] = True
 
 
+def _stand_in(method: str, url: str | httpx2.URL) -> httpx2.Request:
+    """What the errors of a request the transport does not hold name: its method and URL, no
+    headers (they hold the API key, and an error outlives the call) and no body."""
+    return httpx2.Request(method, url)
+
+
 def _named(request: httpx2.Request, *, keep: bool) -> httpx2.Request:
-    """What an error about ``request`` names: itself if kept, else a stand-in with its method
-    and URL (its headers hold the API key, and an error outlives the call)."""
-    return request if keep else httpx2.Request(request.method, request.url)
+    """What an error about ``request`` names: itself if kept, else its stand-in."""
+    return request if keep else _stand_in(request.method, request.url)
 
 
 def _timeout(timeouts: dict[str, Any], name: str) -> float | None:
